@@ -1,0 +1,66 @@
+"""Signatures of every function the rule language knows: used by the loader's static checks.
+
+Parameter kinds:
+- "window": a Duration that is a multiple of settings.resolution and at most settings.retention;
+- "event_type": a string literal naming a known event type;
+- "segment": a string literal naming a segment of the same file (creates a dependency);
+- "string": any string literal.
+Result types: "number", "number?" (may be null), "bool", "string?", "any".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+EVENT_TYPES: tuple[str, ...] = (
+    "purchase", "refund",
+    "email_sent", "email_delivered", "email_open", "email_click", "email_bounce",
+    "email_unsubscribe",
+    "page_view", "product_view", "add_to_cart", "checkout_started", "form_submit", "download",
+    "search",
+    "profile_update", "customer_erased",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Signature:
+    name: str
+    params: tuple[str, ...]
+    result: str
+    doc: str
+
+
+_SIGS = [
+    Signature("purchase_amount", ("window",), "number", "net amount: purchases minus refunds"),
+    Signature("purchase_count", ("window",), "number", "number of purchases"),
+    Signature("avg_order_value", ("window",), "number?", "purchase_amount / purchase_count"),
+    Signature("distinct_categories", ("window",), "number", "distinct item categories bought"),
+    Signature("items_count", ("window",), "number", "sum of item quantities bought"),
+    Signature("refund_amount", ("window",), "number", "amount refunded"),
+    Signature("refund_count", ("window",), "number", "number of refunds"),
+    Signature("lifetime_amount", (), "number", "net amount of all time"),
+    Signature("lifetime_orders", (), "number", "purchases of all time"),
+    Signature("days_since_last_purchase", (), "number?", "days since the last purchase"),
+    Signature("days_since_first_purchase", (), "number?", "days since the first purchase"),
+    Signature("growth_ratio", ("window",), "number?", "amount in last w / amount in the w before"),
+    Signature("count", ("event_type", "window"), "number", "events of a type in the window"),
+    Signature("days_since_last", ("event_type",), "number?", "days since the last event of a type"),
+    Signature("days_since_first_seen", (), "number?", "days since the first event of any type"),
+    Signature("email_opens", ("window",), "number", "email_open events"),
+    Signature("email_clicks", ("window",), "number", "email_click events"),
+    Signature("emails_sent", ("window",), "number", "email_sent events"),
+    Signature("open_rate", ("window",), "number?", "opens / delivered (or sent)"),
+    Signature("click_rate", ("window",), "number?", "clicks / delivered (or sent)"),
+    Signature("unsubscribed", (), "bool", "an email_unsubscribe was ever received"),
+    Signature("sessions", ("window",), "number", "distinct web session ids"),
+    Signature("page_views", ("window",), "number", "page_view events"),
+    Signature("engagement_score", (), "number", "decayed sum of engagement points"),
+    Signature("rfm_r", (), "number?", "recency score 1-5"),
+    Signature("rfm_f", (), "number?", "frequency score 1-5"),
+    Signature("rfm_m", (), "number?", "monetary score 1-5"),
+    Signature("rfm_segment", (), "string?", "named cell of the R/F grid"),
+    Signature("attribute", ("string",), "any", "profile attribute, null if missing"),
+    Signature("in_segment", ("segment",), "bool", "membership of another segment"),
+]
+
+FUNCTIONS: dict[str, Signature] = {s.name: s for s in _SIGS}

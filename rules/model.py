@@ -1,0 +1,82 @@
+"""A loaded, statically checked rule file (what the loader returns, the compiler consumes).
+
+All durations are integer milliseconds. Everything is frozen: a RuleFile is a value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from rules.ast import Expr, Pos
+
+MINUTE_MS = 60_000
+HOUR_MS = 3_600_000
+DAY_MS = 86_400_000
+
+# Default RFM grid: (R score, F score) -> cell name. R and F are 1..5.
+DEFAULT_RFM_GRID: Mapping[tuple[int, int], str] = {
+    **{(5, f): n for f, n in zip(range(1, 6), ["new", "potential_loyalist", "potential_loyalist",
+                                                "champions", "champions"], strict=True)},
+    **{(4, f): n for f, n in zip(range(1, 6), ["promising", "potential_loyalist",
+                                                "potential_loyalist", "loyal", "loyal"], strict=True)},
+    **{(3, f): n for f, n in zip(range(1, 6), ["about_to_sleep", "about_to_sleep",
+                                                "need_attention", "loyal", "loyal"], strict=True)},
+    **{(2, f): n for f, n in zip(range(1, 6), ["hibernating", "hibernating", "at_risk", "at_risk",
+                                                "cannot_lose"], strict=True)},
+    **{(1, f): n for f, n in zip(range(1, 6), ["lost", "hibernating", "at_risk", "at_risk",
+                                                "cannot_lose"], strict=True)},
+}
+
+
+@dataclass(frozen=True, slots=True)
+class EngagementSettings:
+    half_life_ms: int = 14 * DAY_MS
+    points: Mapping[str, float] = field(default_factory=dict)  # event type -> points
+
+
+@dataclass(frozen=True, slots=True)
+class RfmSettings:
+    window_ms: int = 365 * DAY_MS
+    recency_days: tuple[float, float, float, float] = (14, 30, 90, 180)
+    frequency: tuple[float, float, float, float] = (1, 2, 4, 8)
+    monetary: tuple[float, float, float, float] = (100, 500, 1500, 5000)
+    grid: Mapping[tuple[int, int], str] = field(default_factory=lambda: dict(DEFAULT_RFM_GRID))
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSettings:
+    currency: str
+    resolution_ms: int = HOUR_MS
+    retention_ms: int = 400 * DAY_MS
+    dedup_horizon_ms: int = 7 * DAY_MS
+    future_tolerance_ms: int = 5 * MINUTE_MS
+    engagement: EngagementSettings = field(default_factory=EngagementSettings)
+    rfm: RfmSettings = field(default_factory=RfmSettings)
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentDef:
+    id: str
+    when: Expr
+    when_text: str
+    label: str | None = None
+    color: str | None = None
+    icon: str | None = None
+    group: str | None = None
+    exit_when: Expr | None = None
+    exit_when_text: str | None = None
+    min_dwell_ms: int = 0
+    actions: Mapping[str, Any] = field(default_factory=dict)
+    pos: Pos = Pos(1, 1)
+
+
+@dataclass(frozen=True, slots=True)
+class RuleFile:
+    version: int
+    name: str
+    settings: RuleSettings
+    segments: tuple[SegmentDef, ...]
+    content_hash: str  # "sha256:<hex of the file's bytes>": the rules_version of change records
+    source: str = "<string>"

@@ -1,0 +1,62 @@
+"""The exception hierarchy: one root, specific subclasses that carry data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class SegmenterError(Exception):
+    """Root of every error Segmenter raises on purpose."""
+
+
+@dataclass(frozen=True, slots=True)
+class RuleProblem:
+    """One problem found in a rule file, with its position (1-based line and column)."""
+
+    file: str
+    line: int
+    column: int
+    message: str
+    suggestion: str | None = None
+
+    def __str__(self) -> str:
+        text = f"{self.file}:{self.line}:{self.column}: {self.message}"
+        if self.suggestion:
+            text += f" (did you mean {self.suggestion!r}?)"
+        return text
+
+
+class RuleFileError(SegmenterError):
+    """A rule file failed to load; carries every problem found, not just the first."""
+
+    def __init__(self, problems: list[RuleProblem]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems) or "invalid rule file")
+
+
+class RuleEvaluationError(SegmenterError):
+    """A compiled rule failed at evaluation time (a bug, never bad user input)."""
+
+    def __init__(self, segment_id: str, message: str) -> None:
+        self.segment_id = segment_id
+        super().__init__(f"segment {segment_id!r}: {message}")
+
+
+class ConfigError(SegmenterError):
+    """Invalid settings (environment variables or CLI flags)."""
+
+
+class ServiceError(SegmenterError):
+    """A local service (Kafka, Redis) could not be installed, started or reached."""
+
+    def __init__(self, service: str, message: str, log_tail: str = "") -> None:
+        self.service = service
+        self.log_tail = log_tail
+        text = f"{service}: {message}"
+        if log_tail:
+            text += f"\n--- last lines of the {service} log ---\n{log_tail}"
+        super().__init__(text)
+
+
+class TopologyError(SegmenterError):
+    """Kafka topics are not laid out as the worker needs (e.g. partition counts differ)."""
