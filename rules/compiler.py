@@ -1,0 +1,243 @@
+"""Compile rule expressions (rules/ast.py) into Python closures, once, at load time.
+
+Besides the value of an expression, the compiler works out what the engine needs to evaluate it
+incrementally and on time:
+- `reads`: the event types that can change its value; `deps`: the segments it reads through
+  `in_segment`;
+- `terms`: its function calls (their values are the `why` of a change record);
+- `crossings`: every comparison whose operands move continuously with time (`days_since_*`,
+  `engagement_score`), with the difference of its two sides and the direction that difference
+  moves, so the engine can find the exact instant the comparison flips;
+- `coarse`: the expression has a time-continuous comparison whose direction cannot be known
+  statically (e.g. a product of two time-dependent terms); those are re-evaluated at every
+  resolution boundary instead of at their exact crossing instant.
+
+Null rules: arithmetic with null (or a non-number) and division by zero give null; a comparison
+with null is false, except `== null` / `!= null`; `and`, `or`, `not` treat null as false.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from rules import ast
+from rules.context import Ctx
+from rules.functions import Term, build_term
+from rules.model import RuleSettings
+
+Fn = Callable[[Ctx], Any]
+_NUM = (int, float)
+
+
+@dataclass(frozen=True, slots=True)
+class Crossing:
+    """A time-continuous comparison: `diff(ctx)` = left - right (None when not numeric)."""
+
+    diff: Fn
+    mono: int | None  # +1 / -1: how diff moves with time; None: unknown (coarse)
+
+
+@dataclass(slots=True)
+class CompiledExpr:
+    fn: Fn
+    text: str
+    terms: list[Term] = field(default_factory=list)
+    crossings: list[Crossing] = field(default_factory=list)
+    coarse: bool = False
+
+    @property
+    def reads(self) -> frozenset[str]:
+        out: set[str] = set()
+        for t in self.terms:
+            out |= t.reads
+        return frozenset(out)
+
+    @property
+    def deps(self) -> frozenset[str]:
+        return frozenset(t.segment_ref for t in self.terms if t.segment_ref)
+
+    @property
+    def step_terms(self) -> list[Term]:
+        return [t for t in self.terms if t.next_change is not None]
+
+
+@dataclass(frozen=True, slots=True)
+class _Node:
+    fn: Fn
+    mono: int | None  # 0: constant in time between events/steps; +1/-1 monotone; None unknown
+    literal: Any = None
+    is_literal: bool = False
+    is_null: bool = False
+
+
+def _combine(a: int | None, b: int | None) -> int | None:
+    if a is None or b is None:
+        return None
+    if a == 0:
+        return b
+    if b == 0 or a == b:
+        return a
+    return None
+
+
+def _neg(m: int | None) -> int | None:
+    return None if m is None else -m
+
+
+class _Compiler:
+    def __init__(self, settings: RuleSettings, text: str) -> None:
+        self.settings = settings
+        self.out = CompiledExpr(fn=lambda ctx: None, text=text)
+        self._terms: dict[str, Term] = {}
+
+    def compile(self, node: ast.Expr) -> _Node:
+        method = getattr(self, "_" + type(node).__name__.lower())
+        return method(node)  # type: ignore[no-any-return]
+
+    def _literal(self, node: ast.Literal) -> _Node:
+        v = node.value
+        return _Node(lambda ctx: v, 0, literal=v, is_literal=True, is_null=v is None)
+
+    def _duration(self, node: ast.Duration) -> _Node:  # only reachable as an argument
+        ms = node.ms
+        return _Node(lambda ctx: ms, 0, literal=ms, is_literal=True)
+
+    def _call(self, node: ast.Call) -> _Node:
+        term = self._terms.get(node.text)
+        if term is None:
+            args = tuple(a.ms if isinstance(a, ast.Duration) else a.value  # type: ignore[union-attr]
+                         for a in node.args)
+            term = build_term(node.name, args, node.text, self.settings)
+            self._terms[node.text] = term
+            self.out.terms.append(term)
+        return _Node(term.fn, term.mono if term.kind == "cont" else 0)
+
+    def _unary(self, node: ast.Unary) -> _Node:
+        inner = self.compile(node.operand)
+        f = inner.fn
+        if node.op == "not":
+            return _Node(lambda ctx: f(ctx) is not True, 0)
+
+        def neg(ctx: Ctx) -> Any:
+            v = f(ctx)
+            return -v if type(v) in _NUM else None
+
+        if inner.is_literal and type(inner.literal) in _NUM:
+            v = -inner.literal
+            return _Node(lambda ctx: v, 0, literal=v, is_literal=True)
+        return _Node(neg, _neg(inner.mono))
+
+    def _binary(self, node: ast.Binary) -> _Node:
+        left, right = self.compile(node.left), self.compile(node.right)
+        op = node.op
+        if op in ast.LOGICAL:
+            return _Node(_logical(op, left.fn, right.fn), 0)
+        if op in ast.ARITHMETIC:
+            return _Node(_arith(op, left.fn, right.fn), _arith_mono(op, left, right))
+        fn = _compare(op, left, right)
+        mono = _combine(left.mono, _neg(right.mono))
+        if left.mono != 0 or right.mono != 0:
+            self.out.crossings.append(Crossing(_arith("-", left.fn, right.fn), mono))
+            if mono is None:
+                self.out.coarse = True
+        return _Node(fn, 0)
+
+    def _in(self, node: ast.In) -> _Node:
+        inner = self.compile(node.operand)
+        items = tuple(i.value for i in node.items)
+        f = inner.fn
+        negated = node.negated
+
+        def member(ctx: Ctx) -> bool:
+            v = f(ctx)
+            if v is None:
+                return False
+            return (v not in items) if negated else (v in items)
+
+        if inner.mono != 0:
+            self.out.crossings.append(Crossing(f, None))
+            self.out.coarse = True
+        return _Node(member, 0)
+
+
+def _logical(op: str, a: Fn, b: Fn) -> Fn:
+    if op == "and":
+        return lambda ctx: a(ctx) is True and b(ctx) is True
+    return lambda ctx: a(ctx) is True or b(ctx) is True
+
+
+def _arith(op: str, a: Fn, b: Fn) -> Fn:
+    def add(ctx: Ctx) -> Any:
+        x, y = a(ctx), b(ctx)
+        return x + y if type(x) in _NUM and type(y) in _NUM else None
+
+    def sub(ctx: Ctx) -> Any:
+        x, y = a(ctx), b(ctx)
+        return x - y if type(x) in _NUM and type(y) in _NUM else None
+
+    def mul(ctx: Ctx) -> Any:
+        x, y = a(ctx), b(ctx)
+        return x * y if type(x) in _NUM and type(y) in _NUM else None
+
+    def div(ctx: Ctx) -> Any:
+        x, y = a(ctx), b(ctx)
+        return x / y if type(x) in _NUM and type(y) in _NUM and y else None
+
+    return {"+": add, "-": sub, "*": mul, "/": div}[op]
+
+
+def _arith_mono(op: str, left: _Node, right: _Node) -> int | None:
+    if op == "+":
+        return _combine(left.mono, right.mono)
+    if op == "-":
+        return _combine(left.mono, _neg(right.mono))
+    # * and /: monotone only when scaled by a literal number of known sign
+    if right.is_literal and type(right.literal) in _NUM:
+        k = right.literal
+        if op == "/" and k == 0:
+            return 0
+        return 0 if k == 0 else (left.mono if k > 0 else _neg(left.mono))
+    if op == "*" and left.is_literal and type(left.literal) in _NUM:
+        k = left.literal
+        return 0 if k == 0 else (right.mono if k > 0 else _neg(right.mono))
+    if left.mono == 0 and right.mono == 0:
+        return 0
+    return None
+
+
+def _compare(op: str, left: _Node, right: _Node) -> Fn:
+    a, b = left.fn, right.fn
+    if op in ("==", "!=") and (left.is_null or right.is_null):
+        other = b if left.is_null else a
+        if op == "==":
+            return lambda ctx: other(ctx) is None
+        return lambda ctx: other(ctx) is not None
+
+    import operator
+
+    pyop = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
+            ">": operator.gt, ">=": operator.ge}[op]
+
+    def cmp(ctx: Ctx) -> bool:
+        x = a(ctx)
+        if x is None:
+            return False
+        y = b(ctx)
+        if y is None:
+            return False
+        try:
+            return bool(pyop(x, y))
+        except TypeError:
+            return op == "!="
+
+    return cmp
+
+
+def compile_expr(expr: ast.Expr, text: str, settings: RuleSettings) -> CompiledExpr:
+    c = _Compiler(settings, text)
+    node = c.compile(expr)
+    f = node.fn
+    c.out.fn = lambda ctx: f(ctx) is True
+    return c.out

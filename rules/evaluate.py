@@ -1,0 +1,195 @@
+"""Segment membership at one instant, exactly as the spec defines it, and when to look again.
+
+Given the previous membership M, at instant t, for each segment s in dependency order:
+candidate(s) = not exit_when(t) if s in M and exit_when is set, else when(t); if s in M, candidate
+is false and t - entered_at(s) < min_dwell, it stays true. In a group the member is the first
+segment in file order whose candidate is true; a segment without a group is a member iff its
+candidate is true.
+
+Only the segments handed in (`dirty`) are re-evaluated; the others keep their stored candidate,
+which is valid because each segment also stores `due`: the earliest instant at which time alone
+could change its candidate (a window edge, a threshold crossing, a dwell expiring). The engine
+re-evaluates a segment at or before that instant, never later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from rules.compiler import CompiledExpr
+from rules.context import Ctx
+from rules.ruleset import CompiledSegment, RuleSet
+from streams.changes import Cause, SegmentChange
+from streams.state import CustomerState
+
+HORIZON_MS = 100 * 365 * 86_400_000  # how far ahead a threshold crossing is looked for
+
+
+def _sign(x: float) -> int:
+    return (x > 0) - (x < 0)
+
+
+def _first_flip(expr: CompiledExpr, ctx: Ctx, scratch: Ctx, hi: int) -> int | None:
+    """Earliest instant in (ctx.t, hi] at which a time-continuous comparison of `expr` flips."""
+    best: int | None = None
+    t0 = ctx.t
+    for c in expr.crossings:
+        d0 = c.diff(ctx)
+        if d0 is None:
+            continue
+        s0 = _sign(d0)
+        top = hi if best is None else best - 1
+        if top <= t0:
+            break
+        dh = c.diff(scratch.at(top))
+        if dh is not None and _sign(dh) == s0:
+            continue  # monotone: no flip before `top`
+        lo, up = t0, top
+        while up - lo > 1:
+            mid = (lo + up) // 2
+            dm = c.diff(scratch.at(mid))
+            if dm is not None and _sign(dm) == s0:
+                lo = mid
+            else:
+                up = mid
+        best = up
+    return best
+
+
+def segment_due(seg: CompiledSegment, ctx: Ctx, scratch: Ctx, entered_at: int | None) -> int | None:
+    """Earliest instant after ctx.t at which time alone may change seg's candidate."""
+    t = ctx.t
+    expr = seg.exit_when if (entered_at is not None and seg.exit_when is not None) else seg.when
+    best: int | None = None
+    for term in expr.terms:
+        nc = term.next_change
+        if nc is not None:
+            at = nc(ctx)
+            if at is not None and at > t and (best is None or at < best):
+                best = at
+    if expr.crossings:
+        if expr.coarse:
+            at = (ctx.bnow + 1) * ctx.r
+        else:
+            top = (best - 1) if best is not None else t + HORIZON_MS
+            at = _first_flip(expr, ctx, scratch, top)  # type: ignore[assignment]
+        if at is not None and (best is None or at < best):
+            best = at
+    if entered_at is not None and seg.dwell and t < entered_at + seg.dwell:
+        at = entered_at + seg.dwell
+        if best is None or at < best:
+            best = at
+    return best
+
+
+def _candidate(seg: CompiledSegment, ctx: Ctx, entered_at: int | None) -> bool:
+    if entered_at is not None and seg.exit_when is not None:
+        c = not seg.exit_when.fn(ctx)
+    else:
+        c = seg.when.fn(ctx)
+    if not c and entered_at is not None and ctx.t - entered_at < seg.dwell:
+        return True
+    return bool(c)
+
+
+def why(seg: CompiledSegment, ctx: Ctx, was_member: bool) -> dict[str, Any]:
+    expr = seg.exit_when if (was_member and seg.exit_when is not None) else seg.when
+    return {term.text: term.fn(ctx) for term in expr.terms}
+
+
+def _detail(seg: CompiledSegment, ctx: Ctx, was_member: bool) -> dict[str, Any]:
+    d = seg.defn
+    return {"label": d.label, "color": d.color, "icon": d.icon, "actions": dict(d.actions),
+            "why": why(seg, ctx, was_member)}
+
+
+def evaluate(rs: RuleSet, st: CustomerState, t: int, dirty: Iterable[CompiledSegment],
+             cause: Cause, emit: bool = True) -> SegmentChange | None:
+    """Re-evaluate `dirty` (in evaluation order) at instant t; update st; return the change."""
+    members = st.members
+    cands = st.cands
+    groups_before = rs.groups_before
+    ctx = Ctx(st, t, rs.settings.resolution_ms, cands, groups_before)
+    scratch = Ctx(st, t, rs.settings.resolution_ms, cands, groups_before)
+    dirty = tuple(dirty)
+    for seg in dirty:
+        if _candidate(seg, ctx, members.get(seg.id)):
+            cands.add(seg.id)
+        else:
+            cands.discard(seg.id)
+    affected: dict[str, CompiledSegment] = {}
+    for seg in dirty:
+        affected[seg.id] = seg
+        for p in seg.group_peers:
+            affected[p] = rs.by_id[p]
+    entered: list[str] = []
+    exited: list[str] = []
+    for sid in affected:
+        now_in = ctx.member(sid)
+        if now_in != (sid in members):
+            (entered if now_in else exited).append(sid)
+    st.last_eval = t
+    if not entered and not exited:
+        for seg in dirty:
+            _set_due(st, seg, ctx, scratch, members.get(seg.id))
+        return None
+    details: dict[str, dict[str, Any]] = {}
+    if emit:
+        for sid in entered:
+            details[sid] = _detail(rs.by_id[sid], ctx, False)
+        for sid in exited:
+            details[sid] = _detail(rs.by_id[sid], ctx, True)
+    groups = _group_moves(rs, affected.values(), members, ctx)
+    for sid in exited:
+        del members[sid]
+    for sid in entered:
+        members[sid] = t
+    # The candidate formula of a segment whose membership changed switches (when <-> exit_when):
+    # recompute it against the new membership; if that would flip it again, look at t + 1 ms.
+    to_due = {seg.id: seg for seg in dirty}
+    for sid in (*entered, *exited):
+        seg = rs.by_id[sid]
+        to_due[sid] = seg
+        if seg.exit_when is not None:
+            c = _candidate(seg, ctx, members.get(sid))
+            if c != (sid in cands):
+                if c:
+                    cands.add(sid)
+                else:
+                    cands.discard(sid)
+                st.due[sid] = t + 1
+                del to_due[sid]
+    for seg in to_due.values():
+        _set_due(st, seg, ctx, scratch, members.get(seg.id))
+    if not emit:
+        return None
+    st.seq += 1
+    return SegmentChange(
+        customer_id=st.customer_id, seq=st.seq, at=t, cause=cause, rules_version=rs.version,
+        entered=tuple(sorted(entered)), exited=tuple(sorted(exited)),
+        segments=tuple(sorted(members)), groups=groups, details=details)
+
+
+def _set_due(st: CustomerState, seg: CompiledSegment, ctx: Ctx, scratch: Ctx,
+             entered_at: int | None) -> None:
+    due = segment_due(seg, ctx, scratch, entered_at)
+    if due is None:
+        st.due.pop(seg.id, None)
+    else:
+        st.due[seg.id] = due
+
+
+def _group_moves(rs: RuleSet, segs: Iterable[CompiledSegment], members: dict[str, int],
+                 ctx: Ctx) -> dict[str, dict[str, str | None]]:
+    out: dict[str, dict[str, str | None]] = {}
+    for seg in segs:
+        g = seg.defn.group
+        if g is None or g in out:
+            continue
+        ids = rs.groups[g]
+        before = next((s for s in ids if s in members), None)
+        after = next((s for s in ids if ctx.member(s)), None)
+        if before != after:
+            out[g] = {"from": before, "to": after}
+    return out

@@ -1,0 +1,396 @@
+"""Implementations of the rule language's functions over a customer state.
+
+Each function is built once per call site at compile time (`build_term`) into a `Term`:
+- `fn(ctx)` gives its value at `ctx.t`;
+- `reads`: the event types whose arrival can change it (drives incremental re-evaluation);
+- `kind`: "event" (changes only when an event arrives), "step" (also changes at instants that
+  `next_change(ctx)` computes exactly: a window sliding past a bucket, an RFM recency threshold),
+  or "cont" (changes continuously with time: days_since_*, engagement_score), with `mono` the
+  direction it moves as time passes (+1 up, -1 down).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from rules.catalogue import EVENT_TYPES
+from rules.context import Ctx
+from rules.model import DAY_MS, RuleSettings
+from streams.state import Bucket, engagement_at
+
+Value = Any
+EMAIL_OPEN, EMAIL_CLICK, EMAIL_SENT, EMAIL_DELIVERED = (
+    "email_open", "email_click", "email_sent", "email_delivered")
+PURCHASE_TYPES = frozenset({"purchase", "refund"})
+WEB_TYPES = frozenset({"page_view", "product_view", "add_to_cart", "checkout_started",
+                       "form_submit", "download", "search"})
+ALL_TYPES = frozenset(t for t in EVENT_TYPES if t != "customer_erased")
+
+
+@dataclass(frozen=True, slots=True)
+class Term:
+    text: str
+    fn: Callable[[Ctx], Value]
+    reads: frozenset[str]
+    kind: str = "event"  # "event" | "step" | "cont"
+    next_change: Callable[[Ctx], int | None] | None = None
+    mono: int = 0
+    segment_ref: str | None = None  # for in_segment
+
+
+# ---------------------------------------------------------------- window machinery
+
+def _sums(ctx: Ctx, nb: int) -> tuple[float, int, float, int, int]:
+    """(purchase amount, purchase count, refund amount, refund count, items) over nb buckets."""
+    key = ("s", nb)
+    hit = ctx.cache.get(key)
+    if hit is not None:
+        return hit  # type: ignore[no-any-return]
+    lo = ctx.bnow - nb
+    pa = ra = 0.0
+    pc = rc = it = 0
+    for b, bk in ctx.st.buckets.items():
+        if b > lo and (bk.pc or bk.rc):
+            pa += bk.pa
+            pc += bk.pc
+            ra += bk.ra
+            rc += bk.rc
+            it += bk.items
+    out = (pa, pc, ra, rc, it)
+    ctx.cache[key] = out
+    return out
+
+
+def _net_between(ctx: Ctx, lo: int, hi: int) -> float:
+    """Net purchase amount of buckets lo < b <= hi."""
+    total = 0.0
+    for b, bk in ctx.st.buckets.items():
+        if lo < b <= hi and (bk.pc or bk.rc):
+            total += bk.pa - bk.ra
+    return total
+
+
+def _type_count(ctx: Ctx, etype: str, nb: int) -> int:
+    key = (etype, nb)
+    hit = ctx.cache.get(key)
+    if hit is not None:
+        return hit  # type: ignore[no-any-return]
+    lo = ctx.bnow - nb
+    n = 0
+    for b, bk in ctx.st.buckets.items():
+        if b > lo:
+            n += bk.types.get(etype, 0)
+    ctx.cache[key] = n
+    return n
+
+
+def _distinct(ctx: Ctx, nb: int, attr: str) -> int:
+    lo = ctx.bnow - nb
+    seen: set[str] = set()
+    for b, bk in ctx.st.buckets.items():
+        if b > lo:
+            s = getattr(bk, attr)
+            if s:
+                seen |= s
+    return len(seen)
+
+
+def _window_exit(edges: tuple[int, ...], has: Callable[[Bucket], Any]) -> Callable[[Ctx], int | None]:
+    """Next instant at which a bucket that matters (`has`) slides past one of the window edges."""
+    far = max(edges)
+
+    def next_change(ctx: Ctx) -> int | None:
+        bnow = ctx.bnow
+        best: int | None = None
+        for b, bk in ctx.st.buckets.items():
+            if b > bnow - far and has(bk):
+                for e in edges:
+                    if b > bnow - e:
+                        at = (b + e) * ctx.r
+                        if best is None or at < best:
+                            best = at
+                        break
+        return best
+
+    return next_change
+
+
+def _has_purchase_or_refund(bk: Bucket) -> Any:
+    return bk.pc or bk.rc
+
+
+def _has_purchase(bk: Bucket) -> Any:
+    return bk.pc
+
+
+def _has_refund(bk: Bucket) -> Any:
+    return bk.rc
+
+
+def _has_items(bk: Bucket) -> Any:
+    return bk.items
+
+
+def _has_cats(bk: Bucket) -> Any:
+    return bk.cats
+
+
+def _has_sessions(bk: Bucket) -> Any:
+    return bk.sessions
+
+
+def _has_types(types: Iterable[str]) -> Callable[[Bucket], Any]:
+    tt = tuple(types)
+    if len(tt) == 1:
+        only = tt[0]
+        return lambda bk: only in bk.types
+    return lambda bk: any(t in bk.types for t in tt)
+
+
+def _ratio(num: float, den: float) -> float | None:
+    return num / den if den else None
+
+
+# ---------------------------------------------------------------- builders
+
+def build_term(name: str, args: tuple[Any, ...], text: str, settings: RuleSettings) -> Term:
+    """A Term for call `name(*args)`; window args are in ms, string args are str."""
+    r = settings.resolution_ms
+    if name in _WINDOWED:
+        nb = args[-1] // r
+        return _WINDOWED[name](text, nb, *args[:-1])
+    if name in _SIMPLE:
+        return _SIMPLE[name](text, settings, *args)
+    raise KeyError(name)
+
+
+def _w(text: str, fn: Callable[[Ctx], Value], reads: Iterable[str], edges: tuple[int, ...],
+       has: Callable[[Bucket], Any]) -> Term:
+    return Term(text, fn, frozenset(reads), "step", _window_exit(edges, has))
+
+
+def _purchase_amount(text: str, nb: int) -> Term:
+    def fn(ctx: Ctx) -> Value:
+        s = _sums(ctx, nb)
+        return s[0] - s[2]
+    return _w(text, fn, PURCHASE_TYPES, (nb,), _has_purchase_or_refund)
+
+
+def _purchase_count(text: str, nb: int) -> Term:
+    return _w(text, lambda ctx: _sums(ctx, nb)[1], PURCHASE_TYPES, (nb,), _has_purchase)
+
+
+def _avg_order_value(text: str, nb: int) -> Term:
+    def fn(ctx: Ctx) -> Value:
+        s = _sums(ctx, nb)
+        return _ratio(s[0] - s[2], s[1])
+    return _w(text, fn, PURCHASE_TYPES, (nb,), _has_purchase_or_refund)
+
+
+def _items_count(text: str, nb: int) -> Term:
+    return _w(text, lambda ctx: _sums(ctx, nb)[4], PURCHASE_TYPES, (nb,), _has_items)
+
+
+def _refund_amount(text: str, nb: int) -> Term:
+    return _w(text, lambda ctx: _sums(ctx, nb)[2], PURCHASE_TYPES, (nb,), _has_refund)
+
+
+def _refund_count(text: str, nb: int) -> Term:
+    return _w(text, lambda ctx: _sums(ctx, nb)[3], PURCHASE_TYPES, (nb,), _has_refund)
+
+
+def _distinct_categories(text: str, nb: int) -> Term:
+    return _w(text, lambda ctx: _distinct(ctx, nb, "cats"), PURCHASE_TYPES, (nb,), _has_cats)
+
+
+def _sessions(text: str, nb: int) -> Term:
+    return _w(text, lambda ctx: _distinct(ctx, nb, "sessions"), WEB_TYPES, (nb,), _has_sessions)
+
+
+def _growth_ratio(text: str, nb: int) -> Term:
+    def fn(ctx: Ctx) -> Value:
+        bnow = ctx.bnow
+        prev = _net_between(ctx, bnow - 2 * nb, bnow - nb)
+        if not prev:
+            return None
+        return _net_between(ctx, bnow - nb, bnow) / prev
+    return _w(text, fn, PURCHASE_TYPES, (nb, 2 * nb), _has_purchase_or_refund)
+
+
+def _count_of(etype: str) -> Callable[[str, int], Term]:
+    def build(text: str, nb: int) -> Term:
+        return _w(text, lambda ctx: _type_count(ctx, etype, nb), (etype,), (nb,),
+                  _has_types((etype,)))
+    return build
+
+
+def _count(text: str, nb: int, etype: str) -> Term:
+    return _count_of(etype)(text, nb)
+
+
+def _rate(num_type: str) -> Callable[[str, int], Term]:
+    def build(text: str, nb: int) -> Term:
+        def fn(ctx: Ctx) -> Value:
+            num = _type_count(ctx, num_type, nb)
+            den = _type_count(ctx, EMAIL_DELIVERED, nb) or _type_count(ctx, EMAIL_SENT, nb)
+            return _ratio(num, den)
+        types = (num_type, EMAIL_DELIVERED, EMAIL_SENT)
+        return _w(text, fn, types, (nb,), _has_types(types))
+    return build
+
+
+_WINDOWED: dict[str, Callable[..., Term]] = {
+    "purchase_amount": _purchase_amount,
+    "purchase_count": _purchase_count,
+    "avg_order_value": _avg_order_value,
+    "distinct_categories": _distinct_categories,
+    "items_count": _items_count,
+    "refund_amount": _refund_amount,
+    "refund_count": _refund_count,
+    "growth_ratio": _growth_ratio,
+    "count": _count,
+    "email_opens": _count_of(EMAIL_OPEN),
+    "email_clicks": _count_of(EMAIL_CLICK),
+    "emails_sent": _count_of(EMAIL_SENT),
+    "page_views": _count_of("page_view"),
+    "open_rate": _rate(EMAIL_OPEN),
+    "click_rate": _rate(EMAIL_CLICK),
+    "sessions": _sessions,
+}
+
+
+def _days_since(text: str, pick: Callable[[Ctx], int | None], reads: Iterable[str]) -> Term:
+    def fn(ctx: Ctx) -> Value:
+        ts = pick(ctx)
+        return None if ts is None else (ctx.t - ts) / DAY_MS
+    return Term(text, fn, frozenset(reads), "cont", mono=1)
+
+
+def _days_last(etype: str) -> Callable[[Ctx], int | None]:
+    return lambda ctx: ctx.st.last_ts.get(etype)
+
+
+def _days_first(etype: str) -> Callable[[Ctx], int | None]:
+    return lambda ctx: ctx.st.first_ts.get(etype)
+
+
+def _simple_event(text: str, fn: Callable[[Ctx], Value], reads: Iterable[str]) -> Term:
+    return Term(text, fn, frozenset(reads))
+
+
+def _engagement(text: str, settings: RuleSettings) -> Term:
+    hl = settings.engagement.half_life_ms
+    reads = [t for t, p in settings.engagement.points.items() if p]
+    return Term(text, lambda ctx: engagement_at(ctx.st, ctx.t, hl), frozenset(reads), "cont",
+                mono=-1)
+
+
+def _first_instant_after(last: int, days: float) -> int:
+    """Smallest integer instant t with (t - last) / DAY_MS > days."""
+    t = last + int(days * DAY_MS)
+    while (t - last) / DAY_MS > days:
+        t -= 1
+    while (t - last) / DAY_MS <= days:
+        t += 1
+    return t
+
+
+def _rfm_parts(settings: RuleSettings) -> tuple[Callable[[Ctx], Value], Callable[[Ctx], Value],
+                                                 Callable[[Ctx], Value],
+                                                 Callable[[Ctx], int | None]]:
+    rfm = settings.rfm
+    nb = rfm.window_ms // settings.resolution_ms
+    rec, freq, mon = rfm.recency_days, rfm.frequency, rfm.monetary
+
+    def r_score(ctx: Ctx) -> Value:
+        last = ctx.st.last_ts.get("purchase")
+        if last is None:
+            return None
+        days = (ctx.t - last) / DAY_MS
+        for score, th in zip((5, 4, 3, 2), rec, strict=True):
+            if days <= th:
+                return score
+        return 1
+
+    def f_score(ctx: Ctx) -> Value:
+        if "purchase" not in ctx.st.last_ts:
+            return None
+        n = _sums(ctx, nb)[1]
+        return 1 + sum(1 for th in freq if n >= th)
+
+    def m_score(ctx: Ctx) -> Value:
+        if "purchase" not in ctx.st.last_ts:
+            return None
+        s = _sums(ctx, nb)
+        return 1 + sum(1 for th in mon if s[0] - s[2] >= th)
+
+    window_exit = _window_exit((nb,), _has_purchase_or_refund)
+
+    def r_next(ctx: Ctx) -> int | None:
+        last = ctx.st.last_ts.get("purchase")
+        if last is None:
+            return None
+        for th in rec:
+            at = _first_instant_after(last, th)
+            if at > ctx.t:
+                return at
+        return None
+
+    def next_change(ctx: Ctx) -> int | None:
+        a, b = r_next(ctx), window_exit(ctx)
+        if a is None:
+            return b
+        return a if b is None or a < b else b
+
+    return r_score, f_score, m_score, next_change
+
+
+def _rfm(which: str) -> Callable[[str, RuleSettings], Term]:
+    def build(text: str, settings: RuleSettings) -> Term:
+        r_score, f_score, m_score, next_change = _rfm_parts(settings)
+        grid = settings.rfm.grid
+        fns: dict[str, Callable[[Ctx], Value]] = {"r": r_score, "f": f_score, "m": m_score}
+
+        def segment(ctx: Ctx) -> Value:
+            r = r_score(ctx)
+            return None if r is None else grid.get((r, f_score(ctx)))
+
+        fn = segment if which == "segment" else fns[which]
+        return Term(text, fn, PURCHASE_TYPES, "step", next_change)
+    return build
+
+
+def _in_segment(text: str, settings: RuleSettings, seg: str) -> Term:
+    return Term(text, lambda ctx: ctx.member(seg), frozenset(), segment_ref=seg)
+
+
+def _attribute(text: str, settings: RuleSettings, name: str) -> Term:
+    return _simple_event(text, lambda ctx: ctx.st.attributes.get(name), ("profile_update",))
+
+
+_SIMPLE: dict[str, Callable[..., Term]] = {
+    "lifetime_amount": lambda text, s: _simple_event(
+        text, lambda ctx: ctx.st.lifetime_amount, PURCHASE_TYPES),
+    "lifetime_orders": lambda text, s: _simple_event(
+        text, lambda ctx: ctx.st.lifetime_orders, PURCHASE_TYPES),
+    "unsubscribed": lambda text, s: _simple_event(
+        text, lambda ctx: ctx.st.unsubscribed, ("email_unsubscribe",)),
+    "days_since_last_purchase": lambda text, s: _days_since(
+        text, _days_last("purchase"), ("purchase",)),
+    "days_since_first_purchase": lambda text, s: _days_since(
+        text, _days_first("purchase"), ("purchase",)),
+    "days_since_last": lambda text, s, etype: _days_since(text, _days_last(etype), (etype,)),
+    "days_since_first_seen": lambda text, s: _days_since(
+        text, lambda ctx: ctx.st.first_seen, ALL_TYPES),
+    "engagement_score": _engagement,
+    "rfm_r": _rfm("r"),
+    "rfm_f": _rfm("f"),
+    "rfm_m": _rfm("m"),
+    "rfm_segment": _rfm("segment"),
+    "attribute": _attribute,
+    "in_segment": _in_segment,
+}
+
+KNOWN = frozenset(_WINDOWED) | frozenset(_SIMPLE)

@@ -1,0 +1,113 @@
+"""A rule file compiled for evaluation: segments in dependency order and the incremental plan.
+
+`RuleSet.dirty_for_type(t)` answers "which segments must be re-evaluated when an event of type t
+arrives": the segments reading t, plus every segment whose `in_segment` reads one of those (or a
+group peer whose membership those can change), transitively, in evaluation order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rules.catalogue import EVENT_TYPES
+from rules.compiler import CompiledExpr, compile_expr
+from rules.model import RuleFile, RuleSettings, SegmentDef
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledSegment:
+    id: str
+    index: int  # position in the file
+    defn: SegmentDef
+    when: CompiledExpr
+    exit_when: CompiledExpr | None
+    group_before: tuple[str, ...]  # earlier segments of the same group (file order)
+    group_peers: tuple[str, ...]  # every other segment of the same group
+    dwell: int
+    reads: frozenset[str]
+    deps: frozenset[str]  # segments whose membership this one reads (in_segment + their peers)
+
+
+class RuleSet:
+    def __init__(self, rule_file: RuleFile) -> None:
+        self.file = rule_file
+        self.settings: RuleSettings = rule_file.settings
+        self.version = rule_file.content_hash
+        groups: dict[str, list[str]] = {}
+        for s in rule_file.segments:
+            if s.group:
+                groups.setdefault(s.group, []).append(s.id)
+        self.groups = {g: tuple(ids) for g, ids in groups.items()}
+        compiled = [self._compile(i, s, groups) for i, s in enumerate(rule_file.segments)]
+        self.segments: tuple[CompiledSegment, ...] = tuple(_topo_order(compiled))
+        self.by_id = {s.id: s for s in self.segments}
+        self.groups_before = {s.id: s.group_before for s in self.segments}
+        self._rank = {s.id: i for i, s in enumerate(self.segments)}
+        self._dependants: dict[str, set[str]] = {s.id: set() for s in self.segments}
+        for s in self.segments:
+            for d in s.deps:
+                self._dependants[d].add(s.id)
+        self._by_type = {t: self.closure(s.id for s in self.segments if t in s.reads)
+                         for t in EVENT_TYPES}
+
+    def _compile(self, index: int, s: SegmentDef, groups: dict[str, list[str]]) -> CompiledSegment:
+        when = compile_expr(s.when, s.when_text, self.settings)
+        exit_when = (compile_expr(s.exit_when, s.exit_when_text or "", self.settings)
+                     if s.exit_when is not None else None)
+        peers = groups.get(s.group, []) if s.group else []
+        before = tuple(peers[: peers.index(s.id)]) if s.group else ()
+        reads = when.reads | (exit_when.reads if exit_when else frozenset())
+        refs = when.deps | (exit_when.deps if exit_when else frozenset())
+        return CompiledSegment(
+            id=s.id, index=index, defn=s, when=when, exit_when=exit_when, group_before=before,
+            group_peers=tuple(p for p in peers if p != s.id), dwell=s.min_dwell_ms, reads=reads,
+            deps=frozenset(refs))
+
+    def closure(self, ids: object) -> tuple[CompiledSegment, ...]:
+        """The given segments plus everything that reads their membership, in evaluation order."""
+        todo = list(ids)  # type: ignore[call-overload]
+        seen: set[str] = set()
+        while todo:
+            sid = todo.pop()
+            if sid in seen or sid not in self.by_id:
+                continue
+            seen.add(sid)
+            todo.extend(self._dependants[sid])
+            # a change of this candidate can change the membership of later group peers
+            seg = self.by_id[sid]
+            for peer in seg.group_peers:
+                if sid in self.by_id[peer].group_before:
+                    todo.extend(self._dependants[peer])
+        return tuple(sorted((self.by_id[s] for s in seen), key=lambda s: self._rank[s.id]))
+
+    def dirty_for_type(self, event_type: str) -> tuple[CompiledSegment, ...]:
+        return self._by_type.get(event_type, ())
+
+
+def _topo_order(segs: list[CompiledSegment]) -> list[CompiledSegment]:
+    """Stable topological order (file order where free). Dependencies: in_segment(x) depends on
+    x's candidate and on the candidates of x's earlier group peers."""
+    by_id = {s.id: s for s in segs}
+    needs: dict[str, set[str]] = {}
+    for s in segs:
+        req: set[str] = set()
+        for d in s.deps:
+            if d in by_id:
+                req.add(d)
+                req.update(by_id[d].group_before)
+        req.discard(s.id)
+        needs[s.id] = req
+    out: list[CompiledSegment] = []
+    done: set[str] = set()
+    while len(out) < len(segs):
+        progressed = False
+        for s in segs:
+            if s.id not in done and needs[s.id] <= done:
+                out.append(s)
+                done.add(s.id)
+                progressed = True
+                break
+        if not progressed:
+            cyc = sorted(set(by_id) - done)
+            raise ValueError(f"in_segment dependency cycle among {cyc}")
+    return out

@@ -1,0 +1,65 @@
+"""Segment-change records: what the engine emits when a customer's membership changes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+CAUSE_EVENT, CAUSE_TIME, CAUSE_RULES, CAUSE_ERASURE = "event", "time", "rules", "erasure"
+
+
+def format_ts(ms: int) -> str:
+    """Epoch milliseconds as RFC 3339 UTC with milliseconds, e.g. 2026-11-20T10:15:00.000Z."""
+    dt = datetime.fromtimestamp(ms / 1000, tz=UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+@dataclass(frozen=True, slots=True)
+class Cause:
+    kind: str  # event | time | rules | erasure
+    event_id: str | None = None
+    event_type: str | None = None
+    event_ts: int | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"kind": self.kind}
+        if self.event_id is not None:
+            out["event_id"] = self.event_id
+            out["event_type"] = self.event_type
+            out["event_ts"] = format_ts(self.event_ts) if self.event_ts is not None else None
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentChange:
+    customer_id: str
+    seq: int
+    at: int  # evaluation instant, epoch ms
+    cause: Cause
+    rules_version: str
+    entered: tuple[str, ...]
+    exited: tuple[str, ...]
+    segments: tuple[str, ...]  # sorted ids after the change
+    groups: Mapping[str, Mapping[str, str | None]] = field(default_factory=dict)
+    details: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "customer_id": self.customer_id,
+            "seq": self.seq,
+            "at": format_ts(self.at),
+            "cause": self.cause.to_wire(),
+            "rules_version": self.rules_version,
+            "entered": list(self.entered),
+            "exited": list(self.exited),
+            "segments": list(self.segments),
+            "groups": {g: dict(v) for g, v in self.groups.items()},
+            "details": {s: dict(v) for s, v in self.details.items()},
+        }
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.to_wire())

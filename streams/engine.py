@@ -1,0 +1,151 @@
+"""The engine: the pure state machine of one customer, shared by the worker, `simulate`, the
+benchmarks and the property tests. No clock and no I/O: every call is told what instant it is.
+
+- `apply(state, event, now)`: checks time and duplicates, first fires what was due up to `now`,
+  then folds the event in and re-evaluates only the segments it can affect;
+- `fire(state, t)`: time-driven re-evaluation of everything due at or before `t`;
+- `switch_rules(state, ruleset, now, quiet)`: re-evaluate every segment under a new rule version.
+Each returns an `Outcome`: the new state (None once a customer is erased), the segment changes
+(in order, with contiguous `seq`) and a rejection when the event was refused.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+
+from rules.evaluate import evaluate
+from rules.ruleset import CompiledSegment, RuleSet
+from streams.changes import CAUSE_ERASURE, CAUSE_EVENT, CAUSE_RULES, CAUSE_TIME, Cause, SegmentChange
+from streams.events import Event, RejectReason, Rejection, check_time
+from streams.state import CustomerState, fold_event, prune
+
+ERASED = "customer_erased"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    state: CustomerState | None
+    changes: tuple[SegmentChange, ...] = ()
+    rejection: Rejection | None = None
+
+
+class Engine:
+    def __init__(self, rules: RuleSet) -> None:
+        self.rules = rules
+        s = rules.settings
+        self._r = s.resolution_ms
+        self._retention = s.retention_ms
+        self._dedup = s.dedup_horizon_ms
+        self._future = s.future_tolerance_ms
+        self._points = dict(s.engagement.points)
+        self._half_life = s.engagement.half_life_ms
+
+    # ------------------------------------------------------------------ events
+    def apply(self, st: CustomerState | None, ev: Event, now: int) -> Outcome:
+        rej = check_time(ev, now_ms=now, retention_ms=self._retention,
+                         future_tolerance_ms=self._future)
+        if rej is not None:
+            return Outcome(st, (), rej)
+        if st is not None and ev.event_id in st.dedup:
+            return Outcome(st, (), Rejection(
+                RejectReason.DUPLICATE, f"event_id {ev.event_id!r} was already applied",
+                "event_id", ev.event_id, ev.customer_id))
+        changes: list[SegmentChange] = []
+        if st is not None:
+            self._fire_into(st, now, changes)
+        if ev.type == ERASED:
+            if st is not None:
+                changes.append(self._erase(st, ev, now))
+            return Outcome(None, tuple(changes))
+        if st is None:
+            st = CustomerState(ev.customer_id, rules_version=self.rules.version)
+        st.dedup[ev.event_id] = now
+        if ev.ts > now:  # from the (tolerated) future: counts from its own instant on
+            keys = [p.ts for p in st.pending]
+            st.pending.insert(bisect.bisect_right(keys, ev.ts), ev)
+            return Outcome(st, tuple(changes))
+        fold_event(st, ev, self._r, self._points, self._half_life)
+        prune(st, now, self._r, self._retention, self._dedup)
+        cause = Cause(CAUSE_EVENT, ev.event_id, ev.type, ev.ts)
+        change = evaluate(self.rules, st, now, self.rules.dirty_for_type(ev.type), cause)
+        if change is not None:
+            changes.append(change)
+        return Outcome(st, tuple(changes))
+
+    # ------------------------------------------------------------------ time
+    def fire(self, st: CustomerState, t: int) -> Outcome:
+        changes: list[SegmentChange] = []
+        self._fire_into(st, t, changes)
+        return Outcome(st, tuple(changes))
+
+    def _fire_into(self, st: CustomerState, t: int, changes: list[SegmentChange]) -> None:
+        while True:
+            d = st.next_due
+            if d is None or d > t:
+                return
+            dirty_ids = {sid for sid, at in st.due.items() if at <= d}
+            for sid in dirty_ids:
+                del st.due[sid]
+            while st.pending and st.pending[0].ts <= d:
+                ev = st.pending.pop(0)
+                fold_event(st, ev, self._r, self._points, self._half_life)
+                dirty_ids.update(s.id for s in self.rules.dirty_for_type(ev.type))
+            dirty = self.rules.closure(dirty_ids)
+            change = evaluate(self.rules, st, d, dirty, Cause(CAUSE_TIME))
+            if change is not None:
+                changes.append(change)
+
+    # ------------------------------------------------------------------ rules
+    def reevaluate(self, st: CustomerState, now: int, quiet: bool = False) -> Outcome:
+        """Re-evaluate every segment under this engine's rules at `now`, after a rule roll-out.
+
+        Fire what was due under the previous version first (with the previous engine). Segments
+        that the new version no longer has are exited; `quiet` updates the state without emitting
+        a change (and without using a `seq`)."""
+        rules = self.rules
+        known = set(rules.by_id)
+        gone = [sid for sid in st.members if sid not in known]
+        st.cands.intersection_update(known)
+        for sid in list(st.due):
+            if sid not in known:
+                del st.due[sid]
+        for sid in gone:
+            del st.members[sid]
+        st.rules_version = rules.version
+        change = evaluate(rules, st, now, rules.segments, Cause(CAUSE_RULES), emit=not quiet)
+        if gone and not quiet:
+            change = _with_removed(st, change, gone, rules, now)
+        return Outcome(st, () if change is None else (change,))
+
+    def _erase(self, st: CustomerState, ev: Event, now: int) -> SegmentChange:
+        return SegmentChange(
+            customer_id=st.customer_id, seq=st.seq + 1, at=now,
+            cause=Cause(CAUSE_ERASURE, ev.event_id, ev.type, ev.ts),
+            rules_version=self.rules.version, entered=(), exited=tuple(sorted(st.members)),
+            segments=(), groups=_erased_groups(self.rules, st), details={})
+
+
+def _erased_groups(rules: RuleSet, st: CustomerState) -> dict[str, dict[str, str | None]]:
+    out: dict[str, dict[str, str | None]] = {}
+    for g, ids in rules.groups.items():
+        cur = next((s for s in ids if s in st.members), None)
+        if cur is not None:
+            out[g] = {"from": cur, "to": None}
+    return out
+
+
+def _with_removed(st: CustomerState, change: SegmentChange | None, gone: list[str],
+                  rules: RuleSet, now: int) -> SegmentChange:
+    """Fold the exits from segments that the new rule version no longer has into the change."""
+    if change is None:
+        st.seq += 1
+        return SegmentChange(st.customer_id, st.seq, now, Cause(CAUSE_RULES), rules.version,
+                             (), tuple(sorted(gone)), tuple(sorted(st.members)))
+    return SegmentChange(
+        change.customer_id, change.seq, change.at, change.cause, change.rules_version,
+        change.entered, tuple(sorted((*change.exited, *gone))), change.segments, change.groups,
+        change.details)
+
+
+__all__ = ["CompiledSegment", "Engine", "Outcome"]

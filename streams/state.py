@@ -1,0 +1,164 @@
+"""Per-customer state: rolling aggregates in time buckets, lifetime facts and segment membership.
+
+Pure data and pure transitions: no clock, no I/O. The engine folds events in with `fold_event`
+and reads the aggregates through the window helpers; the codec turns a state into bytes.
+
+Buckets: with resolution `r` (ms), an event at `ts` lands in bucket `ts // r`. Window queries
+(`X(w)` with `nb = w / r` buckets) at instant `now` sum the buckets `b` with
+`bucket(now) - nb < b <= bucket(now)`. Every bucketed event has `ts <= now` (events from the
+future wait in `pending` until their time comes), which is exactly the spec's window rule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+PURCHASE = "purchase"
+REFUND = "refund"
+
+
+class Bucket:
+    """Aggregates of the events of one customer in one time bucket."""
+
+    __slots__ = ("cats", "items", "pa", "pc", "ra", "rc", "sessions", "types")
+
+    def __init__(self) -> None:
+        self.pa = 0.0  # purchase amount (gross)
+        self.pc = 0  # purchase count
+        self.ra = 0.0  # refund amount
+        self.rc = 0  # refund count
+        self.items = 0  # item quantities bought
+        self.cats: set[str] | None = None  # categories bought
+        self.sessions: set[str] | None = None  # web session ids
+        self.types: dict[str, int] = {}  # events per type
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Bucket) and all(
+            getattr(self, s) == getattr(other, s) for s in Bucket.__slots__
+        )
+
+    def __repr__(self) -> str:
+        return "Bucket(" + ", ".join(f"{s}={getattr(self, s)!r}" for s in Bucket.__slots__) + ")"
+
+
+@dataclass(slots=True, eq=True)
+class CustomerState:
+    """Everything the engine remembers about one customer (mutable; owned by one engine call)."""
+
+    customer_id: str
+    buckets: dict[int, Bucket] = field(default_factory=dict)
+    first_ts: dict[str, int] = field(default_factory=dict)  # event type -> earliest ts
+    last_ts: dict[str, int] = field(default_factory=dict)  # event type -> latest ts
+    first_seen: int | None = None
+    lifetime_amount: float = 0.0  # net: purchases minus refunds, all time
+    lifetime_orders: int = 0
+    eng_score: float = 0.0  # engagement score valued at eng_ref
+    eng_ref: int = 0
+    unsubscribed: bool = False
+    attributes: dict[str, Any] = field(default_factory=dict)
+    pending: list[Any] = field(default_factory=list)  # events with ts > now, sorted by ts
+    dedup: dict[str, int] = field(default_factory=dict)  # event_id -> instant applied (ordered)
+    members: dict[str, int] = field(default_factory=dict)  # segment id -> entered_at
+    cands: set[str] = field(default_factory=set)  # segments whose candidate is true
+    due: dict[str, int] = field(default_factory=dict)  # segment id -> next due instant
+    seq: int = 0
+    rules_version: str = ""
+    last_eval: int | None = None
+
+    @property
+    def next_due(self) -> int | None:
+        """Earliest instant at which time alone may change this customer's segments."""
+        best = self.pending[0].ts if self.pending else None
+        for d in self.due.values():
+            if best is None or d < best:
+                best = d
+        return best
+
+
+def fold_event(st: CustomerState, ev: Any, resolution_ms: int, points: dict[str, float],
+               half_life_ms: int) -> None:
+    """Add one event (with ts <= now) to the aggregates. `ev` is a streams.events.Event."""
+    ts: int = ev.ts
+    etype: str = ev.type
+    b = ts // resolution_ms
+    bucket = st.buckets.get(b)
+    if bucket is None:
+        bucket = st.buckets[b] = Bucket()
+    types = bucket.types
+    types[etype] = types.get(etype, 0) + 1
+    if etype == PURCHASE:
+        bucket.pa += ev.amount
+        bucket.pc += 1
+        st.lifetime_amount += ev.amount
+        st.lifetime_orders += 1
+        if ev.items:
+            cats = bucket.cats
+            if cats is None:
+                cats = bucket.cats = set()
+            for item in ev.items:
+                bucket.items += item.quantity
+                cats.add(item.category)
+    elif etype == REFUND:
+        bucket.ra += ev.amount
+        bucket.rc += 1
+        st.lifetime_amount -= ev.amount
+    elif etype == "email_unsubscribe":
+        st.unsubscribed = True
+    elif etype == "profile_update" and ev.attributes:
+        attrs = st.attributes
+        for k, v in ev.attributes.items():
+            if v is None:
+                attrs.pop(k, None)
+            else:
+                attrs[k] = v
+    sid = ev.session_id
+    if sid is not None:
+        sessions = bucket.sessions
+        if sessions is None:
+            sessions = bucket.sessions = set()
+        sessions.add(sid)
+    first = st.first_ts.get(etype)
+    if first is None or ts < first:
+        st.first_ts[etype] = ts
+    last = st.last_ts.get(etype)
+    if last is None or ts > last:
+        st.last_ts[etype] = ts
+    if st.first_seen is None or ts < st.first_seen:
+        st.first_seen = ts
+    p = points.get(etype)
+    if p:
+        add_engagement(st, ts, p, half_life_ms)
+
+
+def add_engagement(st: CustomerState, ts: int, p: float, half_life_ms: int) -> None:
+    """Keep the decayed score as (value at eng_ref); re-base to the newest event."""
+    if st.eng_score == 0.0 or ts >= st.eng_ref:
+        st.eng_score = st.eng_score * 2.0 ** (-(ts - st.eng_ref) / half_life_ms) + p
+        st.eng_ref = ts
+    else:
+        st.eng_score += p * 2.0 ** (-(st.eng_ref - ts) / half_life_ms)
+
+
+def engagement_at(st: CustomerState, t: int, half_life_ms: int) -> float:
+    if st.eng_score == 0.0:
+        return 0.0
+    return st.eng_score * 2.0 ** (-(t - st.eng_ref) / half_life_ms)
+
+
+def prune(st: CustomerState, now: int, resolution_ms: int, retention_ms: int,
+          dedup_horizon_ms: int) -> None:
+    """Drop buckets no window can reach any more and dedup entries past the horizon."""
+    lo = now // resolution_ms - retention_ms // resolution_ms
+    if st.buckets:
+        old = [b for b in st.buckets if b <= lo]
+        for b in old:
+            del st.buckets[b]
+    dedup = st.dedup
+    if dedup:
+        limit = now - dedup_horizon_ms
+        while dedup:
+            key = next(iter(dedup))
+            if dedup[key] >= limit:
+                break
+            del dedup[key]
