@@ -145,13 +145,14 @@ def evaluate(rs: RuleSet, st: CustomerState, t: int, dirty: Iterable[CompiledSeg
         del members[sid]
     for sid in entered:
         members[sid] = t
-    # The candidate formula of a segment whose membership changed switches (when <-> exit_when):
-    # recompute it against the new membership; if that would flip it again, look at t + 1 ms.
+    # The candidate formula of a segment whose membership changed switches (when <-> exit_when,
+    # dwell protection on/off): recompute it against the new membership; if it flips, the
+    # membership may change at the next instant, so look again at t + 1 ms.
     to_due = {seg.id: seg for seg in dirty}
     for sid in (*entered, *exited):
         seg = rs.by_id[sid]
         to_due[sid] = seg
-        if seg.exit_when is not None:
+        if seg.exit_when is not None or seg.dwell:
             c = _candidate(seg, ctx, members.get(sid))
             if c != (sid in cands):
                 if c:

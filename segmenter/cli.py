@@ -16,6 +16,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "rules": ("segmenter.commands.rules", "rules"),
     "simulate": ("segmenter.commands.simulate", "simulate"),
     "generate": ("segmenter.commands.generate", "generate"),
+    "demo": ("segmenter.commands.demo", "demo"),
 }
 
 

@@ -47,7 +47,7 @@ class Engine:
                          future_tolerance_ms=self._future)
         if rej is not None:
             return Outcome(st, (), rej)
-        if st is not None and ev.event_id in st.dedup:
+        if st is not None and st.dedup.get(ev.event_id, -1 << 62) >= now - self._dedup:
             return Outcome(st, (), Rejection(
                 RejectReason.DUPLICATE, f"event_id {ev.event_id!r} was already applied",
                 "event_id", ev.event_id, ev.customer_id))
@@ -68,7 +68,10 @@ class Engine:
         fold_event(st, ev, self._r, self._points, self._half_life)
         prune(st, now, self._r, self._retention, self._dedup)
         cause = Cause(CAUSE_EVENT, ev.event_id, ev.type, ev.ts)
-        change = evaluate(self.rules, st, now, self.rules.dirty_for_type(ev.type), cause)
+        # a new customer has no candidates yet: everything is evaluated once
+        dirty = (self.rules.segments if st.last_eval is None
+                 else self.rules.dirty_for_type(ev.type))
+        change = evaluate(self.rules, st, now, dirty, cause)
         if change is not None:
             changes.append(change)
         return Outcome(st, tuple(changes))
@@ -91,7 +94,8 @@ class Engine:
                 ev = st.pending.pop(0)
                 fold_event(st, ev, self._r, self._points, self._half_life)
                 dirty_ids.update(s.id for s in self.rules.dirty_for_type(ev.type))
-            dirty = self.rules.closure(dirty_ids)
+            dirty = (self.rules.segments if st.last_eval is None
+                     else self.rules.closure(dirty_ids))
             change = evaluate(self.rules, st, d, dirty, Cause(CAUSE_TIME))
             if change is not None:
                 changes.append(change)

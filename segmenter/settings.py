@@ -1,0 +1,185 @@
+"""One frozen settings object, read from `SEGMENTER_*` environment variables and CLI flags.
+
+`Settings.from_env(**overrides)` reads the environment; keyword overrides (CLI flags) win over
+the environment, and an override of `None` means "flag not given". Every variable is listed in
+`ENV_VARS` and documented in the README.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Literal, cast, get_args
+
+from segmenter.errors import ConfigError
+
+Clock = Literal["wall", "event"]
+ProcessingGuarantee = Literal["at_least_once", "exactly_once"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+STORES = ("memory://", "rocksdb://")
+DEFAULT_KAFKA_PORT = 9092
+DEFAULT_REDIS_PORT = 6379
+
+# field name -> environment variable
+ENV_VARS: dict[str, str] = {
+    "kafka_bootstrap": "SEGMENTER_KAFKA_BOOTSTRAP",
+    "kafka_port": "SEGMENTER_KAFKA_PORT",
+    "kafka_controller_port": "SEGMENTER_KAFKA_CONTROLLER_PORT",
+    "redis_url": "SEGMENTER_REDIS_URL",
+    "redis_port": "SEGMENTER_REDIS_PORT",
+    "topic_prefix": "SEGMENTER_TOPIC_PREFIX",
+    "app_id": "SEGMENTER_APP_ID",
+    "worker_id": "SEGMENTER_WORKER_ID",
+    "web_port": "SEGMENTER_WEB_PORT",
+    "state_dir": "SEGMENTER_STATE_DIR",
+    "clock": "SEGMENTER_CLOCK",
+    "rules_path": "SEGMENTER_RULES",
+    "processing_guarantee": "SEGMENTER_PROCESSING_GUARANTEE",
+    "store": "SEGMENTER_STORE",
+    "partitions": "SEGMENTER_PARTITIONS",
+    "replication_factor": "SEGMENTER_REPLICATION_FACTOR",
+    "log_level": "SEGMENTER_LOG_LEVEL",
+    "startup_timeout": "SEGMENTER_STARTUP_TIMEOUT",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything a Segmenter process needs to know about its surroundings."""
+
+    # Kafka: bootstrap servers ("host:port[,host:port...]"). When not given explicitly it is the
+    # local broker on 127.0.0.1:kafka_port, which `segmenter local up` starts.
+    kafka_bootstrap: str = f"127.0.0.1:{DEFAULT_KAFKA_PORT}"
+    kafka_external: bool = False
+    kafka_port: int = DEFAULT_KAFKA_PORT
+    kafka_controller_port: int = DEFAULT_KAFKA_PORT + 1
+    # Redis: same idea, redis://127.0.0.1:redis_port/0 unless given explicitly.
+    redis_url: str = f"redis://127.0.0.1:{DEFAULT_REDIS_PORT}/0"
+    redis_external: bool = False
+    redis_port: int = DEFAULT_REDIS_PORT
+    # Streams.
+    topic_prefix: str = ""
+    app_id: str = "segmenter"
+    worker_id: str = "worker"
+    web_port: int = 6066
+    state_dir: Path = Path(".state")
+    clock: Clock = "wall"
+    rules_path: Path | None = None
+    processing_guarantee: ProcessingGuarantee = "at_least_once"
+    store: str = "memory://"
+    partitions: int = 4
+    replication_factor: int = 1
+    log_level: LogLevel = "info"
+    # Seconds to wait for a local service to come up.
+    startup_timeout: float = 90.0
+
+    def __post_init__(self) -> None:
+        _check_port("kafka_port", self.kafka_port)
+        _check_port("kafka_controller_port", self.kafka_controller_port)
+        _check_port("redis_port", self.redis_port)
+        if self.web_port != 0:
+            _check_port("web_port", self.web_port)
+        if self.kafka_port == self.kafka_controller_port:
+            raise ConfigError("kafka_port and kafka_controller_port must differ")
+        _check_choice("clock", self.clock, get_args(Clock))
+        _check_choice(
+            "processing_guarantee", self.processing_guarantee, get_args(ProcessingGuarantee)
+        )
+        _check_choice("log_level", self.log_level, get_args(LogLevel))
+        _check_choice("store", self.store, STORES)
+        if self.partitions < 1:
+            raise ConfigError(f"partitions must be >= 1, got {self.partitions}")
+        if self.replication_factor < 1:
+            raise ConfigError(f"replication_factor must be >= 1, got {self.replication_factor}")
+        if self.startup_timeout <= 0:
+            raise ConfigError(f"startup_timeout must be > 0, got {self.startup_timeout}")
+        if not self.app_id or not self.worker_id:
+            raise ConfigError("app_id and worker_id must not be empty")
+        if not self.kafka_bootstrap.strip():
+            raise ConfigError("kafka_bootstrap must not be empty")
+        if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(f"redis_url must start with redis://, got {self.redis_url!r}")
+
+    @property
+    def web_enabled(self) -> bool:
+        return self.web_port != 0
+
+    @property
+    def group_id(self) -> str:
+        """The Faust application id, which is also the Kafka consumer group."""
+        return f"{self.topic_prefix}{self.app_id}"
+
+    def topic(self, name: str) -> str:
+        """The full name of one of Segmenter's topics (prefix applied)."""
+        return f"{self.topic_prefix}{name}"
+
+    @classmethod
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, **overrides: Any
+    ) -> Settings:
+        """Build settings from `env` (default: os.environ), then apply non-None overrides."""
+        source = os.environ if env is None else env
+        unknown = set(overrides) - set(ENV_VARS)
+        if unknown:
+            raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        raw: dict[str, Any] = {}
+        for name, var in ENV_VARS.items():
+            value = source.get(var, "")
+            if value != "":
+                raw[name] = _parse(name, var, value)
+        for name, value in overrides.items():
+            if value is not None:
+                raw[name] = _coerce(name, f"--{name.replace('_', '-')}", value)
+
+        kafka_port = cast(int, raw.get("kafka_port", DEFAULT_KAFKA_PORT))
+        redis_port = cast(int, raw.get("redis_port", DEFAULT_REDIS_PORT))
+        raw.setdefault("kafka_controller_port", kafka_port + 1)
+        raw["kafka_external"] = "kafka_bootstrap" in raw
+        raw.setdefault("kafka_bootstrap", f"127.0.0.1:{kafka_port}")
+        raw["redis_external"] = "redis_url" in raw
+        raw.setdefault("redis_url", f"redis://127.0.0.1:{redis_port}/0")
+        raw.setdefault("worker_id", f"{socket.gethostname()}-{os.getpid()}")
+        raw["state_dir"] = Path(raw.get("state_dir", Path(".state"))).absolute()
+        return cls(**raw)
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        """A copy with some fields changed (validated again)."""
+        return replace(self, **changes)
+
+
+_FIELD_TYPES: dict[str, str] = {f.name: str(f.type) for f in fields(Settings)}
+
+
+def _parse(name: str, source: str, text: str) -> Any:
+    return _coerce(name, source, text.strip())
+
+
+def _coerce(name: str, source: str, value: Any) -> Any:
+    kind = _FIELD_TYPES[name]
+    try:
+        if kind == "int":
+            return int(value)
+        if kind == "float":
+            return float(value)
+        if kind in ("Path", "Path | None"):
+            return Path(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{source}: expected {kind}, got {value!r}") from exc
+    if kind in ("LogLevel",) and isinstance(value, str):
+        return value.lower()
+    return value
+
+
+def _check_port(name: str, port: int) -> None:
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"{name} must be a TCP port (1-65535), got {port}")
+
+
+def _check_choice(name: str, value: object, choices: tuple[object, ...]) -> None:
+    if value not in choices:
+        allowed = ", ".join(repr(c) for c in choices)
+        raise ConfigError(f"{name} must be one of {allowed}, got {value!r}")

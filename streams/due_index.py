@@ -1,0 +1,57 @@
+"""Which customers are due for a time-driven re-evaluation, without scanning them all.
+
+A min-heap of (due instant, customer id) with lazy invalidation: `set` records the current due
+instant of a customer and pushes it; stale heap entries (superseded or cleared) are skipped when
+they surface. Pop cost O(log n), no full scans.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterator
+
+
+class DueIndex:
+    __slots__ = ("_due", "_heap")
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[int, str]] = []
+        self._due: dict[str, int] = {}
+
+    def set(self, key: str, due: int | None) -> None:
+        if due is None:
+            self._due.pop(key, None)
+            return
+        if self._due.get(key) == due:
+            return
+        self._due[key] = due
+        heapq.heappush(self._heap, (due, key))
+        if len(self._heap) > 4 * len(self._due) + 1024:
+            self._compact()
+
+    def get(self, key: str) -> int | None:
+        return self._due.get(key)
+
+    def pop_due(self, t: int) -> Iterator[tuple[int, str]]:
+        """Yield (due, key) for every key due at or before t, earliest first. A key whose due
+        is re-set to <= t while iterating is yielded again."""
+        heap, due = self._heap, self._due
+        while heap and heap[0][0] <= t:
+            d, key = heapq.heappop(heap)
+            if due.get(key) != d:
+                continue  # stale
+            del due[key]
+            yield d, key
+
+    def oldest(self) -> int | None:
+        heap, due = self._heap, self._due
+        while heap and due.get(heap[0][1]) != heap[0][0]:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
+
+    def __len__(self) -> int:
+        return len(self._due)
+
+    def _compact(self) -> None:
+        self._heap = [(d, k) for k, d in self._due.items()]
+        heapq.heapify(self._heap)
