@@ -33,10 +33,16 @@ _NUM = (int, float)
 
 @dataclass(frozen=True, slots=True)
 class Crossing:
-    """A time-continuous comparison: `diff(ctx)` = left - right (None when not numeric)."""
+    """A time-continuous comparison: `diff(ctx)` = left - right (None when not numeric).
+
+    `form` tells how diff depends on time between two step changes: "lin" (a*t + b: days_since
+    terms), "exp" (a * 2^(-t/half_life) + b: engagement), "mono" (monotone, shape unknown);
+    the engine solves lin and exp in closed form and bisects mono."""
 
     diff: Fn
     mono: int | None  # +1 / -1: how diff moves with time; None: unknown (coarse)
+    form: str = "mono"
+    half_life_ms: int = 0
 
 
 @dataclass(slots=True)
@@ -67,6 +73,7 @@ class CompiledExpr:
 class _Node:
     fn: Fn
     mono: int | None  # 0: constant in time between events/steps; +1/-1 monotone; None unknown
+    form: str = "const"  # const | lin | exp | mixed (see Crossing)
     literal: Any = None
     is_literal: bool = False
     is_null: bool = False
@@ -94,7 +101,8 @@ class _Compiler:
 
     def compile(self, node: ast.Expr) -> _Node:
         method = getattr(self, "_" + type(node).__name__.lower())
-        return method(node)  # type: ignore[no-any-return]
+        result: _Node = method(node)
+        return result
 
     def _literal(self, node: ast.Literal) -> _Node:
         v = node.value
@@ -112,7 +120,9 @@ class _Compiler:
             term = build_term(node.name, args, node.text, self.settings)
             self._terms[node.text] = term
             self.out.terms.append(term)
-        return _Node(term.fn, term.mono if term.kind == "cont" else 0)
+        if term.kind != "cont":
+            return _Node(term.fn, 0)
+        return _Node(term.fn, term.mono, "lin" if term.mono > 0 else "exp")
 
     def _unary(self, node: ast.Unary) -> _Node:
         inner = self.compile(node.operand)
@@ -127,7 +137,7 @@ class _Compiler:
         if inner.is_literal and type(inner.literal) in _NUM:
             v = -inner.literal
             return _Node(lambda ctx: v, 0, literal=v, is_literal=True)
-        return _Node(neg, _neg(inner.mono))
+        return _Node(neg, _neg(inner.mono), inner.form)
 
     def _binary(self, node: ast.Binary) -> _Node:
         left, right = self.compile(node.left), self.compile(node.right)
@@ -135,13 +145,19 @@ class _Compiler:
         if op in ast.LOGICAL:
             return _Node(_logical(op, left.fn, right.fn), 0)
         if op in ast.ARITHMETIC:
-            return _Node(_arith(op, left.fn, right.fn), _arith_mono(op, left, right))
+            return _Node(_arith(op, left.fn, right.fn), _arith_mono(op, left, right),
+                         _arith_form(op, left.form, right.form))
         fn = _compare(op, left, right)
         mono = _combine(left.mono, _neg(right.mono))
         if left.mono != 0 or right.mono != 0:
-            self.out.crossings.append(Crossing(_arith("-", left.fn, right.fn), mono))
-            if mono is None:
-                self.out.coarse = True
+            form = _arith_form("-", left.form, right.form)
+            if form not in ("lin", "exp"):
+                form = "mono"
+                if mono is None:
+                    self.out.coarse = True
+            self.out.crossings.append(Crossing(
+                _arith("-", left.fn, right.fn), mono, form,
+                self.settings.engagement.half_life_ms))
         return _Node(fn, 0)
 
     def _in(self, node: ast.In) -> _Node:
@@ -186,6 +202,20 @@ def _arith(op: str, a: Fn, b: Fn) -> Fn:
         return x / y if type(x) in _NUM and type(y) in _NUM and y else None
 
     return {"+": add, "-": sub, "*": mul, "/": div}[op]
+
+
+def _arith_form(op: str, a: str, b: str) -> str:
+    if op in "+-":
+        if a == "const":
+            return b
+        if b == "const" or a == b:
+            return a
+        return "mixed"
+    if b == "const":
+        return a
+    if op == "*" and a == "const":
+        return b
+    return "mixed"
 
 
 def _arith_mono(op: str, left: _Node, right: _Node) -> int | None:
@@ -239,5 +269,9 @@ def compile_expr(expr: ast.Expr, text: str, settings: RuleSettings) -> CompiledE
     c = _Compiler(settings, text)
     node = c.compile(expr)
     f = node.fn
-    c.out.fn = lambda ctx: f(ctx) is True
+    if isinstance(expr, ast.Binary | ast.In) or (isinstance(expr, ast.Unary)
+                                                 and expr.op == "not"):
+        c.out.fn = f  # already returns a bool
+    else:
+        c.out.fn = lambda ctx: f(ctx) is True
     return c.out

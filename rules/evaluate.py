@@ -14,10 +14,11 @@ re-evaluates a segment at or before that instant, never later.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
-from rules.compiler import CompiledExpr
+from rules.compiler import CompiledExpr, Crossing
 from rules.context import Ctx
 from rules.ruleset import CompiledSegment, RuleSet
 from streams.changes import Cause, SegmentChange
@@ -30,8 +31,25 @@ def _sign(x: float) -> int:
     return (x > 0) - (x < 0)
 
 
+def _guess(c: Crossing, t0: int, d0: float, top: int, dtop: float) -> float | None:
+    """Closed-form estimate of where diff reaches 0, from its value at t0 and at top."""
+    if c.form == "lin":
+        return t0 + (-d0) * (top - t0) / (dtop - d0)
+    if c.form == "exp":
+        q = 2.0 ** (-(top - t0) / c.half_life_ms)
+        a = (d0 - dtop) / (1.0 - q)
+        ratio = -(d0 - a) / a if a else 0.0
+        if 0.0 < ratio <= 1.0:
+            return t0 - c.half_life_ms * math.log2(ratio)
+    return None
+
+
 def _first_flip(expr: CompiledExpr, ctx: Ctx, scratch: Ctx, hi: int) -> int | None:
-    """Earliest instant in (ctx.t, hi] at which a time-continuous comparison of `expr` flips."""
+    """Earliest instant in (ctx.t, hi] at which a time-continuous comparison of `expr` flips.
+
+    Each diff is monotone between step changes, so: no flip if its sign at `hi` is the sign
+    now; otherwise start from the closed-form root (lin/exp) and gallop to the exact
+    millisecond, or bisect when no closed form is known."""
     best: int | None = None
     t0 = ctx.t
     for c in expr.crossings:
@@ -42,17 +60,41 @@ def _first_flip(expr: CompiledExpr, ctx: Ctx, scratch: Ctx, hi: int) -> int | No
         top = hi if best is None else best - 1
         if top <= t0:
             break
-        dh = c.diff(scratch.at(top))
-        if dh is not None and _sign(dh) == s0:
-            continue  # monotone: no flip before `top`
-        lo, up = t0, top
+        dtop = c.diff(scratch.at(top))
+        if dtop is None or _sign(dtop) == s0:
+            continue
+
+        def flipped(t: int, c: Crossing = c, s0: int = s0) -> bool:
+            d = c.diff(scratch.at(t))
+            return d is None or _sign(d) != s0
+
+        lo, up = t0, top  # sign at lo is s0, at up it is not
+        g = _guess(c, t0, d0, top, dtop)
+        if g is not None and g == g:  # not NaN
+            gi = min(max(int(g), t0 + 1), top)
+            step = 1
+            if flipped(gi):
+                up = gi
+                while up - step > lo:
+                    if not flipped(up - step):
+                        lo = up - step
+                        break
+                    up -= step
+                    step *= 2
+            else:
+                lo = gi
+                while lo + step < up:
+                    if flipped(lo + step):
+                        up = lo + step
+                        break
+                    lo += step
+                    step *= 2
         while up - lo > 1:
             mid = (lo + up) // 2
-            dm = c.diff(scratch.at(mid))
-            if dm is not None and _sign(dm) == s0:
-                lo = mid
-            else:
+            if flipped(mid):
                 up = mid
+            else:
+                lo = mid
         best = up
     return best
 
@@ -73,7 +115,7 @@ def segment_due(seg: CompiledSegment, ctx: Ctx, scratch: Ctx, entered_at: int | 
             at = (ctx.bnow + 1) * ctx.r
         else:
             top = (best - 1) if best is not None else t + HORIZON_MS
-            at = _first_flip(expr, ctx, scratch, top)  # type: ignore[assignment]
+            at = _first_flip(expr, ctx, scratch, top)
         if at is not None and (best is None or at < best):
             best = at
     if entered_at is not None and seg.dwell and t < entered_at + seg.dwell:
@@ -109,27 +151,39 @@ def evaluate(rs: RuleSet, st: CustomerState, t: int, dirty: Iterable[CompiledSeg
     """Re-evaluate `dirty` (in evaluation order) at instant t; update st; return the change."""
     members = st.members
     cands = st.cands
-    groups_before = rs.groups_before
-    ctx = Ctx(st, t, rs.settings.resolution_ms, cands, groups_before)
-    scratch = Ctx(st, t, rs.settings.resolution_ms, cands, groups_before)
-    dirty = tuple(dirty)
-    for seg in dirty:
-        if _candidate(seg, ctx, members.get(seg.id)):
-            cands.add(seg.id)
-        else:
-            cands.discard(seg.id)
-    affected: dict[str, CompiledSegment] = {}
-    for seg in dirty:
-        affected[seg.id] = seg
-        for p in seg.group_peers:
-            affected[p] = rs.by_id[p]
+    ctx = Ctx(st, t, rs.settings.resolution_ms, cands, rs.groups_before)
     entered: list[str] = []
     exited: list[str] = []
-    for sid in affected:
-        now_in = ctx.member(sid)
-        if now_in != (sid in members):
-            (entered if now_in else exited).append(sid)
+    groups_touched: list[str] | None = None
+    for seg in dirty:
+        sid = seg.id
+        entered_at = members.get(sid)
+        if entered_at is not None and seg.exit_when is not None:
+            c = not seg.exit_when.fn(ctx)
+        else:
+            c = seg.when.fn(ctx)
+        if not c and entered_at is not None and t - entered_at < seg.dwell:
+            c = True
+        if c:
+            cands.add(sid)
+        else:
+            cands.discard(sid)
+        g = seg.defn.group
+        if g is None:
+            if c != (entered_at is not None):
+                (entered if c else exited).append(sid)
+        elif groups_touched is None:
+            groups_touched = [g]
+        elif g not in groups_touched:
+            groups_touched.append(g)
+    if groups_touched:
+        for g in groups_touched:
+            for sid in rs.groups[g]:
+                now_in = ctx.member(sid)
+                if now_in != (sid in members):
+                    (entered if now_in else exited).append(sid)
     st.last_eval = t
+    scratch = Ctx(st, t, rs.settings.resolution_ms, cands, rs.groups_before)
     if not entered and not exited:
         for seg in dirty:
             _set_due(st, seg, ctx, scratch, members.get(seg.id))
@@ -140,7 +194,7 @@ def evaluate(rs: RuleSet, st: CustomerState, t: int, dirty: Iterable[CompiledSeg
             details[sid] = _detail(rs.by_id[sid], ctx, False)
         for sid in exited:
             details[sid] = _detail(rs.by_id[sid], ctx, True)
-    groups = _group_moves(rs, affected.values(), members, ctx)
+    groups = _group_moves(rs, groups_touched or (), members, ctx)
     for sid in exited:
         del members[sid]
     for sid in entered:
@@ -174,6 +228,10 @@ def evaluate(rs: RuleSet, st: CustomerState, t: int, dirty: Iterable[CompiledSeg
 
 def _set_due(st: CustomerState, seg: CompiledSegment, ctx: Ctx, scratch: Ctx,
              entered_at: int | None) -> None:
+    if seg.timeless:
+        if st.due:
+            st.due.pop(seg.id, None)
+        return
     due = segment_due(seg, ctx, scratch, entered_at)
     if due is None:
         st.due.pop(seg.id, None)
@@ -181,13 +239,10 @@ def _set_due(st: CustomerState, seg: CompiledSegment, ctx: Ctx, scratch: Ctx,
         st.due[seg.id] = due
 
 
-def _group_moves(rs: RuleSet, segs: Iterable[CompiledSegment], members: dict[str, int],
+def _group_moves(rs: RuleSet, touched: Iterable[str], members: dict[str, int],
                  ctx: Ctx) -> dict[str, dict[str, str | None]]:
     out: dict[str, dict[str, str | None]] = {}
-    for seg in segs:
-        g = seg.defn.group
-        if g is None or g in out:
-            continue
+    for g in touched:
         ids = rs.groups[g]
         before = next((s for s in ids if s in members), None)
         after = next((s for s in ids if ctx.member(s)), None)

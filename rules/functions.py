@@ -27,6 +27,9 @@ PURCHASE_TYPES = frozenset({"purchase", "refund"})
 WEB_TYPES = frozenset({"page_view", "product_view", "add_to_cart", "checkout_started",
                        "form_submit", "download", "search"})
 ALL_TYPES = frozenset(t for t in EVENT_TYPES if t != "customer_erased")
+# Pseudo event type: "this event moved the customer's first_seen" (only the first event, or an
+# out-of-order earlier one), so days_since_first_seen() is not re-evaluated on every event.
+FIRST_SEEN = "@first_seen"
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +50,7 @@ def _sums(ctx: Ctx, nb: int) -> tuple[float, int, float, int, int]:
     key = ("s", nb)
     hit = ctx.cache.get(key)
     if hit is not None:
-        return hit  # type: ignore[no-any-return]
+        return hit
     lo = ctx.bnow - nb
     pa = ra = 0.0
     pc = rc = it = 0
@@ -76,7 +79,7 @@ def _type_count(ctx: Ctx, etype: str, nb: int) -> int:
     key = (etype, nb)
     hit = ctx.cache.get(key)
     if hit is not None:
-        return hit  # type: ignore[no-any-return]
+        return hit
     lo = ctx.bnow - nb
     n = 0
     for b, bk in ctx.st.buckets.items():
@@ -97,11 +100,16 @@ def _distinct(ctx: Ctx, nb: int, attr: str) -> int:
     return len(seen)
 
 
-def _window_exit(edges: tuple[int, ...], has: Callable[[Bucket], Any]) -> Callable[[Ctx], int | None]:
+def _window_exit(edges: tuple[int, ...],
+                 has: Callable[[Bucket], Any]) -> Callable[[Ctx], int | None]:
     """Next instant at which a bucket that matters (`has`) slides past one of the window edges."""
     far = max(edges)
+    key = ("x", edges, has)
 
     def next_change(ctx: Ctx) -> int | None:
+        cache = ctx.cache
+        if key in cache:
+            return cache[key]
         bnow = ctx.bnow
         best: int | None = None
         for b, bk in ctx.st.buckets.items():
@@ -112,6 +120,7 @@ def _window_exit(edges: tuple[int, ...], has: Callable[[Bucket], Any]) -> Callab
                         if best is None or at < best:
                             best = at
                         break
+        cache[key] = best
         return best
 
     return next_change
@@ -383,7 +392,7 @@ _SIMPLE: dict[str, Callable[..., Term]] = {
         text, _days_first("purchase"), ("purchase",)),
     "days_since_last": lambda text, s, etype: _days_since(text, _days_last(etype), (etype,)),
     "days_since_first_seen": lambda text, s: _days_since(
-        text, lambda ctx: ctx.st.first_seen, ALL_TYPES),
+        text, lambda ctx: ctx.st.first_seen, (FIRST_SEEN,)),
     "engagement_score": _engagement,
     "rfm_r": _rfm("r"),
     "rfm_f": _rfm("f"),

@@ -16,18 +16,15 @@ HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
 
 # Default RFM grid: (R score, F score) -> cell name. R and F are 1..5.
-DEFAULT_RFM_GRID: Mapping[tuple[int, int], str] = {
-    **{(5, f): n for f, n in zip(range(1, 6), ["new", "potential_loyalist", "potential_loyalist",
-                                                "champions", "champions"], strict=True)},
-    **{(4, f): n for f, n in zip(range(1, 6), ["promising", "potential_loyalist",
-                                                "potential_loyalist", "loyal", "loyal"], strict=True)},
-    **{(3, f): n for f, n in zip(range(1, 6), ["about_to_sleep", "about_to_sleep",
-                                                "need_attention", "loyal", "loyal"], strict=True)},
-    **{(2, f): n for f, n in zip(range(1, 6), ["hibernating", "hibernating", "at_risk", "at_risk",
-                                                "cannot_lose"], strict=True)},
-    **{(1, f): n for f, n in zip(range(1, 6), ["lost", "hibernating", "at_risk", "at_risk",
-                                                "cannot_lose"], strict=True)},
+_GRID_ROWS = {  # R score -> cell names for F = 1..5
+    5: ("new", "potential_loyalist", "potential_loyalist", "champions", "champions"),
+    4: ("promising", "potential_loyalist", "potential_loyalist", "loyal", "loyal"),
+    3: ("about_to_sleep", "about_to_sleep", "need_attention", "loyal", "loyal"),
+    2: ("hibernating", "hibernating", "at_risk", "at_risk", "cannot_lose"),
+    1: ("lost", "hibernating", "at_risk", "at_risk", "cannot_lose"),
 }
+DEFAULT_RFM_GRID: Mapping[tuple[int, int], str] = {
+    (r, f): name for r, row in _GRID_ROWS.items() for f, name in enumerate(row, start=1)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +66,7 @@ class SegmentDef:
     exit_when_text: str | None = None
     min_dwell_ms: int = 0
     actions: Mapping[str, Any] = field(default_factory=dict)
-    pos: Pos = Pos(1, 1)
+    pos: Pos = field(default_factory=lambda: Pos(1, 1))
 
 
 @dataclass(frozen=True, slots=True)

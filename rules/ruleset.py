@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from rules.catalogue import EVENT_TYPES
 from rules.compiler import CompiledExpr, compile_expr
+from rules.functions import FIRST_SEEN
 from rules.model import RuleFile, RuleSettings, SegmentDef
 
 
@@ -26,6 +27,7 @@ class CompiledSegment:
     dwell: int
     reads: frozenset[str]
     deps: frozenset[str]  # segments whose membership this one reads (in_segment + their peers)
+    timeless: bool = False  # no window, threshold or dwell: time alone never changes it
 
 
 class RuleSet:
@@ -44,11 +46,14 @@ class RuleSet:
         self.groups_before = {s.id: s.group_before for s in self.segments}
         self._rank = {s.id: i for i, s in enumerate(self.segments)}
         self._dependants: dict[str, set[str]] = {s.id: set() for s in self.segments}
-        for s in self.segments:
-            for d in s.deps:
-                self._dependants[d].add(s.id)
+        for cs in self.segments:
+            for d in cs.deps:
+                self._dependants[d].add(cs.id)
         self._by_type = {t: self.closure(s.id for s in self.segments if t in s.reads)
-                         for t in EVENT_TYPES}
+                         for t in (*EVENT_TYPES, FIRST_SEEN)}
+        self._by_type_first = {
+            t: self.closure(s.id for s in self.segments if t in s.reads or FIRST_SEEN in s.reads)
+            for t in EVENT_TYPES}
 
     def _compile(self, index: int, s: SegmentDef, groups: dict[str, list[str]]) -> CompiledSegment:
         when = compile_expr(s.when, s.when_text, self.settings)
@@ -61,7 +66,9 @@ class RuleSet:
         return CompiledSegment(
             id=s.id, index=index, defn=s, when=when, exit_when=exit_when, group_before=before,
             group_peers=tuple(p for p in peers if p != s.id), dwell=s.min_dwell_ms, reads=reads,
-            deps=frozenset(refs))
+            deps=frozenset(refs),
+            timeless=not s.min_dwell_ms and all(
+                not e.crossings and not e.step_terms for e in (when, exit_when) if e is not None))
 
     def closure(self, ids: object) -> tuple[CompiledSegment, ...]:
         """The given segments plus everything that reads their membership, in evaluation order."""
@@ -80,8 +87,11 @@ class RuleSet:
                     todo.extend(self._dependants[peer])
         return tuple(sorted((self.by_id[s] for s in seen), key=lambda s: self._rank[s.id]))
 
-    def dirty_for_type(self, event_type: str) -> tuple[CompiledSegment, ...]:
-        return self._by_type.get(event_type, ())
+    def dirty_for_type(self, event_type: str, first_seen: bool = False
+                       ) -> tuple[CompiledSegment, ...]:
+        """Segments to re-evaluate after an event of this type (`first_seen`: the event moved
+        the customer's first-seen instant)."""
+        return (self._by_type_first if first_seen else self._by_type).get(event_type, ())
 
 
 def _topo_order(segs: list[CompiledSegment]) -> list[CompiledSegment]:

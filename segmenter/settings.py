@@ -118,9 +118,7 @@ class Settings:
         return f"{self.topic_prefix}{name}"
 
     @classmethod
-    def from_env(
-        cls, env: Mapping[str, str] | None = None, **overrides: Any
-    ) -> Settings:
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Build settings from `env` (default: os.environ), then apply non-None overrides."""
         source = os.environ if env is None else env
         unknown = set(overrides) - set(ENV_VARS)

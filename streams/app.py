@@ -7,6 +7,7 @@ the agents, so the wire format stays in one place.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,28 +80,45 @@ def declare_topics(app: faust.App, settings: Settings) -> Topics:
 TOPIC_ALREADY_EXISTS = 36  # Kafka error code
 
 
-async def ensure_topics(settings: Settings, names: tuple[str, ...] = (PURCHASES, SEGMENT_CHANGES)
-                        ) -> list[str]:
-    """Create the app's topics (prefix applied) that do not exist yet; returns those created."""
+async def ensure_topics(
+    settings: Settings,
+    names: tuple[str, ...] = (PURCHASES, SEGMENT_CHANGES),
+    timeout: float = 60.0,
+) -> list[str]:
+    """Create the app's topics (prefix applied) that do not exist yet and wait until every
+    partition has a leader; returns the names of those created."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     await admin.start()
     try:
         wanted = [settings.topic(n) for n in names]
-        missing = [t for t in wanted if t not in set(await admin.list_topics())]
-        if not missing:
-            return []
-        response = await admin.create_topics(
-            [NewTopic(t, settings.partitions, settings.replication_factor) for t in missing]
-        )
-        failed = [
-            (topic, code)
-            for topic, code, *_ in response.topic_errors
-            if code not in (0, TOPIC_ALREADY_EXISTS)
-        ]
-        if failed:
-            raise TopologyError(f"could not create topics: {failed}")
-        return missing
+        existing = set(await admin.list_topics())
+        missing = [t for t in wanted if t not in existing]
+        if missing:
+            response = await admin.create_topics(
+                [NewTopic(t, settings.partitions, settings.replication_factor) for t in missing]
+            )
+            failed = [
+                (topic, code)
+                for topic, code, *_ in response.topic_errors
+                if code not in (0, TOPIC_ALREADY_EXISTS)
+            ]
+            if failed:
+                raise TopologyError(f"could not create topics: {failed}")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            described = await admin.describe_topics(wanted)
+            if all(
+                t["error_code"] == 0
+                and t["partitions"]
+                and all(p["leader"] >= 0 for p in t["partitions"])
+                for t in described
+            ):
+                return missing
+            if loop.time() > deadline:
+                raise TopologyError(f"topics {wanted} have no leaders after {timeout:.0f} s")
+            await asyncio.sleep(0.1)
     finally:
         await admin.close()

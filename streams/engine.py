@@ -16,8 +16,15 @@ from dataclasses import dataclass
 
 from rules.evaluate import evaluate
 from rules.ruleset import CompiledSegment, RuleSet
-from streams.changes import CAUSE_ERASURE, CAUSE_EVENT, CAUSE_RULES, CAUSE_TIME, Cause, SegmentChange
-from streams.events import Event, RejectReason, Rejection, check_time
+from streams.changes import (
+    CAUSE_ERASURE,
+    CAUSE_EVENT,
+    CAUSE_RULES,
+    CAUSE_TIME,
+    Cause,
+    SegmentChange,
+)
+from streams.events import Event, Rejection, RejectReason, check_time
 from streams.state import CustomerState, fold_event, prune
 
 ERASED = "customer_erased"
@@ -65,12 +72,13 @@ class Engine:
             keys = [p.ts for p in st.pending]
             st.pending.insert(bisect.bisect_right(keys, ev.ts), ev)
             return Outcome(st, tuple(changes))
+        moved_first = st.first_seen is None or ev.ts < st.first_seen
         fold_event(st, ev, self._r, self._points, self._half_life)
         prune(st, now, self._r, self._retention, self._dedup)
         cause = Cause(CAUSE_EVENT, ev.event_id, ev.type, ev.ts)
         # a new customer has no candidates yet: everything is evaluated once
         dirty = (self.rules.segments if st.last_eval is None
-                 else self.rules.dirty_for_type(ev.type))
+                 else self.rules.dirty_for_type(ev.type, moved_first))
         change = evaluate(self.rules, st, now, dirty, cause)
         if change is not None:
             changes.append(change)
@@ -92,8 +100,9 @@ class Engine:
                 del st.due[sid]
             while st.pending and st.pending[0].ts <= d:
                 ev = st.pending.pop(0)
+                moved_first = st.first_seen is None or ev.ts < st.first_seen
                 fold_event(st, ev, self._r, self._points, self._half_life)
-                dirty_ids.update(s.id for s in self.rules.dirty_for_type(ev.type))
+                dirty_ids.update(s.id for s in self.rules.dirty_for_type(ev.type, moved_first))
             dirty = (self.rules.segments if st.last_eval is None
                      else self.rules.closure(dirty_ids))
             change = evaluate(self.rules, st, d, dirty, Cause(CAUSE_TIME))

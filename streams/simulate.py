@@ -43,7 +43,8 @@ def _ignore_reject(raw: bytes, rejection: Rejection) -> None:
 
 class Simulator:
     def __init__(self, rules: RuleSet, *, until: int | None = None,
-                 on_change: OnChange = _ignore_change, on_reject: OnReject = _ignore_reject) -> None:
+                 on_change: OnChange = _ignore_change,
+                 on_reject: OnReject = _ignore_reject) -> None:
         self.rules = rules
         self.engine = Engine(rules)
         self.currency = rules.settings.currency

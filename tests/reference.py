@@ -213,7 +213,7 @@ class _Env:
         inner = set(map(id, self.counted(w_lo)))
         return [e for e in self.counted(w_hi) if id(e) not in inner]
 
-    def ev(self, node: ast.Expr) -> Any:  # noqa: C901 - a plain interpreter
+    def ev(self, node: ast.Expr) -> Any:
         if isinstance(node, ast.Literal):
             return node.value
         if isinstance(node, ast.Unary):
@@ -254,7 +254,7 @@ class _Env:
         assert isinstance(node, ast.Call)
         return self.call(node)
 
-    def call(self, node: ast.Call) -> Any:  # noqa: C901
+    def call(self, node: ast.Call) -> Any:
         name = node.name
         args = [a.ms if isinstance(a, ast.Duration) else a.value  # type: ignore[union-attr]
                 for a in node.args]

@@ -7,6 +7,7 @@ included; services that already ran are left running.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import subprocess
@@ -39,12 +40,19 @@ UNATTENDED_SECONDS = 60.0  # without a terminal and without --seconds, stop afte
     help="Stop after this many seconds [SEGMENTER_DEMO_SECONDS; default: until Ctrl-C, "
     f"or {UNATTENDED_SECONDS:.0f} s when not run from a terminal].",
 )
-@click.option("--events", type=click.IntRange(1, 10_000), default=6, show_default=True,
-              help="How many demo purchases to publish.")
+@click.option(
+    "--events",
+    type=click.IntRange(1, 10_000),
+    default=6,
+    show_default=True,
+    help="How many demo purchases to publish.",
+)
 def demo(seconds: float | None, events: int) -> None:
     """Start Kafka, Redis and a worker, publish demo purchases, print segment changes."""
     if seconds is None and not sys.stdin.isatty():
         seconds = UNATTENDED_SECONDS
+    # aiokafka warns about transient states (leader elections on new topics); keep the demo clean
+    logging.getLogger("aiokafka").setLevel(logging.ERROR)
     try:
         settings = Settings.from_env()
         with services.running_services(settings) as started:
@@ -74,7 +82,11 @@ def _worker(settings: Settings) -> Iterator[subprocess.Popen[bytes]]:
     argv = [sys.executable, "-m", "segmenter.commands.worker"]
     with log_file.open("wb") as out:
         process = subprocess.Popen(
-            argv, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            argv,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
     click.echo(f"worker: started (pid {process.pid}, log {log_file})")
@@ -109,7 +121,9 @@ async def _show(
 
     out_topic = settings.topic("segment-changes")
     consumer = AIOKafkaConsumer(
-        out_topic, bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="latest",
+        out_topic,
+        bootstrap_servers=settings.kafka_bootstrap,
+        auto_offset_reset="latest",
         isolation_level="read_committed",
     )
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
@@ -123,11 +137,14 @@ async def _show(
         for n in range(events):
             event = demo_purchase(CUSTOMERS[n % len(CUSTOMERS)], n)
             await producer.send_and_wait(
-                settings.topic("purchases"), orjson.dumps(event),
+                settings.topic("purchases"),
+                orjson.dumps(event),
                 key=event["customer_id"].encode(),
             )
-            click.echo(f"-> {settings.topic('purchases')}  {event['customer_id']}  "
-                       f"{event['amount']} {event['currency']}")
+            click.echo(
+                f"-> {settings.topic('purchases')}  {event['customer_id']}  "
+                f"{event['amount']} {event['currency']}"
+            )
         until = "Ctrl-C to stop" if seconds is None else f"for {seconds:.0f} s"
         click.echo(f"waiting for segment changes on {out_topic} ({until}) ...")
         deadline = None if seconds is None else time.monotonic() + seconds

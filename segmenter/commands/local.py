@@ -22,13 +22,17 @@ SERVICE_CHOICE = click.Choice(services.SERVICES)
 def service_options(func: F) -> F:
     """Flags shared by every `local` subcommand; each overrides its SEGMENTER_* variable."""
     options = [
-        click.option("--kafka-port", type=int, help="Local broker port [SEGMENTER_KAFKA_PORT; 9092]."),
+        click.option(
+            "--kafka-port", type=int, help="Local broker port [SEGMENTER_KAFKA_PORT; 9092]."
+        ),
         click.option(
             "--kafka-controller-port",
             type=int,
             help="Local KRaft controller port [SEGMENTER_KAFKA_CONTROLLER_PORT; kafka port + 1].",
         ),
-        click.option("--redis-port", type=int, help="Local Redis port [SEGMENTER_REDIS_PORT; 6379]."),
+        click.option(
+            "--redis-port", type=int, help="Local Redis port [SEGMENTER_REDIS_PORT; 6379]."
+        ),
         click.option(
             "--state-dir",
             type=click.Path(file_okay=False, path_type=Path),

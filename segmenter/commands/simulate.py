@@ -23,7 +23,7 @@ def _open_out(stack: ExitStack, path: str | None) -> IO[bytes] | None:
         return None
     if path == "-":
         return sys.stdout.buffer
-    return stack.enter_context(open(path, "wb"))  # noqa: SIM115
+    return stack.enter_context(open(path, "wb"))
 
 
 def _lines(src: IO[bytes], total: int | None, show: bool) -> Iterator[bytes]:
@@ -84,7 +84,7 @@ def simulate(rules_path: str, events_path: str, until: str | None, out_state: st
                 src: IO[bytes] = sys.stdin.buffer
                 total = None
             else:
-                src = stack.enter_context(open(events_path, "rb"))  # noqa: SIM115
+                src = stack.enter_context(open(events_path, "rb"))
                 total = Path(events_path).stat().st_size
             changes_out = _open_out(stack, out_changes)
             rejects_out = _open_out(stack, out_rejects)

@@ -14,8 +14,12 @@ from segmenter.settings import STORES, Settings
 @click.command()
 @click.option("--kafka-bootstrap", help="Kafka bootstrap servers [SEGMENTER_KAFKA_BOOTSTRAP].")
 @click.option("--redis-url", help="Redis URL [SEGMENTER_REDIS_URL].")
-@click.option("--topic-prefix", help="Prefix for every topic and the group id [SEGMENTER_TOPIC_PREFIX].")
-@click.option("--app-id", help="Faust app id = consumer group (before the prefix) [SEGMENTER_APP_ID].")
+@click.option(
+    "--topic-prefix", help="Prefix for every topic and the group id [SEGMENTER_TOPIC_PREFIX]."
+)
+@click.option(
+    "--app-id", help="Faust app id = consumer group (before the prefix) [SEGMENTER_APP_ID]."
+)
 @click.option("--worker-id", help="This worker's name [SEGMENTER_WORKER_ID; host-pid].")
 @click.option("--web-port", type=int, help="Faust web/metrics port, 0 = off [SEGMENTER_WEB_PORT].")
 @click.option(
@@ -23,7 +27,9 @@ from segmenter.settings import STORES, Settings
     type=click.Path(file_okay=False, path_type=Path),
     help="Local state folder [SEGMENTER_STATE_DIR; ./.state].",
 )
-@click.option("--clock", type=click.Choice(["wall", "event"]), help="Time source [SEGMENTER_CLOCK].")
+@click.option(
+    "--clock", type=click.Choice(["wall", "event"]), help="Time source [SEGMENTER_CLOCK]."
+)
 @click.option(
     "--rules",
     "rules_path",

@@ -181,9 +181,7 @@ def wait_until_ready(
         if ready():
             return
         if time.monotonic() > deadline:
-            raise ServiceError(
-                service, f"not ready after {timeout:.0f} s", tails(logs)
-            )
+            raise ServiceError(service, f"not ready after {timeout:.0f} s", tails(logs))
         time.sleep(0.25)
 
 

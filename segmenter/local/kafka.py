@@ -199,8 +199,10 @@ def resolve_classpath(layout: KafkaLayout, pom: Path, *, log: bool = True) -> li
         run_tool(SERVICE, [argv[0], "-o", *argv[1:]], timeout=300)
     except ServiceError:
         if log:
-            print("kafka: fetching the Kafka jars with Maven into ~/.m2 (first run only) ...",
-                  flush=True)
+            print(
+                "kafka: fetching the Kafka jars with Maven into ~/.m2 (first run only) ...",
+                flush=True,
+            )
         run_tool(SERVICE, argv, timeout=900)
     entries = [p for p in out.read_text().strip().split(os.pathsep) if p]
     out.unlink(missing_ok=True)
@@ -227,8 +229,7 @@ def _prepare(settings: Settings, layout: KafkaLayout, classpath: list[str]) -> N
     old = layout.config.read_text() if layout.config.is_file() else None
     formatted = (layout.data / "meta.properties").is_file()
     if formatted and old != config:
-        print("kafka: the broker configuration changed; wiping the local broker's data",
-              flush=True)
+        print("kafka: the broker configuration changed; wiping the local broker's data", flush=True)
         shutil.rmtree(layout.data)
         formatted = False
     layout.config.write_text(config)
@@ -316,8 +317,9 @@ def start(settings: Settings) -> ServiceStatus:
     for port in (settings.kafka_port, settings.kafka_controller_port):
         if port_open("127.0.0.1", port):
             raise ServiceError(
-                SERVICE, f"port {port} on 127.0.0.1 is taken by a program that is not Kafka; "
-                "choose other ports with --kafka-port / SEGMENTER_KAFKA_PORT"
+                SERVICE,
+                f"port {port} on 127.0.0.1 is taken by a program that is not Kafka; "
+                "choose other ports with --kafka-port / SEGMENTER_KAFKA_PORT",
             )
     layout.root.mkdir(parents=True, exist_ok=True)
     classpath = resolve_classpath(layout, pom_path())

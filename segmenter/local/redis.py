@@ -131,7 +131,12 @@ def status(settings: Settings) -> ServiceStatus:
     version = info.get("redis_version") if info else None
     if pid is not None:
         return ServiceStatus(
-            SERVICE, Origin.MANAGED, url, running=True, pid=pid, version=version,
+            SERVICE,
+            Origin.MANAGED,
+            url,
+            running=True,
+            pid=pid,
+            version=version,
             log_file=layout.log,
         )
     if info is not None:
@@ -144,14 +149,17 @@ def start(settings: Settings) -> ServiceStatus:
     current = status(settings)
     if settings.redis_external:
         if not current.running:
-            raise ServiceError(SERVICE, f"the external Redis at {settings.redis_url} does not answer")
+            raise ServiceError(
+                SERVICE, f"the external Redis at {settings.redis_url} does not answer"
+            )
         return current
     if current.running:
         return current
     if port_open("127.0.0.1", settings.redis_port):
         raise ServiceError(
-            SERVICE, f"port {settings.redis_port} on 127.0.0.1 is taken by a program that is not "
-            "Redis; choose another with --redis-port / SEGMENTER_REDIS_PORT"
+            SERVICE,
+            f"port {settings.redis_port} on 127.0.0.1 is taken by a program that is not "
+            "Redis; choose another with --redis-port / SEGMENTER_REDIS_PORT",
         )
     binary = redis_server_binary()
     layout = RedisLayout.for_settings(settings)

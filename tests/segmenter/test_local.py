@@ -124,8 +124,10 @@ def test_down_leaves_a_process_it_did_not_start_alone(
     tmp_path: Path, sleeper: subprocess.Popen[bytes]
 ) -> None:
     settings = Settings.from_env(env={}, state_dir=tmp_path)
-    for layout_pid in (kafka.KafkaLayout(tmp_path / "kafka").pid_file,
-                       redis.RedisLayout(tmp_path / "redis").pid_file):
+    for layout_pid in (
+        kafka.KafkaLayout(tmp_path / "kafka").pid_file,
+        redis.RedisLayout(tmp_path / "redis").pid_file,
+    ):
         layout_pid.parent.mkdir(parents=True)
         layout_pid.write_text(f"{sleeper.pid}\n")
     assert local.down(settings) == []
@@ -192,8 +194,11 @@ def _services_of_this_run(kafka_bootstrap: str, redis_url: str) -> Settings:
         pytest.skip(f"Kafka at {kafka_bootstrap} is not a local broker")
     redis_port = int(redis_url.rsplit(":", 1)[-1].split("/")[0])
     return Settings.from_env(
-        env={k: v for k, v in os.environ.items()
-             if k not in ("SEGMENTER_KAFKA_BOOTSTRAP", "SEGMENTER_REDIS_URL")},
+        env={
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("SEGMENTER_KAFKA_BOOTSTRAP", "SEGMENTER_REDIS_URL")
+        },
         kafka_port=int(port),
         redis_port=redis_port,
     )
@@ -217,9 +222,14 @@ def test_status_command_names_ports_and_version(kafka_bootstrap: str, redis_url:
     env = {"SEGMENTER_KAFKA_BOOTSTRAP": None, "SEGMENTER_REDIS_URL": None}
     result = CliRunner().invoke(
         local_cli,
-        ["status", "--kafka-port", str(settings.kafka_port), "--redis-port",
-         str(settings.redis_port)],
-        env=env,  # type: ignore[arg-type]
+        [
+            "status",
+            "--kafka-port",
+            str(settings.kafka_port),
+            "--redis-port",
+            str(settings.redis_port),
+        ],
+        env=env,
     )
     assert result.exit_code == 0, result.output
     assert f"running on 127.0.0.1:{settings.kafka_port}" in result.output
@@ -234,15 +244,31 @@ def test_run_exports_the_addresses_and_leaves_running_services_up(
     kafka_bootstrap: str, redis_url: str
 ) -> None:
     settings = _services_of_this_run(kafka_bootstrap, redis_url)
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("SEGMENTER_KAFKA_BOOTSTRAP", "SEGMENTER_REDIS_URL")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("SEGMENTER_KAFKA_BOOTSTRAP", "SEGMENTER_REDIS_URL")
+    }
     env["SEGMENTER_KAFKA_PORT"] = str(settings.kafka_port)
     env["SEGMENTER_REDIS_PORT"] = str(settings.redis_port)
     child = "import os, sys; print(os.environ['SEGMENTER_KAFKA_BOOTSTRAP']); sys.exit(3)"
     done = subprocess.run(
-        [sys.executable, "-c", "from segmenter.cli import main; main()", "local", "run", "--",
-         sys.executable, "-c", child],
-        env=env, capture_output=True, text=True, timeout=120, check=False,
+        [
+            sys.executable,
+            "-c",
+            "from segmenter.cli import main; main()",
+            "local",
+            "run",
+            "--",
+            sys.executable,
+            "-c",
+            child,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert done.returncode == 3, done.stdout + done.stderr
     assert f"127.0.0.1:{settings.kafka_port}" in done.stdout.splitlines()

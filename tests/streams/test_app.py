@@ -11,7 +11,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from segmenter.settings import Settings
 from streams.agents import placeholder_change
-from streams.app import PURCHASES, SEGMENT_CHANGES, broker_url, create_app
+from streams.app import PURCHASES, SEGMENT_CHANGES, broker_url, create_app, ensure_topics
 from tests.kafka_helpers import Received, consume_json, create_topics, produce_json, worker_process
 
 
@@ -45,10 +45,28 @@ def test_placeholder_change_falls_back_to_the_customer_id_field() -> None:
 
 
 @pytest.mark.parametrize(
-    "value", [b"", b"not json", b"[1, 2]", orjson.dumps({"amount": 3}), orjson.dumps({"customer_id": 7})]
+    "value",
+    [b"", b"not json", b"[1, 2]", orjson.dumps({"amount": 3}), orjson.dumps({"customer_id": 7})],
 )
 def test_placeholder_change_skips_records_without_a_customer(value: bytes) -> None:
     assert placeholder_change(None, value) is None
+
+
+@pytest.mark.integration
+async def test_ensure_topics_creates_prefixed_topics_once(
+    kafka_bootstrap: str, kafka_admin: AIOKafkaAdminClient, unique: str
+) -> None:
+    settings = Settings.from_env(
+        env={}, kafka_bootstrap=kafka_bootstrap, topic_prefix=f"{unique}.", partitions=3
+    )
+    wanted = [f"{unique}.{PURCHASES}", f"{unique}.{SEGMENT_CHANGES}"]
+    try:
+        assert sorted(await ensure_topics(settings)) == sorted(wanted)
+        assert await ensure_topics(settings) == []
+        described = await kafka_admin.describe_topics(wanted)
+        assert [len(t["partitions"]) for t in described] == [3, 3]
+    finally:
+        await kafka_admin.delete_topics(wanted)
 
 
 @pytest.mark.integration
@@ -64,8 +82,13 @@ async def test_worker_turns_purchases_into_segment_changes(
     topics = [prefix + PURCHASES, prefix + SEGMENT_CHANGES]
     await create_topics(kafka_admin, topics, partitions=2)
     purchases = {
-        customer: {"event_id": str(uuid.uuid4()), "type": "purchase", "customer_id": customer,
-                   "amount": 19.99, "currency": "EUR"}
+        customer: {
+            "event_id": str(uuid.uuid4()),
+            "type": "purchase",
+            "customer_id": customer,
+            "amount": 19.99,
+            "currency": "EUR",
+        }
         for customer in ("c-7", "c-8")
     }
     env = {

@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 
 from rules.model import HOUR_MS, EngagementSettings, RfmSettings, RuleFile, RuleSettings, SegmentDef
 from rules.parser import parse_expression
+from rules.ruleset import RuleSet
 from streams.events import Event, Item
 from streams.simulate import Simulator
 from tests.reference import Reference
-from rules.ruleset import RuleSet
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 WINDOWS = [1, 2, 3, 6, 12, 24, 48]

@@ -1,0 +1,54 @@
+# Shared by scripts/*.sh: the virtual environment and the Redis package. Source, do not run.
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/.venv"
+
+log() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# The machine's Python 3.11 (or newer): $SEGMENTER_PYTHON, python3.11, or python3.
+find_python() {
+  local candidate
+  for candidate in "${SEGMENTER_PYTHON:-}" python3.11 python3; do
+    [[ -n "$candidate" ]] || continue
+    if command -v "$candidate" >/dev/null 2>&1 &&
+       "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+      command -v "$candidate"
+      return 0
+    fi
+  done
+  die "Python 3.11 or newer not found (set SEGMENTER_PYTHON to its path)"
+}
+
+# .venv with the project installed (editable, with the dev and rocksdb extras). Reinstalls
+# when pyproject.toml changed since the last install.
+ensure_venv() {
+  if [[ ! -x "$VENV/bin/python" ]]; then
+    local python
+    python="$(find_python)"
+    log "creating .venv with $python"
+    "$python" -m venv "$VENV"
+  fi
+  local stamp="$VENV/.segmenter-installed" want
+  want="$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)"
+  if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]] || ! "$VENV/bin/python" -c 'import segmenter' 2>/dev/null; then
+    log "installing segmenter with its dev and rocksdb extras into .venv (pip)"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$ROOT[dev,rocksdb]"
+    echo "$want" >"$stamp"
+  fi
+}
+
+# Debian's redis-server, unless an external Redis is configured.
+ensure_redis_server() {
+  [[ -z "${SEGMENTER_REDIS_URL:-}" ]] || return 0
+  command -v redis-server >/dev/null 2>&1 && return 0
+  if [[ "$(id -u)" -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    log "installing Debian's redis-server package (apt-get)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends redis-server >/dev/null
+    command -v redis-server >/dev/null 2>&1 || die "apt-get installed redis-server but it is not on PATH"
+  else
+    die "redis-server is missing: install Debian's redis-server package (sudo apt-get install redis-server), or set SEGMENTER_REDIS_URL"
+  fi
+}
