@@ -1,0 +1,203 @@
+"""What the worker does with one record, as plain code: the Faust agents only move bytes.
+
+`Processor` owns the engine (and the rule version in force), one due index and one event clock per
+partition, and turns each input record, timer tick or rule tick into `Output`: the customer's new
+state bytes (or deletion), the records to send (segment changes, dead letters, re-keyed inputs).
+It never touches Kafka; its only view of the Faust table is a get function and the output.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import orjson
+from aiokafka.partitioner import murmur2
+
+from rules.ruleset import RuleSet
+from streams.changes import SegmentChange, format_ts
+from streams.codec import decode_state, encode_state
+from streams.due_index import DueIndex
+from streams.engine import Engine, Outcome
+from streams.events import Event, Rejection, parse_event
+from streams.state import CustomerState
+
+GetState = Callable[[str], bytes | None]
+TICK_TIME, TICK_RULES = b"t", b"r"
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default (murmur2) partitioner gives a key: Java clients, aiokafka
+    and Faust agree on it; librdkafka clients (kcat) need `-X partitioner=murmur2_random`, and
+    records that land elsewhere are re-keyed by the worker."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    topic: str  # logical name: "changes", "dead_letters", "rekey", "ticks"
+    key: bytes | None
+    value: bytes
+    partition: int | None = None
+
+
+@dataclass(slots=True)
+class Output:
+    customer_id: str | None = None
+    state: bytes | None = None  # new state to write (when `write`)
+    write: bool = False  # write `state` (None = delete the customer)
+    sends: list[Send] = field(default_factory=list)
+    changes: list[SegmentChange] = field(default_factory=list)
+    rejection: Rejection | None = None
+    event: Event | None = None
+
+
+def dead_letter(key: bytes | None, value: bytes, rej: Rejection, *, topic: str, partition: int,
+                offset: int, worker_id: str, now_ms: int) -> Send:
+    """A dead-letter record: the original key and value bytes, where they came from and why."""
+    def text(b: bytes | None) -> str | None:
+        if b is None:
+            return None
+        try:
+            return b.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+
+    body = {
+        "reason": str(rej.reason), "message": rej.message, "field": rej.field,
+        "event_id": rej.event_id, "customer_id": rej.customer_id,
+        "source": {"topic": topic, "partition": partition, "offset": offset},
+        "key": text(key), "key_b64": base64.b64encode(key).decode() if key is not None else None,
+        "value": text(value), "value_b64": base64.b64encode(value).decode(),
+        "worker_id": worker_id, "at": format_ts(now_ms),
+    }
+    return Send("dead_letters", key, orjson.dumps(body))
+
+
+class Processor:
+    def __init__(self, rules: RuleSet, *, partitions: int, worker_id: str,
+                 clock: str = "wall", wall: Callable[[], float] = time.time) -> None:
+        self.engine = Engine(rules)
+        self.partitions = partitions
+        self.worker_id = worker_id
+        self.event_clock = clock == "event"
+        self._wall = wall
+        self.clocks: dict[int, int] = {}  # partition -> largest event time seen (event clock)
+        self.due: dict[int, DueIndex] = {}
+
+    @property
+    def rules(self) -> RuleSet:
+        return self.engine.rules
+
+    def now(self, partition: int) -> int:
+        if self.event_clock:
+            return self.clocks.get(partition, 0)
+        return int(self._wall() * 1000)
+
+    def index(self, partition: int) -> DueIndex:
+        idx = self.due.get(partition)
+        if idx is None:
+            idx = self.due[partition] = DueIndex()
+        return idx
+
+    # ------------------------------------------------------------------ input records
+    def on_input(self, key: bytes | None, value: bytes, *, topic: str, partition: int,
+                 offset: int, get: GetState) -> Output:
+        rules = self.engine.rules
+        ev = parse_event(value, currency=rules.settings.currency)
+        if isinstance(ev, Rejection):
+            return self._reject(key, value, ev, topic, partition, offset)
+        cid_bytes = ev.customer_id.encode()
+        if key != cid_bytes or partition_for(cid_bytes, self.partitions) != partition:
+            # not on the partition that owns this customer: send it there
+            return Output(sends=[Send("rekey", cid_bytes, value)], event=ev)
+        if self.event_clock:
+            clock = self.clocks.get(partition, ev.ts)
+            now = ev.ts if ev.ts > clock else clock
+            self.clocks[partition] = now
+        else:
+            now = self.now(partition)
+        st = self._load(ev.customer_id, get)
+        out = Output(customer_id=ev.customer_id, event=ev)
+        if st is not None and st.rules_version != rules.version:
+            self._collect(out, self.engine.reevaluate(st, now))
+        existed = st is not None
+        result = self.engine.apply(st, ev, now)
+        if result.rejection is not None:
+            dl = self._reject(key, value, result.rejection, topic, partition, offset)
+            out.sends += dl.sends
+            out.rejection = result.rejection
+        self._collect(out, result)
+        if existed or result.state is not None:
+            self._finish(out, ev.customer_id, result.state, partition)
+        return out
+
+    # ------------------------------------------------------------------ ticks
+    def tick(self, kind: bytes, due: int) -> bytes:
+        return kind + str(due).encode()
+
+    def on_tick(self, key: bytes, value: bytes, *, partition: int, get: GetState) -> Output:
+        cid = key.decode()
+        st = self._load(cid, get)
+        out = Output(customer_id=cid)
+        if st is None:
+            self.index(partition).set(cid, None)
+            return out
+        now = self.now(partition)
+        if st.rules_version != self.engine.rules.version:
+            self._collect(out, self.engine.reevaluate(st, now, quiet=self.quiet_rules))
+        result = self.engine.fire(st, now)
+        self._collect(out, result)
+        self._finish(out, cid, st, partition)
+        return out
+
+    quiet_rules: bool = False
+
+    # ------------------------------------------------------------------ rules
+    def switch_rules(self, rules: RuleSet, quiet: bool = False) -> None:
+        """Use `rules` from now on; customers are re-evaluated lazily (on their next record or
+        rule tick)."""
+        self.engine = Engine(rules)
+        self.quiet_rules = quiet
+
+    # ------------------------------------------------------------------ recovery
+    def rebuild(self, partition: int, items: list[tuple[str, bytes]]) -> None:
+        """Re-derive a partition's due index and event clock from the table's contents."""
+        idx = self.due[partition] = DueIndex()
+        clock = self.clocks.get(partition, 0)
+        for cid, data in items:
+            st = decode_state(data)
+            idx.set(cid, st.next_due)
+            if st.last_eval is not None and st.last_eval > clock:
+                clock = st.last_eval
+        if self.event_clock:
+            self.clocks[partition] = clock
+
+    def due_ticks(self, partition: int) -> list[Send]:
+        """Tick records for every customer of `partition` due by now (removed from the index)."""
+        now = self.now(partition)
+        return [Send("ticks", cid.encode(), TICK_TIME + str(d).encode(), partition)
+                for d, cid in self.index(partition).pop_due(now)]
+
+    # ------------------------------------------------------------------ helpers
+    def _load(self, cid: str, get: GetState) -> CustomerState | None:
+        data = get(cid)
+        return decode_state(data) if data is not None else None
+
+    def _collect(self, out: Output, result: Outcome) -> None:
+        for ch in result.changes:
+            out.changes.append(ch)
+            out.sends.append(Send("changes", ch.customer_id.encode(), ch.to_json()))
+
+    def _finish(self, out: Output, cid: str, st: CustomerState | None, partition: int) -> None:
+        out.write = True
+        out.state = encode_state(st) if st is not None else None
+        self.index(partition).set(cid, st.next_due if st is not None else None)
+
+    def _reject(self, key: bytes | None, value: bytes, rej: Rejection, topic: str,
+                partition: int, offset: int) -> Output:
+        return Output(rejection=rej, sends=[dead_letter(
+            key, value, rej, topic=topic, partition=partition, offset=offset,
+            worker_id=self.worker_id, now_ms=int(self._wall() * 1000))])

@@ -1,0 +1,126 @@
+"""The worker's record handling without Kafka: routing, dead letters, clocks, ticks, recovery."""
+
+from __future__ import annotations
+
+import base64
+
+import orjson
+
+from streams.codec import decode_state
+from streams.events import encode_event
+from streams.processor import TICK_TIME, Processor, partition_for
+from tests.factories import DAY, T0, days, hours, purchase, rules_from_yaml, segment
+
+P = 4
+
+
+def _rules():  # type: ignore[no-untyped-def]
+    return rules_from_yaml(
+        segment("buyer", "purchase_count(7d) >= 1", label="Buyer", color="#00FF00"),
+        segment("lapsed", "days_since_last_purchase() > 2"),
+    )
+
+
+class Table(dict[str, bytes]):
+    def apply(self, out) -> None:  # type: ignore[no-untyped-def]
+        if out.write:
+            if out.state is None:
+                self.pop(out.customer_id, None)
+            else:
+                self[out.customer_id] = out.state
+
+
+def _feed(proc: Processor, table: Table, ev, key: bytes | None = None,  # type: ignore[no-untyped-def]
+          partition: int | None = None):
+    cid = ev.customer_id.encode()
+    p = partition_for(cid, P) if partition is None else partition
+    out = proc.on_input(cid if key is None else key, encode_event(ev), topic="purchases",
+                        partition=p, offset=0, get=table.get)
+    table.apply(out)
+    return out
+
+
+def test_event_on_its_partition_changes_segments_and_writes_state() -> None:
+    proc, table = Processor(_rules(), partitions=P, worker_id="w1", clock="event"), Table()
+    out = _feed(proc, table, purchase(T0, 100.0, customer_id="c-1"))
+    assert [s.topic for s in out.sends] == ["changes"]
+    change = orjson.loads(out.sends[0].value)
+    assert out.sends[0].key == b"c-1"
+    assert change["entered"] == ["buyer"] and change["seq"] == 1
+    assert decode_state(table["c-1"]).members == {"buyer": T0}
+
+
+def test_wrong_key_or_partition_is_rekeyed_not_applied() -> None:
+    proc, table = Processor(_rules(), partitions=P, worker_id="w1", clock="event"), Table()
+    ev = purchase(T0, 100.0, customer_id="c-1")
+    out = _feed(proc, table, ev, key=None or b"someone-else")
+    assert [(s.topic, s.key) for s in out.sends] == [("rekey", b"c-1")]
+    assert table == {}
+    right = partition_for(b"c-1", P)
+    out = _feed(proc, table, ev, partition=(right + 1) % P)
+    assert [(s.topic, s.key) for s in out.sends] == [("rekey", b"c-1")]
+    assert table == {}
+
+
+def test_garbage_goes_to_dead_letters_with_original_bytes() -> None:
+    proc = Processor(_rules(), partitions=P, worker_id="w7", clock="event", wall=lambda: 1.5)
+    raw = b"\xff\xfe not json"
+    out = proc.on_input(b"k", raw, topic="web-activity", partition=2, offset=41, get=dict().get)
+    [dl] = out.sends
+    body = orjson.loads(dl.value)
+    assert dl.topic == "dead_letters" and dl.key == b"k"
+    assert body["reason"] == "bad_encoding"
+    assert base64.b64decode(body["value_b64"]) == raw
+    assert body["source"] == {"topic": "web-activity", "partition": 2, "offset": 41}
+    assert body["worker_id"] == "w7" and body["at"] == "1970-01-01T00:00:01.500Z"
+
+
+def test_duplicate_is_dead_lettered_and_changes_nothing() -> None:
+    proc, table = Processor(_rules(), partitions=P, worker_id="w1", clock="event"), Table()
+    ev = purchase(T0, 100.0, customer_id="c-1")
+    _feed(proc, table, ev)
+    before = table["c-1"]
+    out = _feed(proc, table, ev)
+    assert [s.topic for s in out.sends] == ["dead_letters"]
+    assert orjson.loads(out.sends[0].value)["reason"] == "duplicate"
+    assert decode_state(table["c-1"]) == decode_state(before)
+
+
+def test_event_clock_is_per_partition_and_drives_ticks() -> None:
+    proc, table = Processor(_rules(), partitions=P, worker_id="w1", clock="event"), Table()
+    _feed(proc, table, purchase(T0, 100.0, customer_id="c-1"))
+    p = partition_for(b"c-1", P)
+    assert proc.due_ticks(p) == []  # nothing due yet: the clock is at T0
+    # another customer on the same partition moves the clock 3 days on
+    other = next(f"o-{i}" for i in range(100) if partition_for(f"o-{i}".encode(), P) == p)
+    _feed(proc, table, purchase(T0 + days(3), 1.0, customer_id=other))
+    ticks = proc.due_ticks(p)
+    assert [(t.key, t.partition) for t in ticks] == [(b"c-1", p)]
+    assert ticks[0].value.startswith(TICK_TIME)
+    out = proc.on_tick(b"c-1", ticks[0].value, partition=p, get=table.get)
+    table.apply(out)
+    [change] = out.changes
+    assert change.cause.kind == "time" and change.entered == ("lapsed",)
+    assert change.at == T0 + 2 * DAY + 1  # the first millisecond after 2 days, not the tick time
+
+
+def test_rebuild_restores_due_index_and_clock_from_table() -> None:
+    proc, table = Processor(_rules(), partitions=P, worker_id="w1", clock="event"), Table()
+    _feed(proc, table, purchase(T0 + hours(5), 100.0, customer_id="c-1"))
+    p = partition_for(b"c-1", P)
+    fresh = Processor(_rules(), partitions=P, worker_id="w2", clock="event")
+    fresh.rebuild(p, list(table.items()))
+    assert fresh.now(p) == T0 + hours(5)
+    assert fresh.index(p).get("c-1") == proc.index(p).get("c-1")
+
+
+def test_new_rule_version_reevaluates_on_next_tick() -> None:
+    proc, table = Processor(_rules(), partitions=P, worker_id="w1", clock="event"), Table()
+    _feed(proc, table, purchase(T0, 100.0, customer_id="c-1"))
+    proc.switch_rules(rules_from_yaml(segment("big", "purchase_amount(7d) >= 50")))
+    p = partition_for(b"c-1", P)
+    out = proc.on_tick(b"c-1", TICK_TIME + b"0", partition=p, get=table.get)
+    [change] = out.changes
+    assert change.cause.kind == "rules"
+    assert change.entered == ("big",) and change.exited == ("buyer",)
+    assert change.seq == 2
