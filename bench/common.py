@@ -71,6 +71,19 @@ def _git_head() -> str:
     return out.stdout.strip() or "unknown"
 
 
+def engine_digest() -> str:
+    """Short hash of the engine sources (streams/, rules/) as they are on disk: the work tree may
+    differ from HEAD while others edit it."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in sorted([*ROOT.glob("streams/*.py"), *ROOT.glob("rules/*.py"),
+                     *ROOT.glob("rules/*.lark")]):
+        h.update(p.name.encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()[:12]
+
+
 def machine_info() -> dict[str, Any]:
     import orjson
 
@@ -83,6 +96,7 @@ def machine_info() -> dict[str, Any]:
         "platform": platform.platform(),
         "orjson": orjson.__version__,
         "git_head": _git_head(),
+        "engine_digest": engine_digest(),
         "loadavg": list(loadavg()),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

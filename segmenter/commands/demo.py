@@ -51,20 +51,25 @@ def demo(seconds: float | None, events: int) -> None:
     """Start Kafka, Redis and a worker, publish demo purchases, print segment changes."""
     if seconds is None and not sys.stdin.isatty():
         seconds = UNATTENDED_SECONDS
-    # aiokafka warns about transient states (leader elections on new topics); keep the demo clean
-    logging.getLogger("aiokafka").setLevel(logging.ERROR)
+    # aiokafka logs transient states (leaders of new topics settling) as errors; it retries them
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    stopping: list[str] = []
     try:
         settings = Settings.from_env()
         with services.running_services(settings) as started:
+            stopping = [s.name for s in started if s.started_now]
             for state in started:
                 click.echo(state.describe())
             asyncio.run(_ensure_topics(settings))
             with _worker(settings) as worker:
                 asyncio.run(_show(settings, events, seconds, worker))
     except KeyboardInterrupt:
-        click.echo("\nstopped.")
+        click.echo("\ninterrupted.")
     except SegmenterError as exc:
         raise click.ClickException(str(exc)) from exc
+    finally:
+        if stopping:
+            click.echo(f"stopped {' and '.join(stopping)} (started by this demo)")
 
 
 async def _ensure_topics(settings: Settings) -> None:
@@ -114,6 +119,27 @@ def demo_purchase(customer_id: str, n: int) -> dict[str, Any]:
     }
 
 
+def describe_change(value: bytes | None) -> str:
+    """One line for a segment-change record: what changed, else the raw JSON."""
+    try:
+        change = orjson.loads(value or b"")
+    except orjson.JSONDecodeError:
+        return repr(value)
+    if not isinstance(change, dict) or not {"entered", "exited", "segments"} <= set(change):
+        return orjson.dumps(change).decode()
+    parts = [
+        f"entered {change['entered'] or '-'}",
+        f"exited {change['exited'] or '-'}",
+        f"now in {change['segments'] or '-'}",
+    ]
+    cause = change.get("cause")
+    if isinstance(cause, dict) and cause.get("event_id"):
+        parts.append(f"(event {cause['event_id']})")
+    if change.get("placeholder"):
+        parts.append("[placeholder until the engine lands]")
+    return "  ".join(parts)
+
+
 async def _show(
     settings: Settings, events: int, seconds: float | None, worker: subprocess.Popen[bytes]
 ) -> None:
@@ -156,8 +182,7 @@ async def _show(
             for messages in batch.values():
                 for msg in messages:
                     key = msg.key.decode() if msg.key else ""
-                    value = (msg.value or b"").decode()
-                    click.echo(f"<- {out_topic}  {key}  {value}")
+                    click.echo(f"<- {out_topic}  {key}  {describe_change(msg.value)}")
     finally:
         await producer.stop()
         await consumer.stop()

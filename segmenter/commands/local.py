@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -65,6 +66,8 @@ def local() -> None:
     redis-server is installed when missing (as root). With SEGMENTER_KAFKA_BOOTSTRAP or
     SEGMENTER_REDIS_URL set, that service is external and nothing local is started for it.
     """
+    # Probing a broker that is not up yet is expected here; aiokafka would log each attempt.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
 
 @local.command()

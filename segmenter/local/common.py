@@ -21,7 +21,7 @@ class Origin(Enum):
 
     MANAGED = "started by segmenter"  # our pid file, our config: ours to stop
     FOREIGN = "already running, not started by segmenter"  # answers on the port; left alone
-    EXTERNAL = "external (from the environment)"  # SEGMENTER_KAFKA_BOOTSTRAP / _REDIS_URL
+    EXTERNAL = "external, set in the environment"  # SEGMENTER_KAFKA_BOOTSTRAP / _REDIS_URL
     NONE = "not running"
 
 

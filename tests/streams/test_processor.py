@@ -53,7 +53,7 @@ def test_event_on_its_partition_changes_segments_and_writes_state() -> None:
 def test_wrong_key_or_partition_is_rekeyed_not_applied() -> None:
     proc, table = Processor(_rules(), partitions=P, worker_id="w1", clock="event"), Table()
     ev = purchase(T0, 100.0, customer_id="c-1")
-    out = _feed(proc, table, ev, key=None or b"someone-else")
+    out = _feed(proc, table, ev, key=b"someone-else")
     assert [(s.topic, s.key) for s in out.sends] == [("rekey", b"c-1")]
     assert table == {}
     right = partition_for(b"c-1", P)
