@@ -1,0 +1,87 @@
+"""Prometheus metrics, registered on an injected CollectorRegistry (never module globals).
+
+Labels never carry personal data: no customer id, no e-mail, only topics, event types, reason
+codes, segment ids, partitions, endpoint names and outcomes.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+EVAL_BUCKETS = (1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 5e-2)
+
+
+class Metrics:
+    """Every metric Segmenter exports. One instance per process, built in `main`."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        r = registry
+        # worker
+        self.events_consumed = Counter(
+            "segmenter_events_consumed", "Input records consumed, by topic and event type "
+            "(type 'invalid' when the record could not be decoded).", ["topic", "type"],
+            registry=r)
+        self.events_rejected = Counter(
+            "segmenter_events_rejected", "Input events rejected, by reason code.", ["reason"],
+            registry=r)
+        self.dead_letters = Counter(
+            "segmenter_dead_letters", "Records written to the dead-letter topic, by source topic.",
+            ["topic"], registry=r)
+        self.rekeyed = Counter(
+            "segmenter_rekeyed", "Input records re-keyed to the partition owning the customer.",
+            ["topic"], registry=r)
+        self.segment_changes = Counter(
+            "segmenter_segment_changes", "Segment transitions emitted, by segment and direction "
+            "(entered/exited).", ["segment", "direction"], registry=r)
+        self.change_records = Counter(
+            "segmenter_change_records", "Segment-change records emitted, by cause kind.",
+            ["cause"], registry=r)
+        self.segment_size = Gauge(
+            "segmenter_segment_size", "Customers in each segment on this worker's partitions "
+            "(sum over workers for the total).", ["segment"], registry=r)
+        self.event_to_change = Histogram(
+            "segmenter_event_to_change_seconds", "From an event's arrival in Kafka to its "
+            "segment-change record being sent.", buckets=LATENCY_BUCKETS, registry=r)
+        self.evaluation = Histogram(
+            "segmenter_engine_evaluation_seconds", "Engine time per record (apply or timer).",
+            buckets=EVAL_BUCKETS, registry=r)
+        self.due_index_size = Gauge(
+            "segmenter_due_index_size", "Customers waiting for a time-driven re-evaluation.",
+            ["partition"], registry=r)
+        self.timer_lag = Gauge(
+            "segmenter_timer_lag_seconds", "Now minus the oldest due instant not yet fired.",
+            registry=r)
+        self.timer_ticks = Counter(
+            "segmenter_timer_ticks", "Time-driven re-evaluations scheduled.", registry=r)
+        self.consumer_lag = Gauge(
+            "segmenter_consumer_lag", "Records behind the end of each input partition.",
+            ["topic", "partition"], registry=r)
+        self.recovering = Gauge(
+            "segmenter_table_recovery_in_progress", "1 while the state table is recovering.",
+            registry=r)
+        self.customers = Gauge(
+            "segmenter_customers", "Customers with state on this worker's partitions.",
+            registry=r)
+        self.rules_info = Gauge(
+            "segmenter_rules_info", "The rule version in force (value 1).", ["name", "version"],
+            registry=r)
+        self.rules_refused = Counter(
+            "segmenter_rules_refused", "Published rule files refused (invalid).", registry=r)
+        # connectors
+        self.webhook_deliveries = Counter(
+            "segmenter_webhook_deliveries", "Webhook delivery attempts, by endpoint and outcome "
+            "(ok, retry, failed, dead_lettered).", ["endpoint", "outcome"], registry=r)
+        self.redis_writes = Counter(
+            "segmenter_redis_writes", "Changes applied to the Redis view, by outcome "
+            "(applied, stale).", ["outcome"], registry=r)
+        self.redis_write_errors = Counter(
+            "segmenter_redis_write_errors", "Failed writes to the Redis view (retried).",
+            registry=r)
+        self.ingest_requests = Counter(
+            "segmenter_ingest_requests", "HTTP ingest requests, by status code.", ["status"],
+            registry=r)
+        self.ingest_events = Counter(
+            "segmenter_ingest_events", "Events accepted or rejected by the HTTP ingest.",
+            ["outcome"], registry=r)
