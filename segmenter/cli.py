@@ -17,6 +17,10 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("segmenter.commands.simulate", "simulate"),
     "generate": ("segmenter.commands.generate", "generate"),
     "demo": ("segmenter.commands.demo", "demo"),
+    "redis": ("segmenter.commands.redis", "redis"),
+    "webhooks": ("segmenter.commands.webhooks", "webhooks"),
+    "ingest": ("segmenter.commands.ingest", "ingest"),
+    "import": ("segmenter.commands.importer", "import_cmd"),
 }
 
 

@@ -60,3 +60,21 @@ class ServiceError(SegmenterError):
 
 class TopologyError(SegmenterError):
     """Kafka topics are not laid out as the worker needs (e.g. partition counts differ)."""
+
+
+class ConnectorConfigError(ConfigError):
+    """The connectors file (webhook endpoints, ...) is invalid; carries every problem found."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = list(problems)
+        super().__init__("\n".join(f"{source}: {p}" for p in self.problems)
+                         or f"{source}: invalid connectors file")
+
+
+class ChangeRecordError(SegmenterError):
+    """A segment-change record that cannot be decoded (not JSON, missing customer_id/seq...)."""
+
+
+class ImportFileError(SegmenterError):
+    """A file given to `segmenter import` cannot be read as the format it claims to be."""

@@ -73,9 +73,15 @@ class Metrics:
         self.webhook_deliveries = Counter(
             "segmenter_webhook_deliveries", "Webhook delivery attempts, by endpoint and outcome "
             "(ok, retry, failed, dead_lettered).", ["endpoint", "outcome"], registry=r)
+        self.webhook_latency = Histogram(
+            "segmenter_webhook_delivery_seconds", "Duration of webhook delivery attempts, by "
+            "endpoint.", ["endpoint"], buckets=LATENCY_BUCKETS, registry=r)
+        self.webhook_in_flight = Gauge(
+            "segmenter_webhook_in_flight", "Changes queued or being delivered, by endpoint.",
+            ["endpoint"], registry=r)
         self.redis_writes = Counter(
             "segmenter_redis_writes", "Changes applied to the Redis view, by outcome "
-            "(applied, stale).", ["outcome"], registry=r)
+            "(applied, stale, erased, invalid).", ["outcome"], registry=r)
         self.redis_write_errors = Counter(
             "segmenter_redis_write_errors", "Failed writes to the Redis view (retried).",
             registry=r)
@@ -85,3 +91,9 @@ class Metrics:
         self.ingest_events = Counter(
             "segmenter_ingest_events", "Events accepted or rejected by the HTTP ingest.",
             ["outcome"], registry=r)
+        self.ingest_rejections = Counter(
+            "segmenter_ingest_rejections", "Events refused by the HTTP ingest or the file "
+            "import, by reason code.", ["reason"], registry=r)
+        self.imported_events = Counter(
+            "segmenter_imported_events", "Events read by `segmenter import`, by outcome "
+            "(accepted, rejected).", ["outcome"], registry=r)

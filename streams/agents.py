@@ -1,55 +1,323 @@
-"""Faust agents. Each is a thin loop: decode, hand to a pure function, send what it returns.
+"""Faust agents, timers, tasks and pages. Each is thin: decode, call the Processor, send.
 
-Walking skeleton: purchases are turned into a placeholder segment change keyed by customer id;
-the real engine replaces `placeholder_change` later.
+- `segmenter` agent: every input topic, re-keyed inputs and ticks (one co-partitioned stream,
+  concurrency 1: a customer's records are handled strictly in order);
+- `fire_due` timer: per assigned partition, ticks for the customers whose due instant passed;
+- `watch_rules` task: follows the compacted rules topic and switches rule versions live;
+- pages: /metrics (Prometheus), /healthz, /readyz.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import faust
 import orjson
+from faust.types import TP
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from rules.loader import load_rules, load_rules_text
+from rules.ruleset import RuleSet
+from segmenter.errors import RuleFileError
+from segmenter.metrics import Metrics
+from segmenter.settings import Settings
+from streams.app import INPUTS, REKEY, RULES, TICKS
+from streams.merge import TimestampMerger
+from streams.processor import Output, Processor, Send, partition_for
 
 if TYPE_CHECKING:
     from streams.app import Topics
 
 log = logging.getLogger(__name__)
+FLUSH = b"f"
 
 
-def register_agents(app: faust.App, topics: Topics) -> None:
-    """Attach the agents to `app`."""
+def _event_ts(value: bytes | None, currency: str) -> int | None:
+    """The event time of a raw input record (None when it cannot be read: it is rejected by
+    the processor anyway)."""
+    from streams.events import Rejection, parse_event
 
-    @app.agent(topics.purchases, name="purchases", concurrency=1)
-    async def purchases(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
-            change = placeholder_change(event.key, event.value)
-            if change is None:
-                log.warning("skipping an undecodable purchase at offset %s", event.message.offset)
-                continue
-            key, value = change
-            await topics.segment_changes.send(key=key, value=value)
+    ev = parse_event(value or b"", currency=currency)
+    if isinstance(ev, Rejection):
+        return None
+    return ev.ts
 
 
-def placeholder_change(key: bytes | None, value: bytes | None) -> tuple[bytes, bytes] | None:
-    """A purchase (JSON object) -> (customer id, placeholder change record), or None when the
-    record carries no JSON object or no customer id."""
+class Runtime:
+    """What the agents share inside one worker process."""
+
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.processor: Processor | None = None
+        self.ready = asyncio.Event()
+        self.assigned: frozenset[int] = frozenset()
+        self.rules_ticks_pending = False
+
+    def use_rules(self, rules: RuleSet, quiet: bool = False) -> None:
+        if self.processor is None:
+            self.processor = Processor(rules, partitions=self.settings.partitions,
+                                       worker_id=self.settings.worker_id,
+                                       clock=self.settings.clock)
+        else:
+            if rules.version == self.processor.rules.version:
+                return
+            self.processor.switch_rules(rules, quiet)
+            self.rules_ticks_pending = True
+        self.metrics.rules_info.clear()
+        self.metrics.rules_info.labels(rules.file.name, rules.version).set(1)
+        log.info("rules %s (%s) in force", rules.file.name, rules.version)
+        self.ready.set()
+
+
+def register_agents(app: faust.App, topics: Topics, settings: Settings, metrics: Metrics,
+                    rules_path: Path | None = None) -> Runtime:
+    rt = Runtime(settings, metrics)
+    table = app.Table("customers", key_type=bytes, value_type=bytes,
+                      partitions=settings.partitions)
+    cast(Any, table).key_serializer = "raw"  # the codec's bytes as they are
+    cast(Any, table).value_serializer = "raw"
+    sinks = {"changes": topics.segment_changes, "dead_letters": topics.dead_letters,
+             "rekey": topics.rekey, "ticks": topics.ticks}
+    ticks_topic = settings.topic(TICKS)
+    path = rules_path or settings.rules_path
+    if path is not None:
+        rt.use_rules(RuleSet(load_rules(path)))
+
+    def get(cid: str) -> bytes | None:
+        value: bytes | None = table.get(cid.encode())
+        return value
+
+    async def send(s: Send) -> None:
+        await sinks[s.topic].send(key=s.key, value=s.value, partition=s.partition)
+
+    async def handle(m: Any) -> None:
+        proc = rt.processor
+        assert proc is not None
+        started = time.perf_counter()
+        if m.topic == ticks_topic:
+            out = proc.on_tick(m.key, m.value, partition=m.partition, get=get)
+        else:
+            out = proc.on_input(m.key, m.value, topic=m.topic, partition=m.partition,
+                                offset=m.offset, get=get)
+        metrics.evaluation.observe(time.perf_counter() - started)
+        if out.write and out.customer_id is not None:
+            key = out.customer_id.encode()
+            if out.state is None:
+                table.pop(key, None)
+            else:
+                table[key] = out.state
+        for s in out.sends:
+            await send(s)
+        _count(metrics, m, out)
+
+    merger = TimestampMerger()
+    sources = tuple(settings.topic(t) for t in (*INPUTS, REKEY))
+    seen: dict[tuple[str, int], int] = {}
+
+    def drained(partition: int) -> Any:
+        def check(topic: str) -> bool:
+            hw = app.consumer.highwater(TP(topic, partition))
+            return hw is not None and seen.get((topic, partition), -1) + 1 >= hw
+        return check
+
+    @app.agent(topics.inputs, name="segmenter", concurrency=1)
+    async def segmenter(stream: faust.StreamT[bytes]) -> None:
+        await rt.ready.wait()
+        async for event in cast(Any, stream).noack().events():
+            m = event.message
+            is_tick = m.topic == ticks_topic
+            ts = None
+            if settings.clock == "event" and not is_tick and rt.processor is not None:
+                # ordered by event time; undecodable records go straight to the processor
+                ts = _event_ts(m.value, rt.processor.rules.settings.currency)
+            if ts is not None:
+                seen[(m.topic, m.partition)] = m.offset
+                merger.push(m.partition, m.topic, ts, event)
+            else:
+                if not (is_tick and m.value == FLUSH):
+                    await handle(m)
+                event.ack()
+            if merger.buffered(m.partition):
+                ready = merger.pop_ready(m.partition, sources, drained(m.partition),
+                                         time.monotonic() * 1000)
+                for ev in ready:
+                    await handle(ev.message)
+                    ev.ack()
+
+    @app.timer(interval=0.2)
+    async def fire_due() -> None:
+        proc = rt.processor
+        if proc is None or app.rebalancing or not _recovered(app):
+            metrics.recovering.set(1)
+            return
+        metrics.recovering.set(0)
+        input_topic = settings.topic("purchases")
+        assigned = frozenset(tp.partition for tp in app.consumer.assignment()
+                             if tp.topic == input_topic)
+        if assigned != rt.assigned:
+            _rebuild(proc, table, assigned - rt.assigned, settings.partitions, metrics)
+            rt.assigned = assigned
+        for p in merger.partitions():
+            if p in assigned:  # let buffered records through once their wait is over
+                await send(Send("ticks", b"", FLUSH, p))
+        if rt.rules_ticks_pending:
+            rt.rules_ticks_pending = False
+            await _rules_ticks(table, assigned, settings.partitions, proc, send)
+        oldest: int | None = None
+        for p in assigned:
+            for s in proc.due_ticks(p):
+                await send(s)
+                metrics.timer_ticks.inc()
+            idx = proc.index(p)
+            metrics.due_index_size.labels(str(p)).set(len(idx))
+            first = idx.oldest()
+            if first is not None and (oldest is None or first < oldest):
+                oldest = first
+        lag = 0.0 if oldest is None else max(0.0, (proc.now(min(assigned)) - oldest) / 1000)
+        metrics.timer_lag.set(lag if assigned else 0.0)
+        metrics.customers.set(len(table))
+
+    @app.task
+    async def watch_rules() -> None:
+        await _follow_rules(settings, rt, initial_from_file=path is not None)
+
+    @app.page("/metrics")
+    async def metrics_page(web: Any, request: Any) -> Any:
+        return web.bytes(generate_latest(metrics.registry), content_type=CONTENT_TYPE_LATEST)
+
+    @app.page("/healthz")
+    async def healthz(web: Any, request: Any) -> Any:
+        return web.json({"status": "ok", "worker_id": settings.worker_id})
+
+    @app.page("/readyz")
+    async def readyz(web: Any, request: Any) -> Any:
+        ready = (rt.processor is not None and not app.rebalancing
+                 and _recovered(app))
+        body = {"ready": ready,
+                "rules_version": rt.processor.rules.version if rt.processor else None}
+        return web.json(body, status=200 if ready else 503)
+
+    return rt
+
+
+def _recovered(app: faust.App) -> bool:
+    recovery: Any = getattr(app.tables, "recovery", None)
+    return recovery is not None and bool(recovery.completed.is_set())
+
+
+def _count(metrics: Metrics, m: Any, out: Output) -> None:
+    ev = out.event
+    metrics.events_consumed.labels(m.topic, ev.type if ev is not None else "invalid").inc()
+    if out.rejection is not None:
+        metrics.events_rejected.labels(str(out.rejection.reason)).inc()
+    for s in out.sends:
+        if s.topic == "dead_letters":
+            metrics.dead_letters.labels(m.topic).inc()
+        elif s.topic == "rekey":
+            metrics.rekeyed.labels(m.topic).inc()
+    if out.changes:
+        lag = max(0.0, time.time() - m.timestamp) if m.timestamp else 0.0
+        for ch in out.changes:
+            metrics.change_records.labels(ch.cause.kind).inc()
+            metrics.event_to_change.observe(lag)
+            for sid in ch.entered:
+                metrics.segment_changes.labels(sid, "entered").inc()
+                metrics.segment_size.labels(sid).inc()
+            for sid in ch.exited:
+                metrics.segment_changes.labels(sid, "exited").inc()
+                metrics.segment_size.labels(sid).dec()
+
+
+def _rebuild(proc: Processor, table: Any, partitions: frozenset[int], count: int,
+             metrics: Metrics) -> None:
+    """Derive the due index and event clock of newly assigned partitions from the table."""
+    if not partitions:
+        return
+    from streams.codec import decode_state
+
+    items: dict[int, list[tuple[str, bytes]]] = {p: [] for p in partitions}
+    for key, value in table.items():
+        p = partition_for(key, count)
+        if p in items:
+            items[p].append((key.decode(), value))
+    for p, rows in items.items():
+        proc.rebuild(p, rows)
+    sizes: dict[str, int] = {}
+    for _key, value in table.items():
+        for sid in decode_state(value).members:
+            sizes[sid] = sizes.get(sid, 0) + 1
+    metrics.segment_size.clear()
+    for sid, n in sizes.items():
+        metrics.segment_size.labels(sid).set(n)
+    log.info("due index rebuilt for partitions %s", sorted(partitions))
+
+
+async def _rules_ticks(table: Any, assigned: frozenset[int], count: int, proc: Processor,
+                       send: Any) -> None:
+    """After a rule roll-out: a rule tick for every customer on this worker's partitions."""
+    n = 0
+    for key in list(table.keys()):
+        p = partition_for(key, count)
+        if p in assigned:
+            await send(Send("ticks", key, proc.tick(b"r", 0), p))
+            n += 1
+    log.info("rules roll-out: %d customers scheduled for re-evaluation", n)
+
+
+async def _follow_rules(settings: Settings, rt: Runtime, initial_from_file: bool) -> None:
+    """Read the compacted rules topic (no consumer group: every worker reads all of it).
+
+    At start-up the last valid record wins unless the worker was started with --rules; records
+    published later switch every worker to the new version."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    tp = TopicPartition(settings.topic(RULES), 0)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
+                                enable_auto_commit=False, auto_offset_reset="earliest")
+    await consumer.start()
     try:
-        event: Any = orjson.loads(value or b"")
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(event, dict):
-        return None
-    customer_id = key.decode("utf-8", "replace") if key else event.get("customer_id")
-    if not isinstance(customer_id, str) or not customer_id:
-        return None
-    record = {
-        "customer_id": customer_id,
-        "placeholder": True,
-        "cause": {"kind": "event", "event_id": event.get("event_id"), "topic": "purchases"},
-        "entered": [],
-        "exited": [],
-        "segments": [],
-    }
-    return customer_id.encode(), orjson.dumps(record)
+        while True:
+            try:
+                consumer.assign([tp])
+                await consumer.seek_to_beginning(tp)
+                end = (await consumer.end_offsets([tp]))[tp]
+                break
+            except Exception as exc:  # the topic may not exist yet
+                log.warning("rules topic not readable yet: %s", exc)
+                await asyncio.sleep(1.0)
+        latest: tuple[RuleSet, bool] | None = None
+        while True:
+            batch = await consumer.getmany(tp, timeout_ms=500)
+            for msg in batch.get(tp, []):
+                parsed = _parse_rules_record(msg.value, rt.metrics)
+                if parsed is None:
+                    continue
+                if msg.offset < end:  # history
+                    if not initial_from_file:  # --rules wins at start-up
+                        latest = parsed
+                    continue
+                rt.use_rules(*parsed)
+            if latest is not None and (await consumer.position(tp)) >= end:
+                rt.use_rules(*latest)
+                latest = None
+    finally:
+        await consumer.stop()
+
+
+def _parse_rules_record(value: bytes | None, metrics: Metrics) -> tuple[RuleSet, bool] | None:
+    try:
+        record = orjson.loads(value or b"")
+        rule_file = load_rules_text(record["yaml"], source=record.get("source", "<published>"))
+        return RuleSet(rule_file), bool(record.get("quiet", False))
+    except RuleFileError as exc:
+        metrics.rules_refused.inc()
+        log.error("refused a published rule file, keeping the version in force:\n%s", exc)
+    except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+        metrics.rules_refused.inc()
+        log.error("refused an unreadable record on the rules topic: %s", exc)
+    return None

@@ -95,3 +95,53 @@ def diff(old: Path, new: Path, events_path: str) -> None:
                    f"{entering[sid]:>+7}  {-exiting[sid]:>+7}{mark}")
     click.echo(f"customers: {len(after.states)}; rules_version {before.rules.version} -> "
                f"{after.rules.version}")
+
+
+@rules.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--quiet", is_flag=True,
+              help="Re-evaluation under this version updates state but emits no changes "
+                   "(for a definition edit that must not fire follow-ups).")
+@click.option("--kafka-bootstrap", help="Kafka bootstrap servers [SEGMENTER_KAFKA_BOOTSTRAP].")
+@click.option("--topic-prefix", help="Topic prefix [SEGMENTER_TOPIC_PREFIX].")
+def publish(file: Path, quiet: bool, kafka_bootstrap: str | None,
+            topic_prefix: str | None) -> None:
+    """Validate FILE and publish it to the compacted `segmenter-rules` topic: every worker
+    switches to it without a restart and re-evaluates all its customers."""
+    import asyncio
+
+    from segmenter.settings import Settings
+
+    try:
+        rule_file = load_rules(file)
+    except RuleFileError as exc:
+        for problem in exc.problems:
+            click.echo(str(problem), err=True)
+        click.echo(f"{file}: not published", err=True)
+        raise SystemExit(1) from exc
+    settings = Settings.from_env(kafka_bootstrap=kafka_bootstrap, topic_prefix=topic_prefix)
+    asyncio.run(publish_rules(settings, file.read_text(encoding="utf-8"), str(file), quiet))
+    click.echo(f"published {rule_file.name!r} {rule_file.content_hash}"
+               f"{' (quiet)' if quiet else ''} to {settings.topic('segmenter-rules')}")
+
+
+async def publish_rules(settings: object, text: str, source: str, quiet: bool = False) -> None:
+    """Produce one rules record (acks=all); creates the topics if they are missing."""
+    from datetime import UTC, datetime
+
+    import orjson
+    from aiokafka import AIOKafkaProducer
+
+    from segmenter.settings import Settings
+    from streams.app import RULES, ensure_topics
+
+    assert isinstance(settings, Settings)
+    await ensure_topics(settings)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        record = {"yaml": text, "source": source, "quiet": quiet,
+                  "published_at": datetime.now(UTC).isoformat()}
+        await producer.send_and_wait(settings.topic(RULES), orjson.dumps(record), key=b"rules")
+    finally:
+        await producer.stop()

@@ -63,12 +63,23 @@ def worker(**flags: Any) -> None:
 
 def run_worker(settings: Settings) -> None:
     """Build the app and run it in this process (blocks; exits the process when done)."""
-    import faust  # heavy: only for this command
+    import asyncio
 
-    from streams.app import create_app, worker_datadir
+    import faust  # heavy: only for this command
+    from prometheus_client import CollectorRegistry
+
+    from segmenter.metrics import Metrics
+    from streams.app import create_app, ensure_topics, worker_datadir
 
     worker_datadir(settings).parent.mkdir(parents=True, exist_ok=True)
-    app = create_app(settings)
+    try:
+        asyncio.run(ensure_topics(settings))
+    except SegmenterError as exc:
+        raise click.ClickException(str(exc)) from exc
+    try:
+        app = create_app(settings, Metrics(CollectorRegistry()))
+    except SegmenterError as exc:
+        raise click.ClickException(str(exc)) from exc
     faust.Worker(app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
 
 

@@ -1,0 +1,65 @@
+"""Timestamp-ordered merge of co-partitioned input topics (event clock only).
+
+Kafka orders records within a partition, not across topics: a customer's purchase (topic
+`purchases`) and the page view just before it (topic `web-activity`) can reach the worker in
+either order. With the event clock that order decides the evaluation instants, so a replay would
+depend on fetch timing. Like Kafka Streams, the worker buffers records per source and hands out
+the one with the smallest event time, but only once every source of the partition either has a
+buffered record, has been read to its end, or has been silent for `idle_ms` (then the order is
+decided by what is there).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any
+
+
+class TimestampMerger:
+    def __init__(self, idle_ms: int = 500) -> None:
+        self.idle_ms = idle_ms
+        self._queues: dict[int, dict[str, deque[tuple[int, int, Any]]]] = {}
+        self._blocked_since: dict[int, float] = {}
+        self._seq = 0
+
+    def push(self, partition: int, source: str, ts: int, item: Any) -> None:
+        queues = self._queues.setdefault(partition, {})
+        q = queues.get(source)
+        if q is None:
+            q = queues[source] = deque()
+        self._seq += 1
+        q.append((ts, self._seq, item))
+
+    def buffered(self, partition: int) -> int:
+        return sum(len(q) for q in self._queues.get(partition, {}).values())
+
+    def partitions(self) -> list[int]:
+        return [p for p, qs in self._queues.items() if any(qs.values())]
+
+    def pop_ready(self, partition: int, sources: Iterable[str], drained: Callable[[str], bool],
+                  now_ms: float) -> list[Any]:
+        """Buffered items that may be processed now, in event-time order."""
+        queues = self._queues.get(partition)
+        if not queues:
+            return []
+        out: list[Any] = []
+        sources = tuple(sources)
+        while True:
+            best: deque[tuple[int, int, Any]] | None = None
+            for q in queues.values():
+                if q and (best is None or q[0][:2] < best[0][:2]):
+                    best = q
+            if best is None:
+                break
+            waiting = [s for s in sources if not queues.get(s) and not drained(s)]
+            if waiting:
+                since = self._blocked_since.setdefault(partition, now_ms)
+                if now_ms - since < self.idle_ms:
+                    break
+            else:
+                self._blocked_since.pop(partition, None)
+            out.append(best.popleft()[2])
+        if out:
+            self._blocked_since.pop(partition, None)
+        return out
