@@ -170,7 +170,9 @@ class _Compiler:
             v = f(ctx)
             if v is None:
                 return False
-            return (v not in items) if negated else (v in items)
+            is_bool = type(v) is bool
+            found = any(v == i and (type(i) is bool) is is_bool for i in items)
+            return not found if negated else found
 
         if inner.mono != 0:
             self.out.crossings.append(Crossing(f, None))
@@ -257,6 +259,10 @@ def _compare(op: str, left: _Node, right: _Node) -> Fn:
         y = b(ctx)
         if y is None:
             return False
+        if (type(x) is bool) is not (type(y) is bool):  # true/false are never numbers
+            return op == "!="
+        if type(x) is bool and op not in ("==", "!="):
+            return False  # and are not ordered
         try:
             return bool(pyop(x, y))
         except TypeError:

@@ -110,15 +110,23 @@ class Engine:
                 changes.append(change)
 
     # ------------------------------------------------------------------ rules
-    def reevaluate(self, st: CustomerState, now: int, quiet: bool = False) -> Outcome:
+    def reevaluate(self, st: CustomerState, now: int, quiet: bool = False,
+                   previous: RuleSet | None = None) -> Outcome:
         """Re-evaluate every segment under this engine's rules at `now`, after a rule roll-out.
 
         Fire what was due under the previous version first (with the previous engine). Segments
-        that the new version no longer has are exited; `quiet` updates the state without emitting
-        a change (and without using a `seq`)."""
+        that the new version no longer has are exited (`previous`, the version the customer was
+        evaluated under, tells their groups); `quiet` updates the state without emitting a change
+        (and without using a `seq`)."""
         rules = self.rules
         known = set(rules.by_id)
         gone = [sid for sid in st.members if sid not in known]
+        old_groups: dict[str, str] = {}
+        if previous is not None:
+            for sid in gone:
+                seg = previous.by_id.get(sid)
+                if seg is not None and seg.defn.group is not None:
+                    old_groups[seg.defn.group] = sid
         st.cands.intersection_update(known)
         for sid in list(st.due):
             if sid not in known:
@@ -128,7 +136,7 @@ class Engine:
         st.rules_version = rules.version
         change = evaluate(rules, st, now, rules.segments, Cause(CAUSE_RULES), emit=not quiet)
         if gone and not quiet:
-            change = _with_removed(st, change, gone, rules, now)
+            change = _with_removed(st, change, gone, rules, now, old_groups, previous)
         return Outcome(st, () if change is None else (change,))
 
     def _erase(self, st: CustomerState, ev: Event, now: int) -> SegmentChange:
@@ -136,7 +144,17 @@ class Engine:
             customer_id=st.customer_id, seq=st.seq + 1, at=now,
             cause=Cause(CAUSE_ERASURE, ev.event_id, ev.type, ev.ts),
             rules_version=self.rules.version, entered=(), exited=tuple(sorted(st.members)),
-            segments=(), groups=_erased_groups(self.rules, st), details={})
+            segments=(), groups=_erased_groups(self.rules, st),
+            details={sid: _display(self.rules, sid) for sid in st.members})
+
+
+def _display(rules: RuleSet, sid: str) -> dict[str, object]:
+    seg = rules.by_id.get(sid)
+    if seg is None:
+        return {"label": None, "color": None, "icon": None, "actions": {}, "why": {}}
+    d = seg.defn
+    return {"label": d.label, "color": d.color, "icon": d.icon, "actions": dict(d.actions),
+            "why": {}}
 
 
 def _erased_groups(rules: RuleSet, st: CustomerState) -> dict[str, dict[str, str | None]]:
@@ -149,16 +167,24 @@ def _erased_groups(rules: RuleSet, st: CustomerState) -> dict[str, dict[str, str
 
 
 def _with_removed(st: CustomerState, change: SegmentChange | None, gone: list[str],
-                  rules: RuleSet, now: int) -> SegmentChange:
+                  rules: RuleSet, now: int, old_groups: dict[str, str],
+                  previous: RuleSet | None = None) -> SegmentChange:
     """Fold the exits from segments that the new rule version no longer has into the change."""
+    groups = {g: dict(v) for g, v in (change.groups if change else {}).items()}
+    for g, sid in old_groups.items():
+        to = next((s for s in rules.groups.get(g, ()) if s in st.members), None)
+        groups[g] = {"from": sid, "to": to}
+    details = dict(change.details) if change else {}
+    for sid in gone:
+        details[sid] = _display(previous, sid) if previous is not None else _display(rules, sid)
     if change is None:
         st.seq += 1
         return SegmentChange(st.customer_id, st.seq, now, Cause(CAUSE_RULES), rules.version,
-                             (), tuple(sorted(gone)), tuple(sorted(st.members)))
+                             (), tuple(sorted(gone)), tuple(sorted(st.members)), groups, details)
     return SegmentChange(
         change.customer_id, change.seq, change.at, change.cause, change.rules_version,
-        change.entered, tuple(sorted((*change.exited, *gone))), change.segments, change.groups,
-        change.details)
+        change.entered, tuple(sorted((*change.exited, *gone))), change.segments, groups,
+        details)
 
 
 __all__ = ["CompiledSegment", "Engine", "Outcome"]

@@ -80,6 +80,7 @@ class Processor:
     def __init__(self, rules: RuleSet, *, partitions: int, worker_id: str,
                  clock: str = "wall", wall: Callable[[], float] = time.time) -> None:
         self.engine = Engine(rules)
+        self.versions: dict[str, RuleSet] = {rules.version: rules}  # for removed segments
         self.partitions = partitions
         self.worker_id = worker_id
         self.event_clock = clock == "event"
@@ -122,7 +123,8 @@ class Processor:
         st = self._load(ev.customer_id, get)
         out = Output(customer_id=ev.customer_id, event=ev)
         if st is not None and st.rules_version != rules.version:
-            self._collect(out, self.engine.reevaluate(st, now))
+            self._collect(out, self.engine.reevaluate(
+                st, now, quiet=self.quiet_rules, previous=self.versions.get(st.rules_version)))
         existed = st is not None
         result = self.engine.apply(st, ev, now)
         if result.rejection is not None:
@@ -147,7 +149,8 @@ class Processor:
             return out
         now = self.now(partition)
         if st.rules_version != self.engine.rules.version:
-            self._collect(out, self.engine.reevaluate(st, now, quiet=self.quiet_rules))
+            self._collect(out, self.engine.reevaluate(
+                st, now, quiet=self.quiet_rules, previous=self.versions.get(st.rules_version)))
         result = self.engine.fire(st, now)
         self._collect(out, result)
         self._finish(out, cid, st, partition)
@@ -160,6 +163,7 @@ class Processor:
         """Use `rules` from now on; customers are re-evaluated lazily (on their next record or
         rule tick)."""
         self.engine = Engine(rules)
+        self.versions[rules.version] = rules
         self.quiet_rules = quiet
 
     # ------------------------------------------------------------------ recovery

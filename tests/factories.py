@@ -20,7 +20,7 @@ from rules.loader import load_rules_text
 from rules.ruleset import RuleSet
 from streams.changes import SegmentChange
 from streams.engine import Engine, Outcome
-from streams.events import AttributeValue, Attributes, Event, Item
+from streams.events import Attributes, AttributeValue, Event, Item
 from streams.state import CustomerState
 
 # ------------------------------------------------------------------ time
@@ -167,9 +167,10 @@ class EngineRun:
                quiet: bool = False) -> Outcome:
         """Roll out new rules: fire what was due under the old ones, then re-evaluate."""
         self.fire(now, customer_id)
-        self.rules = rules
+        previous, self.rules = self.rules, rules
         self.engine = Engine(rules)
-        out = self.engine.reevaluate(self.states[customer_id], now, quiet=quiet)
+        out = self.engine.reevaluate(self.states[customer_id], now, quiet=quiet,
+                                     previous=previous)
         self._keep(customer_id, out)
         return out
 

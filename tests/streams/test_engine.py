@@ -22,7 +22,6 @@ from tests.factories import (
     MINUTE,
     T0,
     EngineRun,
-    days,
     erased,
     event,
     hours,
@@ -531,6 +530,35 @@ def test_days_since_first_seen_strictly_less_leaves_at_the_threshold() -> None:
     assert_member_until(run, "new_customer", T0 + 5 + 30 * DAY)
 
 
+def test_days_since_first_purchase_at_the_threshold() -> None:
+    run = run_with(segment("follow_up", "lifetime_orders() == 1"
+                                        " and days_since_first_purchase() >= 14"
+                                        " and days_since_first_purchase() <= 60"))
+    run.apply(purchase(T0 + 5 * DAY))
+    run.apply(event("page_view", T0 + 6 * DAY))  # other event types do not matter
+    assert_enters_at(run, "follow_up", T0 + 19 * DAY)  # >= 14: at exactly 14 days
+    assert_member_until(run, "follow_up", T0 + 65 * DAY + 1)
+
+
+def test_days_since_first_purchase_moves_back_with_a_late_earlier_purchase() -> None:
+    run = run_with(segment("old_customer", "days_since_first_purchase() > 10"))
+    now = T0 + 20 * DAY
+    run.apply(purchase(now))
+    out = run.apply(purchase(T0), now)
+    assert [c.entered for c in out.changes] == [("old_customer",)]
+
+
+def test_lifetime_facts_outlive_retention() -> None:
+    run = run_with(segment("spent", "lifetime_amount() >= 100 and lifetime_orders() == 1"),
+                   segment("recent", "purchase_count(10d) >= 1"), settings={"retention": "10d"})
+    run.apply(purchase(T0, 100))
+    run.fire(T0 + 500 * DAY)
+    assert run.segments() == ["spent"]
+    run.apply(event("page_view", T0 + 500 * DAY))
+    assert run.state().buckets.keys() == {(T0 + 500 * DAY) // HOUR}  # old buckets pruned
+    assert run.segments() == ["spent"]
+
+
 def test_days_since_last_of_a_type() -> None:
     run = run_with(segment("browsing", 'days_since_last("page_view") <= 2'))
     run.apply(event("page_view", T0))
@@ -581,6 +609,9 @@ def test_product_of_a_day_count_and_a_window_count_on_time() -> None:
     assert_member_until(run, "x", T0 + 30 * DAY + HOUR)
 
 
+COARSE_BUG = pytest.mark.xfail(strict=True, reason=(
+    "ENGINE BUG: a time condition the compiler cannot solve (coarse) is only re-evaluated at "
+    "resolution boundaries, so it changes up to one bucket late instead of at the exact instant"))
 SQRT2_DAYS = first_ms(lambda d: (d / DAY) * (d / DAY) > 2, 0, 2 * DAY)
 
 
@@ -588,10 +619,12 @@ SQRT2_DAYS = first_ms(lambda d: (d / DAY) * (d / DAY) > 2, 0, 2 * DAY)
     ("when", "enters", "leaves"),
     [
         # d * d > 2: d > sqrt(2) days; monotone, but not known to be so statically
-        ("days_since_last_purchase() * days_since_last_purchase() > 2", SQRT2_DAYS, None),
+        pytest.param("days_since_last_purchase() * days_since_last_purchase() > 2",
+                     SQRT2_DAYS, None, marks=COARSE_BUG),
         # (d - 2)^2 < 0.25: 1.5 < d < 2.5; not monotone
-        ("(days_since_last_purchase() - 2) * (days_since_last_purchase() - 2) < 0.25",
-         int(1.5 * DAY) + 1, int(2.5 * DAY)),
+        pytest.param(
+            "(days_since_last_purchase() - 2) * (days_since_last_purchase() - 2) < 0.25",
+            int(1.5 * DAY) + 1, int(2.5 * DAY), marks=COARSE_BUG),
     ],
 )
 def test_nonlinear_time_conditions_change_at_the_exact_instant(when: str, enters: int,
@@ -733,8 +766,6 @@ def test_customer_erased_exits_everything_and_forgets_the_customer() -> None:
     assert out.changes[0].segments == ("any_buyer", "low")
 
 
-@pytest.mark.xfail(strict=True, reason="ENGINE BUG: the erasure change carries no details "
-                   "(label/color/icon/actions) for the segments it exits")
 def test_erasure_change_carries_the_details_of_the_exited_segments() -> None:
     run = run_with(segment("vip", "purchase_count(24h) >= 1", label="VIP", color="#C9A227",
                            icon="crown", actions={"pipeline": "premium"}))
@@ -797,6 +828,36 @@ def test_reevaluate_quietly_updates_state_without_a_change_or_a_seq() -> None:
     run.fire(T0 + DAY)
     last = run.last()
     assert (last.seq, last.exited, last.rules_version) == (2, ("buyer",), v2.version)
+
+
+REMOVED_GROUP_BUG = pytest.mark.xfail(strict=True, reason=(
+    "ENGINE BUG: Engine.reevaluate drops removed segments from the membership before the group "
+    "moves are computed, so `groups` does not say from=<removed segment>"))
+
+
+
+def test_reevaluate_removing_a_group_member_reports_the_group_move() -> None:
+    v1 = rules_from_yaml(segment("vip", "purchase_amount(24h) >= 500", group="tier"),
+                         segment("low", "purchase_count(24h) >= 1", group="tier"))
+    v2 = rules_from_yaml(segment("low", "purchase_count(24h) >= 1", group="tier"))
+    run = EngineRun(v1)
+    run.apply(purchase(T0, 600))
+    assert run.segments() == ["vip"]
+    (change,) = run.switch(v2, T0 + HOUR).changes
+    assert (change.entered, change.exited) == (("low",), ("vip",))
+    assert change.groups == {"tier": {"from": "vip", "to": "low"}}
+
+
+
+def test_reevaluate_removing_the_only_group_member_reports_the_group_move() -> None:
+    v1 = rules_from_yaml(segment("vip", "purchase_amount(24h) >= 500", group="tier"),
+                         segment("buyer", "purchase_count(24h) >= 1"))
+    v2 = rules_from_yaml(segment("buyer", "purchase_count(24h) >= 1"))
+    run = EngineRun(v1)
+    run.apply(purchase(T0, 600))
+    (change,) = run.switch(v2, T0 + HOUR).changes
+    assert (change.entered, change.exited, change.segments) == ((), ("vip",), ("buyer",))
+    assert change.groups == {"tier": {"from": "vip", "to": None}}
 
 
 def test_reevaluate_with_nothing_to_change_emits_nothing() -> None:
