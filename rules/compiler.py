@@ -8,9 +8,9 @@ incrementally and on time:
 - `crossings`: every comparison whose operands move continuously with time (`days_since_*`,
   `engagement_score`), with the difference of its two sides and the direction that difference
   moves, so the engine can find the exact instant the comparison flips;
-- `coarse`: the expression has a time-continuous comparison whose direction cannot be known
-  statically (e.g. a product of two time-dependent terms); those are re-evaluated at every
-  resolution boundary instead of at their exact crossing instant.
+- crossings whose direction cannot be known statically (e.g. a product of two time-dependent
+  terms) carry `bounds`: interval arithmetic over a time span, which lets the engine find their
+  first flip exactly by branch and bound.
 
 Null rules: arithmetic with null (or a non-number) and division by zero give null; a comparison
 with null is false, except `== null` / `!= null`; `and`, `or`, `not` treat null as false.
@@ -28,6 +28,9 @@ from rules.functions import Term, build_term
 from rules.model import RuleSettings
 
 Fn = Callable[[Ctx], Any]
+Interval = tuple[float, float]
+IFn = Callable[[Ctx, Ctx], Interval | None]
+_INF = float("inf")
 _NUM = (int, float)
 
 
@@ -40,9 +43,10 @@ class Crossing:
     the engine solves lin and exp in closed form and bisects mono."""
 
     diff: Fn
-    mono: int | None  # +1 / -1: how diff moves with time; None: unknown (coarse)
+    mono: int | None  # +1 / -1: how diff moves with time; None: unknown (use bounds)
     form: str = "mono"
     half_life_ms: int = 0
+    bounds: IFn | None = None  # (ctx at a, ctx at b) -> (low, high) of diff over [a, b]
 
 
 @dataclass(slots=True)
@@ -74,6 +78,7 @@ class _Node:
     fn: Fn
     mono: int | None  # 0: constant in time between events/steps; +1/-1 monotone; None unknown
     form: str = "const"  # const | lin | exp | mixed (see Crossing)
+    ifn: IFn | None = None  # bounds over a time span (numeric nodes)
     literal: Any = None
     is_literal: bool = False
     is_null: bool = False
@@ -106,7 +111,9 @@ class _Compiler:
 
     def _literal(self, node: ast.Literal) -> _Node:
         v = node.value
-        return _Node(lambda ctx: v, 0, literal=v, is_literal=True, is_null=v is None)
+        iv: Interval | None = (float(v), float(v)) if type(v) in _NUM else None  # type: ignore[arg-type]
+        return _Node(lambda ctx: v, 0, ifn=lambda a, b: iv, literal=v, is_literal=True,
+                     is_null=v is None)
 
     def _duration(self, node: ast.Duration) -> _Node:  # only reachable as an argument
         ms = node.ms
@@ -120,9 +127,19 @@ class _Compiler:
             term = build_term(node.name, args, node.text, self.settings)
             self._terms[node.text] = term
             self.out.terms.append(term)
+        f = term.fn
         if term.kind != "cont":
-            return _Node(term.fn, 0)
-        return _Node(term.fn, term.mono, "lin" if term.mono > 0 else "exp")
+            def const_bounds(a: Ctx, b: Ctx) -> Interval | None:
+                v = f(a)
+                return (v, v) if type(v) in _NUM else None
+            return _Node(f, 0, ifn=const_bounds)
+
+        def mono_bounds(a: Ctx, b: Ctx) -> Interval | None:
+            x, y = f(a), f(b)
+            if type(x) not in _NUM or type(y) not in _NUM:
+                return None
+            return (x, y) if x <= y else (y, x)
+        return _Node(f, term.mono, "lin" if term.mono > 0 else "exp", ifn=mono_bounds)
 
     def _unary(self, node: ast.Unary) -> _Node:
         inner = self.compile(node.operand)
@@ -136,8 +153,8 @@ class _Compiler:
 
         if inner.is_literal and type(inner.literal) in _NUM:
             v = -inner.literal
-            return _Node(lambda ctx: v, 0, literal=v, is_literal=True)
-        return _Node(neg, _neg(inner.mono), inner.form)
+            return _Node(lambda ctx: v, 0, ifn=lambda a, b: (v, v), literal=v, is_literal=True)
+        return _Node(neg, _neg(inner.mono), inner.form, ifn=_ineg(inner.ifn))
 
     def _binary(self, node: ast.Binary) -> _Node:
         left, right = self.compile(node.left), self.compile(node.right)
@@ -146,19 +163,25 @@ class _Compiler:
             return _Node(_logical(op, left.fn, right.fn), 0)
         if op in ast.ARITHMETIC:
             return _Node(_arith(op, left.fn, right.fn), _arith_mono(op, left, right),
-                         _arith_form(op, left.form, right.form))
+                         _arith_form(op, left.form, right.form),
+                         ifn=_iarith(op, left.ifn, right.ifn))
         fn = _compare(op, left, right)
         mono = _combine(left.mono, _neg(right.mono))
         if left.mono != 0 or right.mono != 0:
-            form = _arith_form("-", left.form, right.form)
-            if form not in ("lin", "exp"):
-                form = "mono"
-                if mono is None:
-                    self.out.coarse = True
-            self.out.crossings.append(Crossing(
-                _arith("-", left.fn, right.fn), mono, form,
-                self.settings.engagement.half_life_ms))
+            self._crossing(left, right, mono)
         return _Node(fn, 0)
+
+    def _crossing(self, left: _Node, right: _Node, mono: int | None) -> None:
+        form = _arith_form("-", left.form, right.form)
+        bounds = None
+        if form not in ("lin", "exp"):
+            form = "mono"
+            if mono is None:
+                self.out.coarse = True
+                bounds = _iarith("-", left.ifn, right.ifn)
+        self.out.crossings.append(Crossing(
+            _arith("-", left.fn, right.fn), mono, form, self.settings.engagement.half_life_ms,
+            bounds))
 
     def _in(self, node: ast.In) -> _Node:
         inner = self.compile(node.operand)
@@ -174,10 +197,45 @@ class _Compiler:
             found = any(v == i and (type(i) is bool) is is_bool for i in items)
             return not found if negated else found
 
-        if inner.mono != 0:
-            self.out.crossings.append(Crossing(f, None))
-            self.out.coarse = True
+        if inner.mono != 0:  # a time-dependent value meets each listed number at an instant
+            for i in node.items:
+                if type(i.value) in _NUM:
+                    self._crossing(inner, self._literal(i), inner.mono)
         return _Node(member, 0)
+
+
+def _ineg(f: IFn | None) -> IFn | None:
+    if f is None:
+        return None
+
+    def neg(a: Ctx, b: Ctx) -> Interval | None:
+        r = f(a, b)
+        return None if r is None else (-r[1], -r[0])
+    return neg
+
+
+def _iarith(op: str, fl: IFn | None, fr: IFn | None) -> IFn | None:
+    """Interval arithmetic: bounds of `l op r` over a span from the bounds of l and r."""
+    if fl is None or fr is None:
+        return None
+
+    def bounds(a: Ctx, b: Ctx) -> Interval | None:
+        x, y = fl(a, b), fr(a, b)
+        if x is None or y is None:
+            return None
+        if op == "+":
+            return (x[0] + y[0], x[1] + y[1])
+        if op == "-":
+            return (x[0] - y[1], x[1] - y[0])
+        if op == "/":
+            if y[0] <= 0.0 <= y[1]:
+                return (-_INF, _INF)
+            y = (1.0 / y[1], 1.0 / y[0])
+        p = (x[0] * y[0], x[0] * y[1], x[1] * y[0], x[1] * y[1])
+        if any(v != v for v in p):  # inf * 0
+            return (-_INF, _INF)
+        return (min(p), max(p))
+    return bounds
 
 
 def _logical(op: str, a: Fn, b: Fn) -> Fn:

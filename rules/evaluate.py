@@ -44,6 +44,31 @@ def _guess(c: Crossing, t0: int, d0: float, top: int, dtop: float) -> float | No
     return None
 
 
+_EPS = 1e-9
+
+
+def _search(c: Crossing, s0: int, lo: int, hi: int, ca: Ctx, cb: Ctx) -> int | None:
+    """First instant in [lo, hi] where sign(diff) != s0, by interval bisection: a span whose
+    bounds keep diff strictly on the side of s0 cannot contain a flip."""
+    assert c.bounds is not None
+    b = c.bounds(ca.at(lo), cb.at(hi))
+    if b is None:
+        return None
+    low, high = b
+    slack = _EPS * max(1.0, abs(low), abs(high))
+    if (s0 < 0 and high < -slack) or (s0 > 0 and low > slack):
+        return None
+    if hi - lo < 16:
+        for t in range(lo, hi + 1):
+            d = c.diff(ca.at(t))
+            if d is None or _sign(d) != s0:
+                return t
+        return None
+    mid = (lo + hi) // 2
+    first = _search(c, s0, lo, mid, ca, cb)
+    return first if first is not None else _search(c, s0, mid + 1, hi, ca, cb)
+
+
 def _first_flip(expr: CompiledExpr, ctx: Ctx, scratch: Ctx, hi: int) -> int | None:
     """Earliest instant in (ctx.t, hi] at which a time-continuous comparison of `expr` flips.
 
@@ -60,6 +85,16 @@ def _first_flip(expr: CompiledExpr, ctx: Ctx, scratch: Ctx, hi: int) -> int | No
         top = hi if best is None else best - 1
         if top <= t0:
             break
+        if c.mono is None and c.form == "mono":  # direction unknown: branch and bound
+            at: int | None
+            if c.bounds is None:
+                at = (ctx.bnow + 1) * ctx.r  # no bounds (non-numeric parts): every bucket
+            else:
+                at = _search(c, s0, t0 + 1, top, scratch, Ctx(ctx.st, t0, ctx.r, ctx.cands,
+                                                                  ctx.groups_before))
+            if at is not None and (best is None or at < best):
+                best = at
+            continue
         dtop = c.diff(scratch.at(top))
         if dtop is None or _sign(dtop) == s0:
             continue
@@ -111,11 +146,8 @@ def segment_due(seg: CompiledSegment, ctx: Ctx, scratch: Ctx, entered_at: int | 
             if at is not None and at > t and (best is None or at < best):
                 best = at
     if expr.crossings:
-        if expr.coarse:
-            at = (ctx.bnow + 1) * ctx.r
-        else:
-            top = (best - 1) if best is not None else t + HORIZON_MS
-            at = _first_flip(expr, ctx, scratch, top)
+        top = (best - 1) if best is not None else t + HORIZON_MS
+        at = _first_flip(expr, ctx, scratch, top)
         if at is not None and (best is None or at < best):
             best = at
     if entered_at is not None and seg.dwell and t < entered_at + seg.dwell:

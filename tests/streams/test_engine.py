@@ -609,9 +609,6 @@ def test_product_of_a_day_count_and_a_window_count_on_time() -> None:
     assert_member_until(run, "x", T0 + 30 * DAY + HOUR)
 
 
-COARSE_BUG = pytest.mark.xfail(strict=True, reason=(
-    "ENGINE BUG: a time condition the compiler cannot solve (coarse) is only re-evaluated at "
-    "resolution boundaries, so it changes up to one bucket late instead of at the exact instant"))
 SQRT2_DAYS = first_ms(lambda d: (d / DAY) * (d / DAY) > 2, 0, 2 * DAY)
 
 
@@ -620,11 +617,11 @@ SQRT2_DAYS = first_ms(lambda d: (d / DAY) * (d / DAY) > 2, 0, 2 * DAY)
     [
         # d * d > 2: d > sqrt(2) days; monotone, but not known to be so statically
         pytest.param("days_since_last_purchase() * days_since_last_purchase() > 2",
-                     SQRT2_DAYS, None, marks=COARSE_BUG),
+                     SQRT2_DAYS, None),
         # (d - 2)^2 < 0.25: 1.5 < d < 2.5; not monotone
         pytest.param(
             "(days_since_last_purchase() - 2) * (days_since_last_purchase() - 2) < 0.25",
-            int(1.5 * DAY) + 1, int(2.5 * DAY), marks=COARSE_BUG),
+            int(1.5 * DAY) + 1, int(2.5 * DAY)),
     ],
 )
 def test_nonlinear_time_conditions_change_at_the_exact_instant(when: str, enters: int,
