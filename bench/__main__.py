@@ -45,9 +45,8 @@ def run_step(name: str, args: list[str], out: Path, cpu: int | None) -> float:
     if cpu is not None:
         cmd += ["--cpu", str(cpu)]
     if name == "profile_engine":
-        cmd += ["--out", str(out / "profile.txt")]
-    else:
-        cmd += ["--json", str(out / f"{name}.json")]
+        cmd += ["--out", rel(out / "profile.txt")]
+    cmd += ["--json", rel(out / f"{name}.json")]
     print(f"==> {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
     started = time.perf_counter()
     subprocess.run(cmd, cwd=ROOT, check=True)
@@ -84,6 +83,26 @@ def _profile_top(path: Path, top: int = 10) -> list[str]:
     return out
 
 
+def _code_line(out: Path, info: dict[str, Any]) -> str:
+    """The code each benchmark ran: the work tree moves while others edit it."""
+    seen: dict[tuple[str, str], list[str]] = {}
+    for name in FULL:
+        r = _load(out, name)
+        if r is not None:
+            m = r["machine"]
+            seen.setdefault((m["git_head"], m["engine_digest"]), []).append(name)
+    if not seen:
+        seen[(info["git_head"], info["engine_digest"])] = []
+    parts = [f"git HEAD {head}, engine digest {digest}"
+             + (f" ({', '.join(names)})" if len(seen) > 1 else "")
+             for (head, digest), names in seen.items()]
+    note = ("; **the engine changed between benchmarks**" if len({d for _, d in seen}) > 1
+            else "")
+    return ("; ".join(parts) + note + ". The digest is a sha256 of the engine files "
+            "(bench.common.ENGINE_FILES) as they were on disk, since the work tree may differ "
+            "from HEAD.")
+
+
 def _load_line(r: dict[str, Any]) -> str:
     before = r.get("loadavg_before") or r.get("machine", {}).get("loadavg") or [float("nan")]
     after = r.get("loadavg_after") or [float("nan")]
@@ -109,8 +128,7 @@ def write_report(out: Path, took: dict[str, float], info: dict[str, Any]) -> Pat
         " to this process; shared with other work) |",
         f"| Python | {info['implementation']} {info['python']}, orjson {info['orjson']} |",
         f"| Platform | {info['platform']} |",
-        f"| Code | git HEAD {info['git_head']}, engine sources digest {info['engine_digest']} "
-        "(sha256 of streams/*.py, rules/*.py as run) |",
+        f"| Code | {_code_line(out, info)} |",
         f"| Load average at start | {' / '.join(f'{x:.2f}' for x in info['loadavg'])} "
         "(1 / 5 / 15 min) |",
         "",
@@ -138,8 +156,10 @@ def write_report(out: Path, took: dict[str, float], info: dict[str, Any]) -> Pat
             lines.append(
                 f"| Cost per event, 25 → 250 segments, ~10% touched | incremental "
                 f"{a['incremental']['us_per_event']:.0f} → {b['incremental']['us_per_event']:.0f}"
-                f" µs; all segments {a['full']['us_per_event']:.0f} → "
-                f"{b['full']['us_per_event']:.0f} µs | nearly flat with incremental |")
+                f" µs (apply alone {a['incremental']['apply_us_per_event']:.0f} → "
+                f"{b['incremental']['apply_us_per_event']:.0f}); all segments "
+                f"{a['full']['us_per_event']:.0f} → {b['full']['us_per_event']:.0f} µs "
+                "| nearly flat with incremental |")
         if "250 (25 hot)" in by:
             h = by["250 (25 hot)"]
             lines.append(f"| Cost per event, 250 segments of which 25 read the stream | "
@@ -174,6 +194,12 @@ def write_report(out: Path, took: dict[str, float], info: dict[str, Any]) -> Pat
             f"| time | {th['wall_s']:.1f} s wall (feed {th['feed_s']:.1f} s, finish "
             f"{th['finish_s']:.2f} s), {th['cpu_s']:.1f} s CPU |",
         ]
+        if "breakdown_us_per_event" in th:
+            b = th["breakdown_us_per_event"]
+            lines.append(f"| µs per event: inside `Engine.apply` / inside `Engine.fire` (timers, "
+                         f"{th['timer_fires']:,} fires) / parsing + Simulator | "
+                         f"{b['apply']:.1f} / {b['timers']:.1f} / "
+                         f"{b['parse_and_simulator']:.1f} |")
         if "parse_only" in th:
             p = th["parse_only"]
             lines.append(f"| parse_event alone (read + orjson + validation) | "
@@ -221,16 +247,26 @@ def write_report(out: Path, took: dict[str, float], info: dict[str, Any]) -> Pat
             "\"all segments\" = `RuleSet.dirty_for_type` overridden to return every segment. "
             f"Fastest of {sc['repeat']} run(s) per cell.",
             "",
-            "| rule file | segments | dirty per event | incremental µs/event | timer fires/event "
-            "| all segments µs/event | incremental gain |",
-            "|---|---:|---:|---:|---:|---:|---:|",
+            "µs per event: *total* = the whole `Simulator.feed`; *apply* = inside `Engine.apply`"
+            " (fold + re-evaluate the dirty segments); *timers* = inside `Engine.fire` for the "
+            "customers that fell due before the event (the same work in both modes).",
+            "",
+            "| rule file | segments | dirty per event | incremental: total | apply | apply per "
+            "dirty segment | timers | timer fires per event | all segments: total | apply | "
+            "gain (total) | gain (apply) |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for c in sc["configs"]:
             i, f = c["incremental"], c["full"]
-            lines.append(f"| {c['config']} | {c['segments']} | {c['dirty_per_event']:.1f} "
-                         f"({c['dirty_fraction']:.0%}) | {i['us_per_event']:.1f} | "
-                         f"{i['fires_per_event']:.2f} | {f['us_per_event']:.1f} | "
-                         f"{c['incremental_speedup']:.1f}× |")
+            lines.append(
+                f"| {c['config']} | {c['segments']} | {c['dirty_per_event']:.1f} "
+                f"({c['dirty_fraction']:.0%}) | {i['us_per_event']:.0f} | "
+                f"{i['apply_us_per_event']:.0f} | "
+                f"{i['apply_us_per_event'] / c['dirty_per_event']:.1f} | "
+                f"{i['timers_us_per_event']:.0f} | "
+                f"{i['fires_per_event']:.2f} | {f['us_per_event']:.0f} | "
+                f"{f['apply_us_per_event']:.0f} | {c['incremental_speedup']:.1f}× | "
+                f"{f['apply_us_per_event'] / i['apply_us_per_event']:.1f}× |")
         lines += ["", f"Load average (1 min) after: {sc['loadavg_after'][0]:.2f}.", ""]
     if tm:
         lines += [
@@ -265,8 +301,9 @@ def write_report(out: Path, took: dict[str, float], info: dict[str, Any]) -> Pat
     for r in (th, sc, tm):
         if r:
             lines.append(r["command"])
-    if head:
-        lines.append(head[0].lstrip("# "))
+    pr = _load(out, "profile_engine")
+    if pr:
+        lines.append(pr["command"])
     lines += ["```", ""]
     path = out / "engine.md"
     path.write_text("\n".join(lines))
@@ -287,6 +324,10 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     plan = QUICK if args.quick else FULL
     info = machine_info()
+    if args.report_only:  # describe the machine as the benchmarks saw it
+        runs = [r for r in (_load(out, n) for n in plan) if r is not None]
+        if runs:
+            info = runs[0]["machine"]
     took: dict[str, float] = {}
     if not args.report_only:
         for name, step_args in plan.items():

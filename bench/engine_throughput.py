@@ -61,8 +61,9 @@ def parse_only(path: Path, currency: str) -> dict[str, Any]:
             "us_per_event": wall / n * 1e6 if n else 0.0}
 
 
-def run(log: Path, rules_path: Path, *, quiet: bool = False,
-        state_size: bool = False, parse_baseline: bool = True) -> dict[str, Any]:
+def run(log: Path, rules_path: Path, *, quiet: bool = False, state_size: bool = False,
+        parse_baseline: bool = True, breakdown: bool = True) -> dict[str, Any]:
+    from bench.instrument import TimedEngine
     from rules.loader import load_rules
     from rules.ruleset import RuleSet
     from streams.simulate import Simulator
@@ -80,6 +81,9 @@ def run(log: Path, rules_path: Path, *, quiet: bool = False,
     rss_before = current_rss_mb()
     load_before = loadavg()
     sim = Simulator(rules)
+    engine = TimedEngine(rules) if breakdown else None
+    if engine is not None:
+        sim.engine = engine
     wall0 = time.perf_counter()
     cpu0 = time.process_time()
     with open(log, "rb") as f:
@@ -111,6 +115,13 @@ def run(log: Path, rules_path: Path, *, quiet: bool = False,
         "loadavg_before": list(load_before),
         "loadavg_after": list(loadavg()),
     })
+    if engine is not None:
+        out["breakdown_us_per_event"] = {
+            "apply": engine.apply_s / total * 1e6,
+            "timers": engine.fire_s / total * 1e6,
+            "parse_and_simulator": (wall - engine.apply_s - engine.fire_s) / total * 1e6,
+        }
+        out["timer_fires"] = engine.fires
     if state_size:
         from bench.state_size import measure
 
@@ -129,6 +140,11 @@ def print_report(r: dict[str, Any]) -> None:
           f"({r['us_per_event']:.1f} us/event), {r['events_per_cpu_s']:,.0f} events/CPU-s")
     print(f"time                 {r['wall_s']:.1f} s wall (feed {r['feed_s']:.1f} s, "
           f"finish {r['finish_s']:.1f} s), {r['cpu_s']:.1f} s CPU")
+    if "breakdown_us_per_event" in r:
+        b = r["breakdown_us_per_event"]
+        print(f"us per event         Engine.apply {b['apply']:.1f}, Engine.fire (timers) "
+              f"{b['timers']:.1f} ({r['timer_fires']:,} fires), parsing + Simulator "
+              f"{b['parse_and_simulator']:.1f}")
     print(f"applied / rejected   {r['applied']:,} / {sum(r['rejected'].values()):,}")
     print(f"changes              {r['changes']:,} ({r['time_changes']:,} time-driven)")
     print(f"customers            {r['customers_in_state']:,} in state, "
@@ -157,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="also measure encode_state bytes per customer after the run")
     ap.add_argument("--no-parse-baseline", action="store_true",
                     help="skip the parse_event-only pass")
+    ap.add_argument("--no-breakdown", action="store_true",
+                    help="do not time Engine.apply / Engine.fire separately (~0.2%% overhead)")
     ap.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     ap.add_argument("--json", type=Path, default=default_json("engine_throughput"))
     args = ap.parse_args(argv)
@@ -166,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     log = args.log or event_log(args.events, args.customers, seed=args.seed, days=args.days,
                                 quiet=args.quiet)
     result = run(log, args.rules, quiet=args.quiet, state_size=args.state_size,
-                 parse_baseline=not args.no_parse_baseline)
+                 parse_baseline=not args.no_parse_baseline, breakdown=not args.no_breakdown)
     print_report(result)
     write_json(args.json, {"benchmark": "engine_throughput", "command": command_line(),
                            "cpu": cpu, "machine": info, "events": args.events,

@@ -26,10 +26,12 @@ from bench.common import (
     RESULTS,
     RETAIL,
     command_line,
+    default_json,
     event_log,
     machine_info,
     pin_to_one_core,
     rel,
+    write_json,
 )
 from rules.loader import load_rules
 from rules.ruleset import RuleSet
@@ -83,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cpu", type=int, default=None, help="CPU to pin to (default: the last)")
     ap.add_argument("--out", type=Path, default=None,
                     help="report file (default bench/results/profile[-pyinstrument].txt)")
+    ap.add_argument("--json", type=Path, default=default_json("profile_engine"),
+                    help="where to write the run's facts (command, machine, code)")
     args = ap.parse_args(argv)
 
     cpu = pin_to_one_core(args.cpu)
@@ -105,6 +109,10 @@ def main(argv: list[str] | None = None) -> int:
             f"({sim.stats.time_changes:,} time-driven)\n\n")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(head + body)
+    write_json(args.json, {"benchmark": "profile_engine", "command": command_line(), "cpu": cpu,
+                           "machine": info, "tool": args.tool, "log": rel(log),
+                           "report": rel(out), "wall_s_under_profiler": wall,
+                           "events": sim.stats.applied})
     print(head + body)
     return 0
 

@@ -42,14 +42,13 @@ from bench.common import (
     pin_to_one_core,
     write_json,
 )
+from bench.instrument import TimedEngine
 from rules.loader import load_rules_text
 from rules.model import DAY_MS
 from rules.ruleset import CompiledSegment, RuleSet
 from streams.codec import decode_state, encode_state
-from streams.engine import Engine, Outcome
 from streams.events import Event, new_event
 from streams.simulate import Simulator
-from streams.state import CustomerState
 
 HOT_TYPES = ("page_view", "product_view", "add_to_cart", "checkout_started", "form_submit",
              "download", "search", "email_sent", "email_open", "purchase")
@@ -123,16 +122,6 @@ class FullRuleSet(RuleSet):
         return self.segments
 
 
-class CountingEngine(Engine):
-    """Counts the time-driven `fire` calls (the Simulator fires due customers between events)."""
-
-    fires = 0
-
-    def fire(self, st: CustomerState, t: int) -> Outcome:
-        self.fires += 1
-        return super().fire(st, t)
-
-
 @dataclass(slots=True)
 class Snapshot:
     clock: int | None
@@ -143,9 +132,9 @@ def snapshot(sim: Simulator) -> Snapshot:
     return Snapshot(sim.clock, {cid: encode_state(st) for cid, st in sim.states.items()})
 
 
-def restore(rules: RuleSet, snap: Snapshot) -> tuple[Simulator, CountingEngine]:
+def restore(rules: RuleSet, snap: Snapshot) -> tuple[Simulator, TimedEngine]:
     sim = Simulator(rules)
-    engine = CountingEngine(rules)
+    engine = TimedEngine(rules)
     sim.engine = engine
     for cid, data in snap.states.items():
         st = decode_state(data)
@@ -166,9 +155,12 @@ def timed_feed(rules: RuleSet, snap: Snapshot, events: list[Event]) -> dict[str,
     cpu = time.process_time() - cpu0
     n = len(events)
     return {"wall_s": wall, "cpu_s": cpu, "us_per_event": wall / n * 1e6,
-            "us_per_event_cpu": cpu / n * 1e6, "fires": engine.fires,
-            "fires_per_event": engine.fires / n, "changes": sim.stats.changes,
-            "time_changes": sim.stats.time_changes}
+            "us_per_event_cpu": cpu / n * 1e6,
+            "apply_us_per_event": engine.apply_s / n * 1e6,
+            "timers_us_per_event": engine.fire_s / n * 1e6,
+            "fires": engine.fires, "fires_per_event": engine.fires / n,
+            "us_per_fire": engine.fire_s / engine.fires * 1e6 if engine.fires else 0.0,
+            "changes": sim.stats.changes, "time_changes": sim.stats.time_changes}
 
 
 def best_of(runs: Iterable[dict[str, Any]]) -> dict[str, Any]:
@@ -203,13 +195,16 @@ def run_config(name: str, text: str, customers: int, warmup: list[Event], timed:
 
 
 def print_report(r: dict[str, Any]) -> None:
-    print(f"{'config':<14} {'segments':>8} {'dirty/ev':>8} {'incr us/ev':>11} {'fires/ev':>8} "
-          f"{'full us/ev':>11} {'speedup':>8}")
+    print("us per event: total (apply + timers + simulator); fires = timer fires per event")
+    print(f"{'config':<13} {'segs':>4} {'dirty':>5} | {'incremental':>11} {'apply':>7} "
+          f"{'timers':>7} {'fires':>5} | {'all segs':>9} {'apply':>7} | {'gain':>5}")
     for c in r["configs"]:
         i, f = c["incremental"], c["full"]
-        print(f"{c['config']:<14} {c['segments']:>8} {c['dirty_per_event']:>8.1f} "
-              f"{i['us_per_event']:>11.1f} {i['fires_per_event']:>8.2f} "
-              f"{f['us_per_event']:>11.1f} {c['incremental_speedup']:>7.1f}x")
+        print(f"{c['config']:<13} {c['segments']:>4} {c['dirty_per_event']:>5.1f} | "
+              f"{i['us_per_event']:>11.1f} {i['apply_us_per_event']:>7.1f} "
+              f"{i['timers_us_per_event']:>7.1f} {i['fires_per_event']:>5.2f} | "
+              f"{f['us_per_event']:>9.1f} {f['apply_us_per_event']:>7.1f} | "
+              f"{c['incremental_speedup']:>4.1f}x")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,8 +4,9 @@ Two scenarios with rules/examples/retail.yaml, both timing `Simulator.advance` (
 `Engine.fire` + settling the outcome); the time inside `Engine.fire` is reported separately.
 
 - burst: `--burst-customers` customers each send one add_to_cart within the same hour (untimed
-  set-up); then the clock jumps 400 days ahead in one `advance`. Every customer fires twice:
-  cart_abandoner's 2-day window (all in the same instant) and new_customer's 30 days.
+  set-up); then the clock jumps 400 days ahead in one `advance`. Every customer has the same
+  timers: cart_abandoner's 2-day window (the same instant for all), new_customer's 30 days and
+  the instants in between that the rules ask for (4 fires per customer with retail.yaml).
 - drain: the realistic population of the generator (`--drain-events` over `--drain-customers`,
   90 days, replayed untimed); then the clock moves on 400 days in 1-hour ticks, like a worker's
   punctuation, until every timer has fired (windows slide out, recency thresholds pass).
@@ -37,27 +38,12 @@ from bench.common import (
     rel,
     write_json,
 )
+from bench.instrument import TimedEngine
 from rules.loader import load_rules
 from rules.model import DAY_MS, HOUR_MS
 from rules.ruleset import RuleSet
-from streams.engine import Engine, Outcome
 from streams.events import new_event
 from streams.simulate import Simulator
-from streams.state import CustomerState
-
-
-class TimedEngine(Engine):
-    """Counts `fire` calls and the time spent inside them."""
-
-    fires = 0
-    fire_s = 0.0
-
-    def fire(self, st: CustomerState, t: int) -> Outcome:
-        t0 = time.perf_counter()
-        out = super().fire(st, t)
-        self.fire_s += time.perf_counter() - t0
-        self.fires += 1
-        return out
 
 
 def _simulator(rules: RuleSet) -> tuple[Simulator, TimedEngine]:

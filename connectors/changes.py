@@ -1,0 +1,111 @@
+"""Reading segment-change records (the values of `segment-changes`) on the consumer side.
+
+The producer side is `streams.changes.SegmentChange.to_wire`; this module checks what the
+connectors rely on and never trusts the rest blindly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from segmenter.errors import ChangeRecordError
+from streams.changes import CAUSE_ERASURE
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeRecord:
+    """A decoded segment change. `wire` is the whole JSON object as received."""
+
+    customer_id: str
+    seq: int
+    at: str  # RFC 3339, as written by the engine
+    cause_kind: str
+    rules_version: str
+    entered: tuple[str, ...]
+    exited: tuple[str, ...]
+    segments: tuple[str, ...]  # sorted, full membership after the change
+    groups: Mapping[str, Mapping[str, str | None]]  # group -> {"from": seg|None, "to": seg|None}
+    details: Mapping[str, Mapping[str, Any]]  # entered/exited segment -> label, color, ...
+    wire: Mapping[str, Any] = field(repr=False)
+
+    @property
+    def is_erasure(self) -> bool:
+        return self.cause_kind == CAUSE_ERASURE
+
+    def group_of(self, segment: str) -> str | None:
+        """The group of an entered or exited segment, as far as this change tells."""
+        for name, move in self.groups.items():
+            if segment in (move.get("from"), move.get("to")):
+                return name
+        return None
+
+
+def _strings(obj: Mapping[str, Any], name: str) -> tuple[str, ...]:
+    value = obj.get(name, [])
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ChangeRecordError(f"field {name!r} must be an array of non-empty strings")
+    return tuple(value)
+
+
+def change_from_wire(obj: object, key: bytes | None = None) -> ChangeRecord:
+    """Check a decoded change object; ChangeRecordError if a connector cannot use it."""
+    if not isinstance(obj, dict):
+        raise ChangeRecordError("a segment change must be a JSON object")
+    customer_id = obj.get("customer_id")
+    if customer_id is None and key is not None:
+        try:
+            customer_id = key.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ChangeRecordError("the record key is not UTF-8") from exc
+    if not isinstance(customer_id, str) or not customer_id:
+        raise ChangeRecordError("field 'customer_id' must be a non-empty string")
+    seq = obj.get("seq")
+    if type(seq) is not int or seq < 0:
+        raise ChangeRecordError("field 'seq' must be an integer >= 0")
+    at = obj.get("at")
+    if not isinstance(at, str):
+        raise ChangeRecordError("field 'at' must be a string (RFC 3339)")
+    cause = obj.get("cause")
+    kind = cause.get("kind") if isinstance(cause, dict) else None
+    if not isinstance(kind, str):
+        raise ChangeRecordError("field 'cause.kind' must be a string")
+    rules_version = obj.get("rules_version", "")
+    if not isinstance(rules_version, str):
+        raise ChangeRecordError("field 'rules_version' must be a string")
+    groups_raw = obj.get("groups") or {}
+    if not isinstance(groups_raw, dict):
+        raise ChangeRecordError("field 'groups' must be an object")
+    groups: dict[str, dict[str, str | None]] = {}
+    for name, move in groups_raw.items():
+        if not name or not isinstance(move, dict):
+            raise ChangeRecordError(f"groups.{name} must be an object {{from, to}}")
+        before, after = move.get("from"), move.get("to")
+        if not all(v is None or (isinstance(v, str) and v) for v in (before, after)):
+            raise ChangeRecordError(f"groups.{name}.from/to must be segment ids or null")
+        groups[name] = {"from": before, "to": after}
+    details_raw = obj.get("details") or {}
+    if not isinstance(details_raw, dict) or not all(
+            isinstance(v, dict) for v in details_raw.values()):
+        raise ChangeRecordError("field 'details' must be an object of objects")
+    return ChangeRecord(
+        customer_id=customer_id, seq=seq, at=at, cause_kind=kind, rules_version=rules_version,
+        entered=_strings(obj, "entered"), exited=_strings(obj, "exited"),
+        segments=tuple(sorted(set(_strings(obj, "segments")))), groups=groups,
+        details=details_raw, wire=obj)
+
+
+def decode_change(value: bytes | None, key: bytes | None = None) -> ChangeRecord:
+    """Decode one `segment-changes` record value (the key is used when customer_id is absent)."""
+    if value is None:
+        raise ChangeRecordError("empty record (tombstone)")
+    try:
+        obj = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise ChangeRecordError(f"not JSON: {exc}") from exc
+    return change_from_wire(obj, key)
