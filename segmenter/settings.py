@@ -35,6 +35,8 @@ ENV_VARS: dict[str, str] = {
     "app_id": "SEGMENTER_APP_ID",
     "worker_id": "SEGMENTER_WORKER_ID",
     "web_port": "SEGMENTER_WEB_PORT",
+    "web_bind": "SEGMENTER_WEB_BIND",
+    "api_token": "SEGMENTER_API_TOKEN",
     "state_dir": "SEGMENTER_STATE_DIR",
     "clock": "SEGMENTER_CLOCK",
     "rules_path": "SEGMENTER_RULES",
@@ -66,6 +68,8 @@ class Settings:
     app_id: str = "segmenter"
     worker_id: str = "worker"
     web_port: int = 6066
+    web_bind: str = "127.0.0.1"  # address the web server listens on (0.0.0.0 in containers)
+    api_token: str = ""  # bearer token required by the HTTP APIs when set
     state_dir: Path = Path(".state")
     clock: Clock = "wall"
     rules_path: Path | None = None

@@ -186,9 +186,49 @@ def register_agents(app: faust.App, topics: Topics, settings: Settings, metrics:
     async def watch_rules() -> None:
         await _follow_rules(settings, rt, initial_from_file=path is not None)
 
+    def authorized(request: Any) -> bool:
+        if not settings.api_token:
+            return True
+        return bool(request.headers.get("Authorization", "") == f"Bearer {settings.api_token}")
+
+    def unauthorized(web: Any) -> Any:
+        return web.json({"error": "missing or wrong bearer token"}, status=401,
+                        headers={"WWW-Authenticate": 'Bearer realm="segmenter"'})
+
+    @app.page("/v1/customers/{customer_id}")
+    @app.table_route(table=table, match_info="customer_id")
+    async def customer(web: Any, request: Any, customer_id: str) -> Any:
+        if not authorized(request):
+            return unauthorized(web)
+        proc = rt.processor
+        data = table.get(customer_id.encode())
+        if proc is None or data is None:
+            return web.json({"error": f"no customer {customer_id!r}"}, status=404)
+        from streams.codec import decode_state
+        from streams.query import customer_view
+
+        st = decode_state(data)
+        now = proc.now(partition_for(customer_id.encode(), settings.partitions))
+        return web.json(customer_view(proc.rules, st, max(now, st.last_eval or 0)))
+
+    @app.page("/v1/segments")
+    async def segments(web: Any, request: Any) -> Any:
+        if not authorized(request):
+            return unauthorized(web)
+        proc = rt.processor
+        if proc is None:
+            return web.json({"error": "no rules loaded yet"}, status=503)
+        from streams.query import segments_view
+
+        sizes, scope = await _global_sizes(settings)
+        if sizes is None:
+            sizes, scope = _local_sizes(metrics), "worker"
+        return web.json(segments_view(proc.rules, sizes, scope))
+
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:
-        return web.bytes(generate_latest(metrics.registry), content_type=CONTENT_TYPE_LATEST)
+        return web.bytes(generate_latest(metrics.registry),
+                         headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
@@ -203,6 +243,31 @@ def register_agents(app: faust.App, topics: Topics, settings: Settings, metrics:
         return web.json(body, status=200 if ready else 503)
 
     return rt
+
+
+async def _global_sizes(settings: Settings) -> tuple[dict[str, int] | None, str]:
+    """Segment sizes from the Redis view (all workers), if it is there."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.from_url(settings.redis_url, socket_timeout=0.5,
+                               socket_connect_timeout=0.5)
+    try:
+        raw = await client.hgetall("segmenter:segments:sizes")
+    except Exception:
+        return None, "worker"
+    finally:
+        await client.aclose()
+    if not raw:
+        return None, "worker"
+    return {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()}, "all"
+
+
+def _local_sizes(metrics: Metrics) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for metric in metrics.segment_size.collect():
+        for sample in metric.samples:
+            out[sample.labels["segment"]] = int(sample.value)
+    return out
 
 
 def _recovered(app: faust.App) -> bool:

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from pathlib import Path
 from typing import IO, Any
 
 import click
 
-from connectors.common import ensure_topics, make_producer, settings_from_flags, settings_options
+from connectors.common import (
+    ensure_topics,
+    make_producer,
+    run_command,
+    settings_from_flags,
+    settings_options,
+    setup_logging,
+)
 from connectors.events import EventValidator, event_rules, input_topics
 from connectors.importer import (
     FORMATS,
@@ -59,6 +65,7 @@ def import_cmd(file: Path, fmt: str | None, mapping: tuple[str, ...],
     settings = settings_from_flags(flags)
     if clock is not None:
         settings = settings.with_overrides(clock=clock)
+    setup_logging("warning" if settings.log_level == "info" else settings.log_level)
     try:
         rules = event_rules(rules_path, currency)
         fmt = detect_format(file, fmt)
@@ -74,9 +81,10 @@ def import_cmd(file: Path, fmt: str | None, mapping: tuple[str, ...],
     try:
         if rejects_path is not None:
             rejects = rejects_path.open("wb")
-        summary = asyncio.run(_run(settings, reader, validator, rate, rejects, dry_run))
-    except SegmenterError as exc:
-        raise click.ClickException(str(exc)) from exc
+        summary: ImportSummary = run_command(
+            lambda: _run(settings, reader, validator, rate, rejects, dry_run))
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {rejects_path}: {exc.strerror}") from exc
     finally:
         reader.close()
         if rejects is not None:

@@ -13,6 +13,7 @@ from connectors.common import (
     ensure_topics,
     install_stop_signals,
     make_producer,
+    run_command,
     settings_from_flags,
     settings_options,
     setup_logging,
@@ -32,12 +33,14 @@ def ingest() -> None:
 
 @ingest.command()
 @settings_options
-@click.option("--host", envvar="SEGMENTER_INGEST_HOST", default="0.0.0.0", show_default=True,
-              help="Address to listen on [SEGMENTER_INGEST_HOST].")
+@click.option("--host", envvar="SEGMENTER_INGEST_HOST", default=None,
+              help="Address to listen on [SEGMENTER_INGEST_HOST; else SEGMENTER_WEB_BIND, "
+              "127.0.0.1]; 0.0.0.0 for every interface (containers).")
 @click.option("--port", envvar="SEGMENTER_INGEST_PORT", type=click.IntRange(1, 65535),
               default=8080, show_default=True, help="Port [SEGMENTER_INGEST_PORT].")
 @click.option("--token", envvar="SEGMENTER_INGEST_TOKEN", default=None,
-              help="Bearer token clients must send [SEGMENTER_INGEST_TOKEN; none: no auth].")
+              help="Bearer token clients must send [SEGMENTER_INGEST_TOKEN; else "
+              "SEGMENTER_API_TOKEN; neither: no authentication].")
 @click.option("--max-bytes", envvar="SEGMENTER_INGEST_MAX_BYTES", type=click.IntRange(min=1),
               default=DEFAULT_MAX_BYTES, show_default=True,
               help="Largest request body accepted (413 above) [SEGMENTER_INGEST_MAX_BYTES].")
@@ -48,22 +51,21 @@ def ingest() -> None:
 @click.option("--clock", type=click.Choice(["wall", "event"]), default=None,
               help="The workers' clock [SEGMENTER_CLOCK]: with 'wall', events too old or too "
               "far in the future are rejected here already.")
-def run(host: str, port: int, token: str | None, max_bytes: int, rules_path: Path | None,
+def run(host: str | None, port: int, token: str | None, max_bytes: int, rules_path: Path | None,
         currency: str | None, clock: str | None, **flags: Any) -> None:
     """Serve POST /v1/events until Ctrl-C / SIGTERM (also GET /healthz and GET /metrics)."""
     settings = settings_from_flags(flags)
     if clock is not None:
         settings = settings.with_overrides(clock=clock)
     setup_logging(settings.log_level)
+    host = host or str(getattr(settings, "web_bind", "") or "127.0.0.1")
+    token = token or str(getattr(settings, "api_token", "") or "") or None
     try:
         rules = event_rules(rules_path, currency)
     except SegmenterError as exc:
         raise click.ClickException(str(exc)) from exc
-    try:
-        asyncio.run(serve(settings, host, port, token or None, max_bytes, rules.currency,
-                          rules.retention_ms, rules.future_tolerance_ms))
-    except SegmenterError as exc:
-        raise click.ClickException(str(exc)) from exc
+    run_command(lambda: serve(settings, host, port, token or None, max_bytes, rules.currency,
+                              rules.retention_ms, rules.future_tolerance_ms))
 
 
 async def serve(settings: Settings, host: str, port: int, token: str | None, max_bytes: int,

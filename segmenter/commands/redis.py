@@ -15,6 +15,7 @@ from connectors.common import (
     SEGMENT_CHANGES,
     ensure_topics,
     install_stop_signals,
+    run_command,
     settings_from_flags,
     settings_options,
     setup_logging,
@@ -125,10 +126,7 @@ def run(**flags: Any) -> None:
         finally:
             await client.aclose()
 
-    try:
-        asyncio.run(main())
-    except SegmenterError as exc:
-        raise click.ClickException(str(exc)) from exc
+    run_command(main)
 
 
 @redis.command()
@@ -163,10 +161,7 @@ def rebuild(**flags: Any) -> None:
         finally:
             await client.aclose()
 
-    try:
-        summary = asyncio.run(main())
-    except SegmenterError as exc:
-        raise click.ClickException(str(exc)) from exc
+    summary: RebuildSummary = run_command(main)
     o = summary.outcomes
     click.echo(f"rebuilt {flags['prefix']!r} from {summary.records} change records in "
                f"{summary.seconds:.1f}s: {o['applied']} applied, {o['stale']} stale, "
@@ -200,7 +195,7 @@ def show(customer_id: str, **flags: Any) -> None:
         finally:
             await client.aclose()
 
-    found = asyncio.run(main())
+    found = run_command(main)
     if found is None:
         click.echo(f"{customer_id}: not in the view", err=True)
         sys.exit(1)

@@ -15,13 +15,14 @@ from connectors.common import (
     WEBHOOK_DEAD_LETTERS,
     ensure_topics,
     install_stop_signals,
+    run_command,
     settings_from_flags,
     settings_options,
     setup_logging,
     start_metrics_server,
 )
 from connectors.webhooks import ConnectorsConfig, load_connectors_config, run_webhooks
-from segmenter.errors import ConnectorConfigError, SegmenterError
+from segmenter.errors import ConnectorConfigError
 from segmenter.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -94,7 +95,4 @@ def run(config_path: Path, metrics_port: int, **flags: Any) -> None:
         await run_webhooks(settings, config, topic=topic, dead_letter_topic=dead, stop=stop,
                            metrics=metrics)
 
-    try:
-        asyncio.run(main())
-    except SegmenterError as exc:
-        raise click.ClickException(str(exc)) from exc
+    run_command(main)

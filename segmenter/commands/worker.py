@@ -22,6 +22,7 @@ from segmenter.settings import STORES, Settings
 )
 @click.option("--worker-id", help="This worker's name [SEGMENTER_WORKER_ID; host-pid].")
 @click.option("--web-port", type=int, help="Faust web/metrics port, 0 = off [SEGMENTER_WEB_PORT].")
+@click.option("--web-bind", help="Web server address [SEGMENTER_WEB_BIND; 127.0.0.1].")
 @click.option(
     "--state-dir",
     type=click.Path(file_okay=False, path_type=Path),

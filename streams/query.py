@@ -1,0 +1,48 @@
+"""The Query API's answers, built from a customer state and the rules in force (pure)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from rules.context import Ctx
+from rules.loader import format_duration
+from rules.ruleset import RuleSet
+from streams.changes import format_ts
+from streams.simulate import customer_metrics
+from streams.state import CustomerState
+
+
+def customer_view(rules: RuleSet, st: CustomerState, now: int) -> dict[str, Any]:
+    """`GET /v1/customers/{id}`: current segments with display data and why, key metrics."""
+    ctx = Ctx(st, now, rules.settings.resolution_ms, st.cands, rules.groups_before)
+    segments = []
+    for sid in sorted(st.members):
+        seg = rules.by_id.get(sid)
+        if seg is None:
+            continue
+        d = seg.defn
+        why = {t.text: t.fn(ctx) for t in seg.when.terms}
+        if seg.exit_when is not None:
+            why.update({t.text: t.fn(ctx) for t in seg.exit_when.terms})
+        segments.append({"id": sid, "label": d.label, "color": d.color, "icon": d.icon,
+                         "group": d.group, "actions": dict(d.actions),
+                         "entered_at": format_ts(st.members[sid]), "when": d.when_text,
+                         "exit_when": d.exit_when_text, "why": why})
+    return {"customer_id": st.customer_id, "seq": st.seq, "rules_version": st.rules_version,
+            "evaluated_at": format_ts(st.last_eval) if st.last_eval is not None else None,
+            "segments": segments, "metrics": customer_metrics(rules, st, now)}
+
+
+def segments_view(rules: RuleSet, sizes: Mapping[str, int], scope: str) -> dict[str, Any]:
+    """`GET /v1/segments`: the definitions in force, in file order, with live sizes."""
+    out = []
+    for seg in sorted(rules.segments, key=lambda s: s.index):
+        d = seg.defn
+        out.append({"id": d.id, "label": d.label, "color": d.color, "icon": d.icon,
+                    "group": d.group, "when": d.when_text, "exit_when": d.exit_when_text,
+                    "min_dwell": format_duration(d.min_dwell_ms) if d.min_dwell_ms else None,
+                    "actions": dict(d.actions), "size": int(sizes.get(d.id, 0))})
+    return {"name": rules.file.name, "rules_version": rules.version,
+            "groups": {g: list(ids) for g, ids in rules.groups.items()},
+            "sizes_scope": scope, "segments": out}
