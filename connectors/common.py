@@ -194,6 +194,23 @@ def settings_from_flags(flags: dict[str, Any]) -> Settings:
         raise click.ClickException(str(exc)) from exc
 
 
+# What a connector command reports as a one-line error instead of a traceback.
+def service_errors() -> tuple[type[BaseException], ...]:
+    from aiokafka.errors import KafkaError
+    from redis.exceptions import RedisError
+
+    return (SegmenterError, KafkaError, RedisError, OSError)
+
+
+def run_command(main: Callable[[], Any]) -> Any:
+    """asyncio.run(main()), turning service failures into a click error (exit 1)."""
+    try:
+        return asyncio.run(main())
+    except service_errors() as exc:
+        text = str(exc) or type(exc).__name__
+        raise click.ClickException(text) from exc
+
+
 def start_metrics_server(port: int, registry: CollectorRegistry, host: str = "0.0.0.0") -> None:
     """Serve /metrics of `registry` on `port` (0: do nothing)."""
     if port:

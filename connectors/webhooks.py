@@ -610,11 +610,10 @@ class EndpointConsumer:
             if ready is not None:
                 ready.set()
             while not stop.is_set():
-                busy = self.dispatcher.in_flight >= self.max_in_flight
-                if busy and not paused:
-                    consumer.pause(*consumer.assignment())
+                if self.dispatcher.in_flight >= self.max_in_flight:
+                    consumer.pause(*consumer.assignment())  # keep polling: stay in the group
                     paused = True
-                elif not busy and paused:
+                elif paused:
                     consumer.resume(*consumer.assignment())
                     paused = False
                 batch = await consumer.getmany(timeout_ms=200, max_records=500)

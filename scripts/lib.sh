@@ -52,3 +52,25 @@ ensure_redis_server() {
     die "redis-server is missing: install Debian's redis-server package (sudo apt-get install redis-server), or set SEGMENTER_REDIS_URL"
   fi
 }
+
+# Debian packages the test suite drives for real: prometheus (the server and promtool, for the
+# scrape test and the config checks), chromium and chromium-driver (the dashboard's browser
+# test). One apt-get update and install for whatever is missing.
+ensure_test_packages() {
+  local missing=() pkg cmd
+  for pair in prometheus:prometheus prometheus:promtool chromium:chromium chromium-driver:chromedriver; do
+    pkg="${pair%%:*}"; cmd="${pair##*:}"
+    command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
+  done
+  ((${#missing[@]})) || return 0
+  mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+  if [[ "$(id -u)" -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    log "installing Debian packages for the tests: ${missing[*]} (apt-get)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # the prometheus package may start its own server on :9090 under systemd; tests use other ports
+  else
+    die "missing Debian packages for the tests: ${missing[*]} (sudo apt-get install ${missing[*]})"
+  fi
+}

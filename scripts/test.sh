@@ -7,6 +7,7 @@ cd "$ROOT"
 
 ensure_venv
 ensure_redis_server
+ensure_test_packages
 export PATH="$VENV/bin:$PATH"
 # `local run` starts the services (loudly failing, with their log tail, if one cannot start),
 # exports SEGMENTER_KAFKA_BOOTSTRAP / SEGMENTER_REDIS_URL for the checks, and afterwards stops

@@ -113,8 +113,10 @@ def register_agents(app: faust.App, topics: Topics, settings: Settings, metrics:
                 table[key] = out.state
         for s in out.sends:
             await send(s)
-        _count(metrics, m, out)
+        done[(m.topic, m.partition)] = m.offset
+        _count(metrics, m, out, m.topic == ticks_topic)
 
+    done: dict[tuple[str, int], int] = {}  # last offset handled per input partition
     merger = TimestampMerger()
     sources = tuple(settings.topic(t) for t in (*INPUTS, REKEY))
     seen: dict[tuple[str, int], int] = {}
@@ -180,6 +182,11 @@ def register_agents(app: faust.App, topics: Topics, settings: Settings, metrics:
                 oldest = first
         lag = 0.0 if oldest is None else max(0.0, (proc.now(min(assigned)) - oldest) / 1000)
         metrics.timer_lag.set(lag if assigned else 0.0)
+        for (topic, p), offset in list(done.items()):
+            if p in assigned:
+                hw = app.consumer.highwater(TP(topic, p))
+                if hw is not None:
+                    metrics.consumer_lag.labels(topic, str(p)).set(max(0, hw - offset - 1))
         metrics.customers.set(len(table))
 
     @app.task
@@ -275,9 +282,10 @@ def _recovered(app: faust.App) -> bool:
     return recovery is not None and bool(recovery.completed.is_set())
 
 
-def _count(metrics: Metrics, m: Any, out: Output) -> None:
+def _count(metrics: Metrics, m: Any, out: Output, is_tick: bool) -> None:
     ev = out.event
-    metrics.events_consumed.labels(m.topic, ev.type if ev is not None else "invalid").inc()
+    if not is_tick:
+        metrics.events_consumed.labels(m.topic, ev.type if ev is not None else "invalid").inc()
     if out.rejection is not None:
         metrics.events_rejected.labels(str(out.rejection.reason)).inc()
     for s in out.sends:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -322,9 +323,7 @@ def _self_signed(folder: Path) -> tuple[Path, Path]:
     return cert, key
 
 
-@pytest.mark.skipif(not any(os.access(os.path.join(p, "openssl"), os.X_OK)
-                            for p in os.environ.get("PATH", "").split(os.pathsep)),
-                    reason="needs the openssl command")
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
 async def test_tls_is_verified_by_default(tmp_path: Path) -> None:
     import ssl
 
