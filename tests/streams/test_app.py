@@ -10,8 +10,16 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
 from segmenter.settings import Settings
-from streams.agents import placeholder_change
-from streams.app import PURCHASES, SEGMENT_CHANGES, broker_url, create_app, ensure_topics
+from segmenter.errors import TopologyError
+from streams.app import (
+    PARTITIONED,
+    PURCHASES,
+    RULES,
+    SEGMENT_CHANGES,
+    broker_url,
+    create_app,
+    ensure_topics,
+)
 from tests.kafka_helpers import Received, consume_json, create_topics, produce_json, worker_process
 
 
@@ -24,32 +32,11 @@ def test_create_app_uses_the_prefix_for_topics_and_group(tmp_path: Path) -> None
     app = create_app(settings)
     assert app.conf.id == "x.segmenter"
     [agent] = app.agents.values()
-    assert agent.channel.get_topic_name() == "x.purchases"
+    assert set(agent.channel.topics) >= {"x.purchases", "x.email-events", "x.web-activity",
+                                         "x.customer-profiles", "x.segmenter-rekey",
+                                         "x.segmenter-ticks"}
     assert app.conf.topic_partitions == 3
     assert create_app(settings) is not app  # no singleton: each call builds a new app
-
-
-def test_placeholder_change_is_keyed_by_the_message_key() -> None:
-    change = placeholder_change(b"c-1", orjson.dumps({"event_id": "e-1", "customer_id": "other"}))
-    assert change is not None
-    key, value = change
-    assert key == b"c-1"
-    record = orjson.loads(value)
-    assert record["customer_id"] == "c-1"
-    assert record["cause"] == {"kind": "event", "event_id": "e-1", "topic": "purchases"}
-
-
-def test_placeholder_change_falls_back_to_the_customer_id_field() -> None:
-    change = placeholder_change(None, orjson.dumps({"customer_id": "c-2"}))
-    assert change is not None and change[0] == b"c-2"
-
-
-@pytest.mark.parametrize(
-    "value",
-    [b"", b"not json", b"[1, 2]", orjson.dumps({"amount": 3}), orjson.dumps({"customer_id": 7})],
-)
-def test_placeholder_change_skips_records_without_a_customer(value: bytes) -> None:
-    assert placeholder_change(None, value) is None
 
 
 @pytest.mark.integration
@@ -59,14 +46,18 @@ async def test_ensure_topics_creates_prefixed_topics_once(
     settings = Settings.from_env(
         env={}, kafka_bootstrap=kafka_bootstrap, topic_prefix=f"{unique}.", partitions=3
     )
-    wanted = [f"{unique}.{PURCHASES}", f"{unique}.{SEGMENT_CHANGES}"]
+    wanted = [f"{unique}.{name}" for name in PARTITIONED]
     try:
         assert sorted(await ensure_topics(settings)) == sorted(wanted)
         assert await ensure_topics(settings) == []
         described = await kafka_admin.describe_topics(wanted)
-        assert [len(t["partitions"]) for t in described] == [3, 3]
+        assert {len(t["partitions"]) for t in described} == {3}
+        [rules] = await kafka_admin.describe_topics([f"{unique}.{RULES}"])
+        assert len(rules["partitions"]) == 1
+        with pytest.raises(TopologyError, match="partitions"):
+            await ensure_topics(settings.with_overrides(partitions=5))
     finally:
-        await kafka_admin.delete_topics(wanted)
+        await kafka_admin.delete_topics([*wanted, f"{unique}.{RULES}"])
 
 
 @pytest.mark.integration
@@ -87,7 +78,8 @@ async def test_worker_turns_purchases_into_segment_changes(
             "type": "purchase",
             "customer_id": customer,
             "amount": 19.99,
-            "currency": "EUR",
+            "currency": "PLN",
+            "ts": "2026-11-20T10:00:00Z",
         }
         for customer in ("c-7", "c-8")
     }
@@ -98,6 +90,8 @@ async def test_worker_turns_purchases_into_segment_changes(
         "SEGMENTER_WEB_PORT": "0",
         "SEGMENTER_PARTITIONS": "2",
         "SEGMENTER_PROCESSING_GUARANTEE": guarantee,
+        "SEGMENTER_CLOCK": "event",
+        "SEGMENTER_RULES": str(RETAIL),
     }
     log = tmp_path / "worker.log"
     try:
@@ -116,8 +110,13 @@ async def test_worker_turns_purchases_into_segment_changes(
     for customer, purchase in purchases.items():
         record = by_key[customer].value
         assert record["customer_id"] == customer
-        assert record["placeholder"] is True
+        assert record["seq"] == 1
         assert record["cause"]["event_id"] == purchase["event_id"]
+        assert "low_value" in record["entered"]
+        assert record["groups"]["tier"] == {"from": None, "to": "low_value"}
+
+
+RETAIL = Path(__file__).resolve().parents[2] / "rules" / "examples" / "retail.yaml"
 
 
 def _tail(path: Path, lines: int = 60) -> str:
