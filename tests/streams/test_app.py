@@ -5,12 +5,11 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-import orjson
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from segmenter.settings import Settings
 from segmenter.errors import TopologyError
+from segmenter.settings import Settings
 from streams.app import (
     PARTITIONED,
     PURCHASES,

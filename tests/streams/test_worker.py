@@ -438,6 +438,11 @@ async def test_worker_with_event_clock_matches_simulate(
             await col.wait(f"{ref.total} changes", lambda: len(col.records) >= ref.total,
                            timeout=180, workers=[w])
             done = time.perf_counter()
+            st = open(f"/proc/{w.process.pid}/stat").read().split()
+            print("worker cpu s:", (int(st[13]) + int(st[14])) / os.sysconf("SC_CLK_TCK"))
+            t0 = col.records[0].received
+            hist = Counter(int(r.received - t0) for r in col.records)
+            print("per second:", sorted(hist.items()), "first after", t0 - time.time() + (time.perf_counter() - produced))
             await col.settle(1.5)
             got = changes_by_customer(col.records)
         print(f"equivalence: {len(events)} events produced in {produced - started:.1f} s, "
