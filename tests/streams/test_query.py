@@ -86,7 +86,7 @@ async def test_worker_serves_the_query_api(kafka_bootstrap: str, kafka_admin: AI
     auth = {"Authorization": "Bearer t0ken"}
     try:
         async with worker_process(env, tmp_path / "worker.log"), aiohttp.ClientSession() as s:
-            body: dict = {}  # type: ignore[type-arg]
+            body: dict = {}
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
                 try:
