@@ -21,6 +21,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "webhooks": ("segmenter.commands.webhooks", "webhooks"),
     "ingest": ("segmenter.commands.ingest", "ingest"),
     "import": ("segmenter.commands.importer", "import_cmd"),
+    "dashboard": ("segmenter.commands.dashboard", "dashboard"),
 }
 
 

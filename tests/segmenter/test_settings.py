@@ -55,6 +55,8 @@ def test_every_variable_is_read() -> None:
         "SEGMENTER_APP_ID": "app",
         "SEGMENTER_WORKER_ID": "w1",
         "SEGMENTER_WEB_PORT": "0",
+        "SEGMENTER_WEB_BIND": "0.0.0.0",
+        "SEGMENTER_API_TOKEN": "secret",
         "SEGMENTER_STATE_DIR": "/tmp/somewhere",
         "SEGMENTER_CLOCK": "event",
         "SEGMENTER_RULES": "rules.yaml",
@@ -71,6 +73,7 @@ def test_every_variable_is_read() -> None:
     assert (s.redis_url, s.redis_port) == ("redis://r:3/0", 3000)
     assert (s.topic_prefix, s.app_id, s.worker_id) == ("p.", "app", "w1")
     assert s.web_port == 0 and not s.web_enabled
+    assert (s.web_bind, s.api_token) == ("0.0.0.0", "secret")
     assert s.state_dir == Path("/tmp/somewhere")
     assert s.clock == "event" and s.rules_path == Path("rules.yaml")
     assert s.processing_guarantee == "exactly_once" and s.store == "rocksdb://"
