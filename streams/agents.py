@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -227,7 +228,8 @@ def register_agents(app: faust.App, topics: Topics, settings: Settings, metrics:
             return web.json({"error": "no rules loaded yet"}, status=503)
         from streams.query import segments_view
 
-        sizes, scope = await _global_sizes(settings)
+        sizes, scope = await _global_sizes(
+            settings, os.environ.get("SEGMENTER_REDIS_PREFIX", "segmenter:"))
         if sizes is None:
             sizes, scope = _local_sizes(metrics), "worker"
         return web.json(segments_view(proc.rules, sizes, scope))
@@ -252,14 +254,15 @@ def register_agents(app: faust.App, topics: Topics, settings: Settings, metrics:
     return rt
 
 
-async def _global_sizes(settings: Settings) -> tuple[dict[str, int] | None, str]:
+async def _global_sizes(settings: Settings,
+                        prefix: str) -> tuple[dict[str, int] | None, str]:
     """Segment sizes from the Redis view (all workers), if it is there."""
     import redis.asyncio as aioredis
 
     client = aioredis.from_url(settings.redis_url, socket_timeout=0.5,
                                socket_connect_timeout=0.5)
     try:
-        raw = await client.hgetall("segmenter:segments:sizes")
+        raw = await client.hgetall(f"{prefix}segments:sizes")
     except Exception:
         return None, "worker"
     finally:

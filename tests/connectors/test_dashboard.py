@@ -1,0 +1,893 @@
+"""The dashboard: its JSON API over a real Redis view (seeded through RedisView's own code path)
+and a stand-in Query API, its auth, the live feed, and headless Chromium on the pages, first on
+seeded data, then end to end (Kafka, a worker, `segmenter redis run`, generated events)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+import pytest_asyncio
+import redis as sync_redis
+import redis.asyncio as aioredis
+from aiohttp import web
+from aiokafka.admin import AIOKafkaAdminClient
+
+from connectors.changes import change_from_wire
+from connectors.common import make_producer
+from connectors.dashboard import DashboardOptions, create_dashboard_app, serve, session_value
+from connectors.dashboard.data import (
+    FeedHub,
+    ViewReader,
+    definitions_from_rule_file,
+    transitions_from_feed,
+)
+from connectors.dashboard.explain import explain
+from connectors.events import produce_events
+from connectors.redis_view import RedisView, minute_of, rule_file_groups, rule_file_metadata
+from rules.loader import load_rules
+from segmenter.settings import Settings
+from streams.changes import CAUSE_EVENT, Cause, SegmentChange
+from streams.events import encode_event, new_event
+from streams.generator import generate
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+RETAIL_PATH = ROOT / "rules" / "examples" / "retail.yaml"
+RETAIL = load_rules(RETAIL_PATH)
+META = rule_file_metadata(RETAIL)
+GROUP_OF = rule_file_groups(RETAIL)
+VERSION = RETAIL.content_hash
+TOKEN = "s3cret-token"
+STATIC = ROOT / "connectors" / "dashboard" / "static"
+DOCS_SCREENSHOT = ROOT / "docs" / "dashboard.png"
+
+
+# ------------------------------------------------------------------------- seeding the view
+
+
+class Story:
+    """Builds segment changes like the engine does (entered, exited, group moves, details)."""
+
+    def __init__(self, start_ms: int | None = None) -> None:
+        self.held: dict[str, set[str]] = {}
+        self.seq: dict[str, int] = {}
+        self.at = start_ms if start_ms is not None else int(time.time() * 1000) - 60_000
+        self.n = 0
+
+    def change(self, customer_id: str, segments: Iterable[str], *, kind: str = CAUSE_EVENT,
+               event_type: str = "purchase", at_ms: int | None = None) -> dict[str, Any]:
+        before = self.held.get(customer_id, set())
+        after = set(segments)
+        entered, exited = sorted(after - before), sorted(before - after)
+        groups: dict[str, dict[str, str | None]] = {}
+        for g in sorted({GROUP_OF[s] for s in (*entered, *exited) if s in GROUP_OF}):
+            old = next((s for s in sorted(before) if GROUP_OF.get(s) == g), None)
+            new = next((s for s in sorted(after) if GROUP_OF.get(s) == g), None)
+            if old != new:
+                groups[g] = {"from": old, "to": new}
+        self.seq[customer_id] = seq = self.seq.get(customer_id, 0) + 1
+        self.n += 1
+        at = at_ms if at_ms is not None else self.at + self.n
+        event = f"ev-{customer_id}-{seq}" if kind == CAUSE_EVENT else None
+        change = SegmentChange(
+            customer_id=customer_id, seq=seq, at=at,
+            cause=Cause(kind, event, event_type if event else None, at if event else None),
+            rules_version=VERSION, entered=tuple(entered), exited=tuple(exited),
+            segments=tuple(sorted(after)), groups=groups,
+            details={s: {**META[s], "why": {}} for s in (*entered, *exited)})
+        self.held[customer_id] = after
+        return change.to_wire()
+
+
+async def apply(view: RedisView, wires: Iterable[dict[str, Any]]) -> None:
+    records = [change_from_wire(orjson.loads(orjson.dumps(w))) for w in wires]
+    outcomes = await view.apply_many(records)
+    assert set(outcomes) <= {"applied"}, outcomes
+
+
+def base_story() -> tuple[Story, list[dict[str, Any]]]:
+    """c-vip: vip (was growth) + newsletter; c-grow: growth; c-low: low_value then potential;
+    c-web: web_engaged only."""
+    s = Story()
+    wires = [
+        s.change("c-vip", ["growth"]),
+        s.change("c-grow", ["growth", "new_customer"]),
+        s.change("c-low", ["low_value"]),
+        s.change("c-vip", ["vip", "newsletter_engaged"]),
+        s.change("c-web", ["web_engaged"], event_type="page_view"),
+        s.change("c-low", ["potential"]),
+    ]
+    return s, wires
+
+
+# ------------------------------------------------------------------------- a stand-in Query API
+
+VIP_WHY = {"purchase_amount(180d)": 6200.0, "purchase_count(180d)": 3}
+
+
+def vip_customer() -> dict[str, Any]:
+    vip = next(s for s in RETAIL.segments if s.id == "vip")
+    news = next(s for s in RETAIL.segments if s.id == "newsletter_engaged")
+    return {
+        "customer_id": "c-vip", "seq": 2, "rules_version": VERSION,
+        "evaluated_at": "2026-01-01T00:00:00.000Z",
+        "segments": [
+            {"id": "newsletter_engaged", "label": news.label, "color": news.color,
+             "icon": news.icon, "group": None, "actions": {}, "entered_at":
+             "2026-01-01T00:00:00.000Z", "when": news.when_text, "exit_when": None,
+             "why": {"email_opens(30d)": 4, "open_rate(90d)": 0.5, "click_rate(90d)": 0.01,
+                     "unsubscribed()": False}},
+            {"id": "vip", "label": vip.label, "color": vip.color, "icon": vip.icon,
+             "group": "tier", "actions": dict(vip.actions), "entered_at":
+             "2026-01-01T00:00:00.000Z", "when": vip.when_text, "exit_when": vip.exit_when_text,
+             "why": VIP_WHY},
+        ],
+        "metrics": {"seq": 2, "lifetime_amount": 6200.0, "lifetime_orders": 3, **VIP_WHY},
+    }
+
+
+@dataclass
+class StubApi:
+    """The worker's Query API as the dashboard sees it; records the Authorization headers."""
+
+    token: str = ""
+    customers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    auth_seen: list[str] = field(default_factory=list)
+    url: str = ""
+
+    def app(self) -> web.Application:
+        async def segments(request: web.Request) -> web.Response:
+            if not self._ok(request):
+                return web.json_response({"error": "token"}, status=401)
+            body = definitions_from_rule_file(RETAIL_PATH)
+            body["sizes_scope"] = "all"
+            for s in body["segments"]:
+                s["size"] = 0
+            return web.json_response(body)
+
+        async def customer(request: web.Request) -> web.Response:
+            if not self._ok(request):
+                return web.json_response({"error": "token"}, status=401)
+            found = self.customers.get(request.match_info["cid"])
+            if found is None:
+                return web.json_response({"error": "no customer"}, status=404)
+            return web.json_response(found)
+
+        app = web.Application()
+        app.router.add_get("/v1/segments", segments)
+        app.router.add_get("/v1/customers/{cid}", customer)
+        return app
+
+    def _ok(self, request: web.Request) -> bool:
+        header = request.headers.get("Authorization", "")
+        self.auth_seen.append(header)
+        return not self.token or header == f"Bearer {self.token}"
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def running(app: web.Application) -> AsyncIterator[str]:
+    runner, port = await serve(app, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+@dataclass
+class Dash:
+    url: str
+    http: aiohttp.ClientSession
+    view: RedisView
+    story: Story
+    api: StubApi
+
+    async def get(self, path: str, **kw: Any) -> tuple[int, Any]:
+        async with self.http.get(self.url + path, **kw) as resp:
+            body = await resp.read()
+            try:
+                return resp.status, orjson.loads(body)
+            except orjson.JSONDecodeError:
+                return resp.status, body.decode()
+
+
+@contextlib.asynccontextmanager
+async def dashboard(redis_client: aioredis.Redis, prefix: str, *, token: str = "",
+                    api_up: bool = True, rules: Path | None = None,
+                    seed: bool = True) -> AsyncIterator[Dash]:
+    stub = StubApi(token=token, customers={"c-vip": vip_customer()})
+    view = RedisView(redis_client, prefix=prefix)
+    story, wires = base_story()
+    if seed:
+        await apply(view, wires)
+    async with contextlib.AsyncExitStack() as stack:
+        api_url = await stack.enter_async_context(running(stub.app())) if api_up \
+            else f"http://127.0.0.1:{free_port()}"
+        stub.url = api_url
+        options = DashboardOptions(prefix=prefix, api_url=api_url, token=token,
+                                   rules_path=rules, feed_poll=0.05, definitions_ttl=0.0)
+        url = await stack.enter_async_context(running(create_dashboard_app(options,
+                                                                           redis_client)))
+        http = await stack.enter_async_context(  # unsafe: keeps cookies of IP addresses
+            aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)))
+        yield Dash(url, http, view, story, stub)
+
+
+# ------------------------------------------------------------------------- JSON API
+
+
+async def test_overview_has_sizes_colours_groups_and_rules_version(
+        redis_client: aioredis.Redis, unique: str) -> None:
+    async with dashboard(redis_client, f"{unique}:") as d:
+        status, body = await d.get("/api/overview")
+    assert status == 200
+    assert body["status"]["api_ok"] and body["status"]["source"] == "api"
+    assert body["rules_version"] == VERSION and body["name"] == "retail-default"
+    by_id = {s["id"]: s for s in body["segments"]}
+    assert [s["id"] for s in body["segments"]] == [s.id for s in RETAIL.segments]  # file order
+    assert by_id["vip"] == {"id": "vip", "label": "VIP", "color": "#C9A227", "icon": "crown",
+                            "group": "tier", "size": 1}
+    sizes = await d.view.sizes()
+    assert {k: v["size"] for k, v in by_id.items() if v["size"]} == \
+        {k: v for k, v in sizes.items() if v}
+    assert by_id["growth"]["size"] == 1 and by_id["low_value"]["size"] == 0
+    [tier] = body["groups"]
+    assert tier == {"name": "tier", "segments": ["vip", "growth", "potential", "low_value"],
+                    "total": 3}
+
+
+async def test_without_the_query_api_the_view_and_the_rule_file_still_show(
+        redis_client: aioredis.Redis, unique: str) -> None:
+    async with dashboard(redis_client, f"{unique}:", api_up=False) as d:
+        _, bare = await d.get("/api/overview")
+        _, customer = await d.get("/api/customers/c-vip")
+    assert not bare["status"]["api_ok"] and bare["status"]["source"] == "none"
+    assert "does not answer" in bare["status"]["api_error"]
+    assert bare["rules_version"] == VERSION  # from the newest change's customer
+    assert {s["id"]: s["size"] for s in bare["segments"]}["vip"] == 1
+    assert all(s.get("undefined") for s in bare["segments"])
+    # the customer from the view alone: segments with their display metadata, no why
+    assert not customer["status"]["api_ok"] and customer["status"]["in_view"]
+    assert {s["id"]: s["color"] for s in customer["segments"]} == \
+        {"vip": "#C9A227", "newsletter_engaged": "#20B2AA"}
+    assert all(s["why"] is None for s in customer["segments"]) and customer["metrics"] is None
+    assert [h["seq"] for h in customer["history"]] == [2, 1]
+
+    async with dashboard(redis_client, f"{unique}:", api_up=False, rules=RETAIL_PATH,
+                         seed=False) as d:
+        _, body = await d.get("/api/overview")
+        _, rules = await d.get("/api/rules")
+    assert body["status"]["source"] == "rules-file" and not body["status"]["api_ok"]
+    assert {s["id"]: s["color"] for s in body["segments"]}["vip"] == "#C9A227"
+    assert rules["groups"] == {"tier": ["vip", "growth", "potential", "low_value"]}
+    assert rules["segments"][0]["when"] == \
+        "purchase_amount(180d) >= 5000 and purchase_count(180d) >= 3"
+
+
+async def test_customer_page_data_has_badges_why_metrics_and_history(
+        redis_client: aioredis.Redis, unique: str) -> None:
+    async with dashboard(redis_client, f"{unique}:") as d:
+        status, body = await d.get("/api/customers/c-vip")
+        missing, _ = await d.get("/api/customers/nobody")
+        only_view, grow = await d.get("/api/customers/c-grow")  # the stub does not know it
+    assert status == 200 and missing == 404 and only_view == 200
+    assert [s["id"] for s in body["segments"]] == ["newsletter_engaged", "vip"]
+    vip = body["segments"][1]
+    assert vip["why"] == VIP_WHY
+    assert [(c["term"], c["op"], c["threshold"], c["value"], c["ok"])
+            for c in vip["conditions"]] == [
+        ("purchase_amount(180d)", ">=", "5000", 6200.0, True),
+        ("purchase_count(180d)", ">=", "3", 3, True)]
+    assert [(c["term"], c["op"], c["threshold"], c["ok"]) for c in vip["exit_conditions"]] == \
+        [("purchase_amount(180d)", "<", "4000", False)]
+    news = body["segments"][0]["conditions"]
+    assert [c["ok"] for c in news] == [True, True, False, True]  # not unsubscribed(): holds
+    assert news[-1]["negated"] and news[-1]["threshold"] == "false"
+    assert body["metrics"]["lifetime_orders"] == 3
+    assert [h["entered"] for h in body["history"]] == [["newsletter_engaged", "vip"],
+                                                       ["growth"]]
+    assert body["view"]["groups"] == {"tier": "vip"}
+    assert grow["status"] == {"api_ok": True, "api_error": None, "api_url": d.api.url,
+                              "in_view": True, "in_api": False}
+    assert {s["id"] for s in grow["segments"]} == {"growth", "new_customer"}
+
+
+def test_explain_lists_conditions_with_values_and_thresholds() -> None:
+    rows = explain('rfm_segment() in ["at_risk", "cannot_lose"] and '
+                   "refund_amount(180d) >= 0.4 * (purchase_amount(180d) + refund_amount(180d))",
+                   {"rfm_segment()": "lost", "refund_amount(180d)": 100,
+                    "purchase_amount(180d)": 50})
+    assert rows[0] == {"text": 'rfm_segment() in ["at_risk", "cannot_lose"]',
+                       "term": "rfm_segment()", "op": "in",
+                       "threshold": ["at_risk", "cannot_lose"], "value": "lost", "ok": False,
+                       "negated": False}
+    assert rows[1]["threshold"] == \
+        "0.4 * (purchase_amount(180d) + refund_amount(180d)) = 60"
+    assert rows[1]["ok"] is True
+    unknown = explain("days_since_last_purchase() > 45", {})
+    assert unknown[0]["ok"] is None and unknown[0]["value"] is None
+    assert explain("not a valid (", {}) == [] and explain(None, {}) == []
+
+
+async def test_stats_series_and_transitions(redis_client: aioredis.Redis, unique: str) -> None:
+    async with dashboard(redis_client, f"{unique}:") as d:
+        _, stats = await d.get("/api/stats?minutes=10&top=3")
+        _, picked = await d.get("/api/stats?minutes=10&segments=vip,potential")
+        _, moves = await d.get("/api/transitions?group=tier&minutes=60")
+        # a view that keeps per-minute transition counters (proposed key) is read instead
+        key = ViewReader(redis_client, f"{unique}:").transitions_key(minute_of(int(time.time()
+                                                                                   * 1000)))
+        await redis_client.hset(key, mapping={"tier:growth>vip": 5, "tier:->growth": 2,
+                                              "other:a>b": 9})
+        _, counted = await d.get("/api/transitions?group=tier&minutes=60")
+    assert len(stats["minutes"]) == 10 and stats["minutes"] == sorted(stats["minutes"])
+    assert stats["shown"][0] == "growth"  # the most active: entered twice, exited once
+    assert sum(stats["series"]["growth"]["entered"]) == 2
+    assert sum(stats["series"]["growth"]["exited"]) == 1
+    assert stats["totals"]["vip"] == {"entered": 1, "exited": 0}
+    assert picked["shown"] == ["vip", "potential"] and set(picked["series"]) == {"vip",
+                                                                                  "potential"}
+    # the feed goes back one minute only: the page says the period is covered from then
+    assert moves["source"] == "feed" and not moves["complete"] and moves["covered_since"]
+    assert moves["order"] == ["vip", "growth", "potential", "low_value", "-"]
+    assert {(c["from"], c["to"]): c["count"] for c in moves["cells"]} == {
+        ("-", "growth"): 2, ("-", "low_value"): 1, ("growth", "vip"): 1,
+        ("low_value", "potential"): 1}
+    assert counted["source"] == "counters"
+    assert {(c["from"], c["to"]): c["count"] for c in counted["cells"]} == {
+        ("growth", "vip"): 5, ("-", "growth"): 2}
+
+
+def test_transitions_from_feed_ignores_older_entries_and_other_groups() -> None:
+    entries = [
+        {"at": "2026-01-01T10:05:00.000Z", "entered": ["vip"], "exited": ["growth"]},
+        {"at": "2026-01-01T10:04:00.000Z", "entered": ["web_engaged"], "exited": []},
+        {"at": "2026-01-01T09:00:00.000Z", "entered": ["growth"], "exited": []},
+    ]
+    counts, oldest = transitions_from_feed(entries, GROUP_OF, "tier", "2026-01-01T10:00:00.000Z")
+    assert counts == {("growth", "vip"): 1} and oldest == "2026-01-01T09:00:00.000Z"
+
+
+# ------------------------------------------------------------------------- live feed
+
+
+async def read_events(resp: aiohttp.ClientResponse, wanted: Callable[[str, Any], bool],
+                      timeout: float = 10.0) -> list[tuple[str, Any]]:
+    """Read SSE events until `wanted(event, data)`; returns all read."""
+    seen: list[tuple[str, Any]] = []
+    event = "message"
+
+    async def loop() -> None:
+        nonlocal event
+        async for raw in resp.content:
+            line = raw.decode().rstrip("\n")
+            if line.startswith("event: "):
+                event = line[7:]
+            elif line.startswith("data: "):
+                data = orjson.loads(line[6:])
+                seen.append((event, data))
+                if wanted(event, data):
+                    return
+                event = "message"
+
+    await asyncio.wait_for(loop(), timeout)
+    return seen
+
+
+async def test_feed_stream_sends_the_latest_then_each_new_change(
+        redis_client: aioredis.Redis, unique: str) -> None:
+    async with dashboard(redis_client, f"{unique}:") as d:
+        _, latest = await d.get("/api/feed?limit=3")
+        assert [c["customer_id"] for c in latest["changes"]] == ["c-vip", "c-web", "c-low"]
+        async with d.http.get(d.url + "/api/feed/stream") as resp:
+            assert resp.headers["Content-Type"] == "text/event-stream"
+            [(kind, snap)] = await read_events(resp, lambda e, _: e == "snapshot")
+            assert kind == "snapshot" and len(snap["changes"]) == 6
+            assert snap["changes"][-1]["customer_id"] == "c-low"  # oldest first
+            await asyncio.sleep(0.2)  # the poller has primed itself
+            await apply(d.view, [d.story.change("c-new", ["new_customer"]),
+                                 d.story.change("c-new", ["new_customer", "low_value"])])
+            events = await read_events(
+                resp, lambda e, data: e == "changes" and any(
+                    c["seq"] == 2 and c["customer_id"] == "c-new" for c in data["changes"]))
+        got = [c for _, data in events for c in data["changes"]]
+        assert [(c["customer_id"], c["seq"], c["entered"]) for c in got] == [
+            ("c-new", 1, ["new_customer"]), ("c-new", 2, ["low_value"])]
+        assert got[0]["cause"]["event_type"] == "purchase"
+
+
+async def test_feed_hub_reports_a_gap_when_more_arrive_than_one_read(
+        redis_client: aioredis.Redis, unique: str) -> None:
+    view = RedisView(redis_client, prefix=f"{unique}:")
+    story = Story()
+    hub = FeedHub(ViewReader(redis_client, f"{unique}:"), poll=0.01, batch=5)
+    await apply(view, [story.change("a", ["vip"])])
+    assert await hub.poll_once() == []  # primes
+    await apply(view, [story.change("b", ["vip"]), story.change("c", ["vip"])])
+    new = [orjson.loads(e)["customer_id"] for e in await hub.poll_once()]
+    assert new == ["b", "c"]
+    await apply(view, [story.change(f"x{i}", ["vip"]) for i in range(8)])
+    burst = await hub.poll_once()
+    assert burst[0] == b"" and len(burst) == 6  # gap marker + the 5 newest
+    assert await hub.poll_once() == []
+
+
+# ------------------------------------------------------------------------- auth
+
+
+async def test_token_auth_for_api_pages_sse_and_static_files(
+        redis_client: aioredis.Redis, unique: str) -> None:
+    async with dashboard(redis_client, f"{unique}:", token=TOKEN) as d:
+        for path in ("/api/overview", "/api/feed/stream", "/api/customers/c-vip"):
+            status, body = await d.get(path)
+            assert status == 401 and body["error"], path
+        status, page = await d.get("/")
+        assert status == 401 and 'action="/login"' in page  # the sign-in form
+        assert (await d.get("/static/js/main.js"))[0] == 401
+        assert (await d.get("/healthz"))[0] == 200
+        bearer = {"Authorization": f"Bearer {TOKEN}"}
+        assert (await d.get("/api/overview", headers=bearer))[0] == 200
+        assert (await d.get("/api/overview", headers={"Authorization": "Bearer nope"}))[0] == 401
+        # the dashboard sends the same token to the Query API
+        assert d.api.auth_seen and set(d.api.auth_seen) == {f"Bearer {TOKEN}"}
+        status, body = await d.get("/?token=wrong")
+        assert status == 401 and "Wrong token" in body
+        async with d.http.get(d.url + f"/?token={TOKEN}&x=1", allow_redirects=False) as resp:
+            assert resp.status == 303 and resp.headers["Location"] == "/?x=1"
+            cookie = resp.cookies["segmenter_dashboard"]
+            assert cookie.value == session_value(TOKEN) and cookie["httponly"]
+            assert TOKEN not in resp.headers["Set-Cookie"]
+        # the session's cookie jar now carries it
+        assert (await d.get("/api/overview"))[0] == 200
+        assert (await d.get("/static/js/main.js"))[0] == 200
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as other:
+            async with other.post(d.url + "/login", data={"token": "bad", "next": "/"}) as resp:
+                assert resp.status == 401
+            async with other.post(d.url + "/login", allow_redirects=False,
+                                  data={"token": TOKEN, "next": "//evil.example/"}) as resp:
+                assert resp.status == 303 and resp.headers["Location"] == "/"
+            async with other.get(d.url + "/api/rules") as resp:
+                assert resp.status == 200
+
+
+async def test_dashboard_command_serves_on_loopback_until_sigterm(
+        redis_url: str, redis_client: aioredis.Redis, unique: str, tmp_path: Path) -> None:
+    await apply(RedisView(redis_client, prefix=f"{unique}:"), base_story()[1])
+    log = tmp_path / "dashboard.log"
+    env = {"SEGMENTER_REDIS_URL": redis_url, "SEGMENTER_API_TOKEN": TOKEN}
+    args = [sys.executable, "-c", "from segmenter.cli import main; main()", "dashboard",
+            "--port", "0", "--prefix", f"{unique}:", "--api-url",
+            f"http://127.0.0.1:{free_port()}", "--rules", str(RETAIL_PATH)]
+    with subprocess_logged(args, env, log) as process:
+        async def address() -> str | None:
+            assert process.poll() is None, log.read_text()
+            found = re.search(r"dashboard on (http://127\.0\.0\.1:\d+)/", log.read_text())
+            return found.group(1) if found else None
+
+        url = await wait_until(address, 30, "the dashboard's address", [log])
+        async with aiohttp.ClientSession() as http:
+            async with http.get(url + "/api/overview") as resp:
+                assert resp.status == 401
+            async with http.get(url + "/api/overview",
+                                headers={"Authorization": f"Bearer {TOKEN}"}) as resp:
+                body = await resp.json()
+        assert body["status"]["source"] == "rules-file"
+        assert {s["id"]: s["size"] for s in body["segments"]}["vip"] == 1
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(process.wait, 20) == 0, log.read_text()
+
+
+def test_every_asset_is_served_locally() -> None:
+    html = (STATIC / "index.html").read_text()
+    refs = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert refs and all(r.startswith(("/static/", "#", "data:")) for r in refs), refs
+    for ref in refs:
+        if ref.startswith("/static/"):
+            assert (STATIC / ref.removeprefix("/static/")).is_file(), ref
+    for js in (STATIC / "js").glob("*.js"):
+        text = js.read_text()
+        assert "http://" not in text and "https://" not in text, js
+        for module in re.findall(r'from "\./([^"]+)"', text):
+            assert (STATIC / "js" / module).is_file(), (js, module)
+    icons = orjson.loads((STATIC / "vendor" / "icons.json").read_bytes())
+    assert {s.icon for s in RETAIL.segments if s.icon} <= set(icons)
+
+
+# ------------------------------------------------------------------------- headless Chromium
+
+CHROMIUM = os.environ.get("SEGMENTER_CHROMIUM", "/usr/bin/chromium")
+CHROMEDRIVER = os.environ.get("SEGMENTER_CHROMEDRIVER", "/usr/bin/chromedriver")
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Any:
+    """Debian's headless Chromium driven by Selenium through Debian's chromedriver (explicit
+    paths: nothing is downloaded)."""
+    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not Path(p).exists()]
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:  # pragma: no cover - reported below
+        missing.append("the selenium Python package")
+    if missing:
+        message = f"the browser tests need {', '.join(missing)} (make test installs them)"
+        if _in_ci():
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+                "--window-size=1400,1000", f"--user-data-dir={tmp_path / 'chromium'}"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def wait_for(driver: Any, check: Callable[[], Any], timeout: float = 20.0,
+             what: str = "condition") -> Any:
+    """Poll `check()` (a truthy result ends the wait) until `timeout`, then fail with `what`."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except Exception as exc:  # stale elements while the page re-renders
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(0.1)
+    raise AssertionError(f"{what} not met in {timeout:.0f} s (last: {last!r})")
+
+
+def css_rgb(hex_color: str) -> str:
+    h = hex_color.lstrip("#")
+    return "rgb({}, {}, {})".format(*(int(h[i:i + 2], 16) for i in (0, 2, 4)))
+
+
+def shown_sizes(driver: Any) -> dict[str, tuple[str, str]]:
+    """segment -> (size text, swatch colour) as the overview shows them."""
+    return driver.execute_script("""
+        const out = {};
+        for (const card of document.querySelectorAll('#cards .card')) {
+          out[card.dataset.segment] = [card.querySelector('.size').textContent,
+            getComputedStyle(card.querySelector('.swatch')).backgroundColor];
+        }
+        return out;""")
+
+
+def check_overview(driver: Any, url: str, sizes: Callable[[], dict[str, int]]) -> None:
+    driver.get(url + "/#/overview")
+
+    colors = {s.id: css_rgb(s.color or "") for s in RETAIL.segments}
+
+    def matches() -> bool:
+        want = sizes()
+        shown = shown_sizes(driver)
+        return bool(shown) and all(shown.get(s, ("", ""))[0] == f"{n:,}"
+                                   for s, n in want.items()) and want == sizes() and \
+            all(shown.get(s, ("", ""))[1] == c for s, c in colors.items())
+
+    wait_for(driver, matches, what="overview sizes and colours equal to the view's and rules'")
+    shown = shown_sizes(driver)
+    for seg in RETAIL.segments:
+        assert shown[seg.id][1] == css_rgb(seg.color or ""), seg.id
+    wait_for(driver, lambda: driver.find_elements("css selector", ".groupbar .bar > div"),
+             what="the group bar")
+    wait_for(driver, lambda: driver.find_elements("css selector", "#chart-entered canvas"),
+             what="the entered chart")
+    wait_for(driver, lambda: driver.find_elements("css selector", "table.matrix"),
+             what="the transitions matrix")
+
+
+def badge_colors(driver: Any, css: str) -> dict[str, str]:
+    return driver.execute_script("""
+        const out = {};
+        for (const b of document.querySelectorAll(arguments[0])) {
+          out[b.dataset.segment] = getComputedStyle(b).backgroundColor;
+        }
+        return out;""", css)
+
+
+def check_customer(driver: Any, url: str, customer_id: str,
+                   why: Mapping[str, str]) -> None:
+    """The customer page shows vip's badge in its colour and, for vip, each term of `why`
+    with the given value text and a tick."""
+    driver.get(url + f"/#/customer/{customer_id}")
+    wait_for(driver, lambda: "vip" in badge_colors(driver, "#customer-badges .badge"),
+             what=f"{customer_id}'s vip badge")
+    assert badge_colors(driver, "#customer-badges .badge")["vip"] == css_rgb("#C9A227")
+
+    def rows() -> dict[str, tuple[str, str]]:
+        return driver.execute_script("""
+            const out = {};
+            for (const tr of document.querySelectorAll(
+                '.why .seg[data-segment="vip"] table.terms.when tr[data-term]')) {
+              out[tr.dataset.term] = [tr.querySelector('.value').textContent,
+                                      tr.lastElementChild.textContent];
+            }
+            return out;""")
+
+    wait_for(driver, lambda: all(t in rows() for t in why), what="vip's why rows")
+    shown = rows()
+    for term, value in why.items():
+        assert shown[term][0] == value, (term, shown[term])
+        assert shown[term][1] == "✓", (term, shown[term])
+
+
+def feed_rows(driver: Any) -> list[dict[str, Any]]:
+    return driver.execute_script("""
+        return [...document.querySelectorAll('#feed-list li[data-customer]')].map(li => ({
+          customer: li.dataset.customer, seq: Number(li.dataset.seq),
+          entered: [...li.querySelectorAll('.badge[data-kind=entered]')]
+            .map(b => b.dataset.segment),
+          exited: [...li.querySelectorAll('.badge[data-kind=exited]')]
+            .map(b => b.dataset.segment),
+          cause: li.querySelector('.cause').textContent}));""")
+
+
+async def test_browser_pages_on_a_seeded_view(
+        browser: Any, redis_client: aioredis.Redis, redis_url: str, unique: str,
+        tmp_path: Path) -> None:
+    """Overview, feed (throttled, capped, pause, filter), customer and rules pages in Chromium,
+    with the token given once in the URL."""
+    from selenium.webdriver.support.select import Select
+
+    prefix = f"{unique}:"
+    sync = sync_redis.Redis.from_url(redis_url)
+
+    def sizes() -> dict[str, int]:
+        raw = sync.hgetall(f"{prefix}segments:sizes")
+        return {_text(k): int(v) for k, v in raw.items()}
+
+    def run(fn: Callable[..., Any], *args: Any) -> Any:
+        return asyncio.to_thread(fn, *args)
+
+    try:
+        async with dashboard(redis_client, prefix, token=TOKEN) as d:
+            await run(browser.get, d.url + f"/?token={TOKEN}#/overview")
+            await run(check_overview, browser, d.url, sizes)
+            await run(browser.save_screenshot, str(tmp_path / "seeded-overview.png"))
+
+            # the feed: a burst of 600 changes (about 300/s) is rendered, capped at 200 rows
+            await run(browser.get, d.url + "/#/feed")
+            await run(wait_for, browser, lambda: len(feed_rows(browser)) == 6, 20.0,
+                      "the feed's first rows")
+            for i in range(6):
+                await apply(d.view, [d.story.change(f"b-{i}-{j}", ["web_engaged"],
+                                                    event_type="page_view")
+                                     for j in range(100)])
+                await asyncio.sleep(0.3)
+            def burst_shown() -> list[dict[str, Any]] | None:
+                rows = feed_rows(browser)
+                return rows if rows and rows[0]["customer"] == "b-5-99" else None
+
+            rows = await run(wait_for, browser, burst_shown, 20.0, "the burst's last change")
+            assert len(rows) == 200
+            # pause: the list stays still while changes arrive, and shows them on resume
+            await run(lambda: browser.find_element("id", "feed-pause").click())
+            await apply(d.view, [d.story.change("c-vip", ["vip", "newsletter_engaged",
+                                                          "rfm_champions"])])
+            await run(wait_for, browser, lambda: "paused: 1 new" in browser.find_element(
+                "id", "feed-state").text, 20.0, "the paused counter")
+            assert (await run(feed_rows, browser))[0]["customer"] == "b-5-99"
+            await run(lambda: browser.find_element("id", "feed-pause").click())
+            row = await run(wait_for, browser, lambda: feed_rows(browser)[0]["customer"] ==
+                            "c-vip" and feed_rows(browser)[0], 20.0, "the change after resume")
+            assert row["entered"] == ["rfm_champions"] and row["cause"] == "purchase"
+            colors = await run(badge_colors, browser, "#feed-list li:first-child .badge")
+            assert colors == {"rfm_champions": css_rgb("#FFD700")}
+            # the filter keeps one segment's changes (of the latest 1000 the page keeps)
+            await run(lambda: Select(browser.find_element("id", "feed-filter"))
+                      .select_by_value("vip"))
+            await run(wait_for, browser, lambda: browser.current_url.endswith("#/feed/vip"),
+                      10.0, "the filter in the address")
+            filtered = await run(wait_for, browser, lambda: feed_rows(browser), 20.0,
+                                 "the filtered feed")
+            assert {r["customer"] for r in filtered} == {"c-vip"}
+            assert all("vip" in r["entered"] + r["exited"] for r in filtered)
+
+            await run(check_customer, browser, d.url, "c-vip",
+                      {"purchase_amount(180d)": "6,200", "purchase_count(180d)": "3"})
+            await run(browser.save_screenshot, str(tmp_path / "seeded-customer.png"))
+
+            await run(browser.get, d.url + "/#/rules")
+            ordered = await run(wait_for, browser, lambda: browser.execute_script(
+                "return [...document.querySelectorAll('[data-group=tier] .rule')]"
+                ".map(r => r.dataset.segment)"), 20.0, "the rules page")
+            assert ordered == ["vip", "growth", "potential", "low_value"]
+            logs = [e for e in await run(browser.get_log, "browser")
+                    if e["level"] == "SEVERE"]
+            assert not logs, logs
+    finally:
+        sync.close()
+
+
+# ------------------------------------------------------------------------- end to end
+
+
+def purchase(customer_id: str, n: int, ts: int, amount: float) -> tuple[Any, bytes]:
+    event = new_event(f"{customer_id}-order-{n}", customer_id, "purchase", ts, amount, "PLN",
+                      f"{customer_id}-o{n}")
+    return event, encode_event(event)
+
+
+@contextlib.contextmanager
+def subprocess_logged(args: list[str], env: Mapping[str, str], log: Path
+                      ) -> Any:
+    with log.open("wb") as out:
+        process = subprocess.Popen(args, env={**os.environ, **env}, cwd=ROOT,
+                                   stdin=subprocess.DEVNULL, stdout=out,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+async def wait_until(check: Callable[[], Any], timeout: float, what: str,
+                     logs: Iterable[Path] = ()) -> Any:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if loop.time() > deadline:
+            tails = "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}"
+                              for p in logs if p.exists())
+            raise AssertionError(f"{what} not met in {timeout:.0f} s\n{tails}")
+        await asyncio.sleep(0.2)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def e2e_prefix(kafka_admin: AIOKafkaAdminClient, unique: str) -> AsyncIterator[str]:
+    prefix = f"{unique}."
+    yield prefix
+    with contextlib.suppress(Exception):
+        mine = [t for t in await kafka_admin.list_topics() if t.startswith(prefix)]
+        if mine:
+            await kafka_admin.delete_topics(mine)
+
+
+async def test_end_to_end_worker_view_dashboard_and_browser(
+        browser: Any, kafka_bootstrap: str, e2e_prefix: str, redis_url: str,
+        redis_client: aioredis.Redis, unique: str, tmp_path: Path) -> None:
+    """Generated events -> worker (retail rules, event clock) -> segment-changes -> `segmenter
+    redis run` -> Redis view <- dashboard (+ the worker's Query API) <- headless Chromium."""
+    web_port = free_port()
+    key_prefix = f"{unique}:"
+    env = {"SEGMENTER_KAFKA_BOOTSTRAP": kafka_bootstrap, "SEGMENTER_REDIS_URL": redis_url,
+           "SEGMENTER_TOPIC_PREFIX": e2e_prefix, "SEGMENTER_PARTITIONS": "2",
+           "SEGMENTER_CLOCK": "event", "SEGMENTER_STATE_DIR": str(tmp_path / "state"),
+           "SEGMENTER_WEB_PORT": str(web_port), "SEGMENTER_API_TOKEN": TOKEN,
+           "SEGMENTER_LOG_LEVEL": "info", "SEGMENTER_WORKER_ID": "dash-e2e"}
+    settings = Settings.from_env(env=env)
+    worker_log, view_log = tmp_path / "worker.log", tmp_path / "redis-run.log"
+    logs = (worker_log, view_log)
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    sync = sync_redis.Redis.from_url(redis_url)
+
+    def sizes() -> dict[str, int]:
+        raw = sync.hgetall(f"{key_prefix}segments:sizes")
+        return {_text(k): int(v) for k, v in raw.items()}
+
+    def run(fn: Callable[..., Any], *args: Any) -> Any:
+        return asyncio.to_thread(fn, *args)
+
+    cli = [sys.executable, "-c", "from segmenter.cli import main; main()"]
+    with (subprocess_logged([*cli, "worker", "--rules", str(RETAIL_PATH)], env, worker_log)
+          as worker,
+          subprocess_logged([*cli, "redis", "run", "--prefix", key_prefix, "--rules",
+                             str(RETAIL_PATH)], env, view_log) as view_process):
+        options = DashboardOptions(prefix=key_prefix, api_url=f"http://127.0.0.1:{web_port}",
+                                   token=TOKEN)
+        async with (running(create_dashboard_app(options, redis_client)) as url,
+                    aiohttp.ClientSession() as http):
+            async def ready() -> bool:
+                assert worker.poll() is None and view_process.poll() is None, \
+                    "a subprocess ended"
+                try:
+                    async with http.get(f"http://127.0.0.1:{web_port}/readyz") as resp:
+                        return resp.status == 200
+                except aiohttp.ClientError:
+                    return False
+
+            await wait_until(ready, 60, "the worker ready", logs)
+            now = int(time.time() * 1000)
+            events = [(e, encode_event(e)) for e in generate(
+                customers=150, events=1500, seed=11, start_ms=now - 3 * 3_600_000,
+                days=3 / 24)]
+            producer = make_producer(settings)
+            await producer.start()
+            try:
+                await produce_events(producer, settings, events)
+                known = f"known-{unique}"
+                await produce_events(producer, settings, [purchase(known, 1, now, 2100.0)])
+
+                async def has(segment: str) -> bool:
+                    raw = await redis_client.hget(f"{key_prefix}customer:{known}", "segments")
+                    return raw is not None and segment in orjson.loads(raw)
+
+                await wait_until(lambda: has("growth"), 60, f"{known} in growth", logs)
+                # overview: the view's sizes and the rules' colours
+                await run(browser.get, url + f"/?token={TOKEN}#/overview")
+                await run(check_overview, browser, url, sizes)
+                await run(browser.save_screenshot, str(shots / "overview.png"))
+
+                # feed: a change caused now shows up
+                await run(browser.get, url + "/#/feed")
+                await run(wait_for, browser, lambda: feed_rows(browser), 20.0, "feed rows")
+                await produce_events(producer, settings, [
+                    purchase(known, 2, now + 1000, 2000.0),
+                    purchase(known, 3, now + 2000, 2000.0)])
+
+                def vip_line() -> Any:
+                    return next((r for r in feed_rows(browser) if r["customer"] == known
+                                 and "vip" in r["entered"]), None)
+
+                row = await run(wait_for, browser, vip_line, 60.0, f"{known}'s vip line")
+                assert "growth" in row["exited"] and row["cause"] == "purchase"
+                colors = await run(badge_colors, browser,
+                                   f'#feed-list li[data-customer="{known}"] .badge')
+                assert colors["vip"] == css_rgb("#C9A227")
+                await run(browser.save_screenshot, str(shots / "feed.png"))
+            finally:
+                await producer.stop()
+
+            # customer: badges and why from the worker's Query API (with the token)
+            await run(check_customer, browser, url, known,
+                      {"purchase_amount(180d)": "6,100", "purchase_count(180d)": "3"})
+            await run(browser.save_screenshot, str(shots / "customer.png"))
+            await run(browser.get, url + "/#/overview")
+            await run(check_overview, browser, url, sizes)
+            await run(browser.set_window_size, 1400, 1250)
+            await asyncio.sleep(0.5)
+            await run(browser.save_screenshot, str(shots / "overview-final.png"))
+    sync.close()
+    print(f"screenshots in {shots}")
+    if os.environ.get("SEGMENTER_UPDATE_SCREENSHOTS") or not DOCS_SCREENSHOT.exists():
+        shutil.copyfile(shots / "overview-final.png", DOCS_SCREENSHOT)
