@@ -150,12 +150,21 @@ def _has_sessions(bk: Bucket) -> Any:
     return bk.sessions
 
 
+_HAS_TYPES: dict[tuple[str, ...], Callable[[Bucket], Any]] = {}
+
+
 def _has_types(types: Iterable[str]) -> Callable[[Bucket], Any]:
+    """One predicate per type tuple, so terms reading the same types share cached results."""
     tt = tuple(types)
-    if len(tt) == 1:
-        only = tt[0]
-        return lambda bk: only in bk.types
-    return lambda bk: any(t in bk.types for t in tt)
+    pred = _HAS_TYPES.get(tt)
+    if pred is None:
+        if len(tt) == 1:
+            only = tt[0]
+            pred = _HAS_TYPES[tt] = lambda bk: only in bk.types
+        else:
+            wanted = frozenset(tt)
+            pred = _HAS_TYPES[tt] = lambda bk: not wanted.isdisjoint(bk.types)
+    return pred
 
 
 def _ratio(num: float, den: float) -> float | None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 
-from rules.evaluate import evaluate
+from rules.evaluate import TIMER_LOOKAHEAD, evaluate
 from rules.ruleset import CompiledSegment, RuleSet
 from streams.changes import (
     CAUSE_ERASURE,
@@ -105,7 +105,8 @@ class Engine:
                 dirty_ids.update(s.id for s in self.rules.dirty_for_type(ev.type, moved_first))
             dirty = (self.rules.segments if st.last_eval is None
                      else self.rules.closure(dirty_ids))
-            change = evaluate(self.rules, st, d, dirty, Cause(CAUSE_TIME))
+            change = evaluate(self.rules, st, d, dirty, Cause(CAUSE_TIME),
+                              lookahead=TIMER_LOOKAHEAD)
             if change is not None:
                 changes.append(change)
 
