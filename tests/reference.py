@@ -256,8 +256,8 @@ class _Env:
 
     def call(self, node: ast.Call) -> Any:
         name = node.name
-        args = [a.ms if isinstance(a, ast.Duration) else a.value  # type: ignore[union-attr]
-                for a in node.args]
+        args: list[Any] = [a.ms if isinstance(a, ast.Duration) else a.value  # type: ignore[union-attr]
+                           for a in node.args]
         t = self.t
         evs = self.cust.events
         if name == "in_segment":
@@ -376,7 +376,7 @@ def _order(rf: RuleFile) -> list[SegmentDef]:
         for e in [s.when] + ([s.exit_when] if s.exit_when is not None else []):
             for c in ast.calls(e):
                 if c.name == "in_segment":
-                    x = c.args[0].value  # type: ignore[union-attr]
+                    x: str = c.args[0].value  # type: ignore[union-attr,assignment]
                     req.add(x)
                     g = by_id[x].group
                     if g:

@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -31,24 +32,24 @@ def _free_port() -> int:
         return port
 
 
-async def _query(session: aiohttp.ClientSession, base: str, promql: str) -> list[dict]:  # type: ignore[type-arg]
+async def _query(session: aiohttp.ClientSession, base: str, promql: str) -> list[dict]:
     async with session.get(f"{base}/api/v1/query", params={"query": promql}) as resp:
         body = await resp.json()
     assert body["status"] == "success", body
-    result: list[dict] = body["data"]["result"]  # type: ignore[type-arg]
+    result: list[dict] = body["data"]["result"]
     return result
 
 
 async def _wait_for(session: aiohttp.ClientSession, base: str, promql: str,
-                    ok: object, timeout: float = 60.0) -> list[dict]:  # type: ignore[type-arg]
+                    ok: Callable[[list[dict]], bool], timeout: float = 60.0) -> list[dict]:
     deadline = time.monotonic() + timeout
-    result: list[dict] = []  # type: ignore[type-arg]
+    result: list[dict] = []
     while time.monotonic() < deadline:
         try:
             result = await _query(session, base, promql)
         except aiohttp.ClientConnectionError:  # Prometheus is still starting
             result = []
-        if result and ok(result):  # type: ignore[operator]
+        if result and ok(result):
             return result
         await asyncio.sleep(0.5)
     raise AssertionError(f"{promql}: never satisfied, last {result}")
@@ -69,7 +70,7 @@ async def test_prometheus_scrapes_the_worker(kafka_bootstrap: str, kafka_admin: 
     await ensure_topics(settings)
     events = list(generate(customers=30, events=300, seed=5, start_ms=1_790_000_000_000,
                            days=20))
-    records: dict[str, list[tuple[str, dict]]] = {}  # type: ignore[type-arg]
+    records: dict[str, list[tuple[str, dict]]] = {}
     for ev in events:
         records.setdefault(TOPIC_FOR_TYPE[ev.type], []).append(
             (ev.customer_id, orjson.loads(encode_event(ev))))
