@@ -209,9 +209,9 @@ def print_report(r: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    ap.add_argument("--customers", type=int, default=1_000)
-    ap.add_argument("--warmup", type=int, default=20_000, help="untimed events first")
-    ap.add_argument("--events", type=int, default=5_000, help="timed events")
+    ap.add_argument("--customers", type=int, default=600)
+    ap.add_argument("--warmup", type=int, default=12_000, help="untimed events first")
+    ap.add_argument("--events", type=int, default=3_000, help="timed events")
     ap.add_argument("--days", type=float, default=60.0, help="period of warm-up + timed events")
     ap.add_argument("--repeat", type=int, default=2, help="timed runs per mode (fastest kept)")
     ap.add_argument("--seed", type=int, default=7)

@@ -119,9 +119,9 @@ def print_report(r: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     ap.add_argument("--rules", type=Path, default=RETAIL)
-    ap.add_argument("--burst-customers", type=int, default=50_000)
-    ap.add_argument("--drain-events", type=int, default=200_000)
-    ap.add_argument("--drain-customers", type=int, default=20_000)
+    ap.add_argument("--burst-customers", type=int, default=30_000)
+    ap.add_argument("--drain-events", type=int, default=100_000)
+    ap.add_argument("--drain-customers", type=int, default=10_000)
     ap.add_argument("--cpu", type=int, default=None, help="CPU to pin to (default: the last)")
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--json", type=Path, default=default_json("timers"))

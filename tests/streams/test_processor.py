@@ -65,7 +65,8 @@ def test_wrong_key_or_partition_is_rekeyed_not_applied() -> None:
 def test_garbage_goes_to_dead_letters_with_original_bytes() -> None:
     proc = Processor(_rules(), partitions=P, worker_id="w7", clock="event", wall=lambda: 1.5)
     raw = b"\xff\xfe not json"
-    out = proc.on_input(b"k", raw, topic="web-activity", partition=2, offset=41, get=lambda cid: None)
+    out = proc.on_input(b"k", raw, topic="web-activity", partition=2, offset=41,
+                        get=lambda cid: None)
     [dl] = out.sends
     body = orjson.loads(dl.value)
     assert dl.topic == "dead_letters" and dl.key == b"k"
