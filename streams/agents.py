@@ -57,6 +57,7 @@ class Runtime:
         self.processor: Processor | None = None
         self.ready = asyncio.Event()
         self.assigned: frozenset[int] = frozenset()
+        self.ready_partitions: set[int] = set()  # assigned and derived from the table
         self.rules_ticks_pending = False
 
     def use_rules(self, rules: RuleSet, quiet: bool = False) -> None:
@@ -133,6 +134,12 @@ def register_agents(app: faust.App, topics: Topics, settings: Settings, metrics:
         await rt.ready.wait()
         async for event in cast(Any, stream).noack().events():
             m = event.message
+            if m.partition not in rt.ready_partitions and rt.processor is not None:
+                # first record of a partition since it was assigned: derive its due index and
+                # event clock from the (recovered) table before anything is applied
+                _rebuild(rt.processor, table, frozenset({m.partition}), settings.partitions,
+                         metrics)
+                rt.ready_partitions.add(m.partition)
             is_tick = m.topic == ticks_topic
             ts = None
             if settings.clock == "event" and not is_tick and rt.processor is not None:
@@ -152,6 +159,19 @@ def register_agents(app: faust.App, topics: Topics, settings: Settings, metrics:
                     await handle(ev.message)
                     ev.ack()
 
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
+        for p in {tp.partition for tp in revoked}:
+            rt.ready_partitions.discard(p)
+            dropped = merger.drop(p)
+            if rt.processor is not None:
+                rt.processor.forget(p)
+            for key in [k for k in seen if k[1] == p]:
+                del seen[key]
+            if dropped:
+                log.info("partition %d revoked: %d buffered records left to its new owner",
+                         p, dropped)
+
     @app.timer(interval=0.2)
     async def fire_due() -> None:
         proc = rt.processor
@@ -162,9 +182,11 @@ def register_agents(app: faust.App, topics: Topics, settings: Settings, metrics:
         input_topic = settings.topic("purchases")
         assigned = frozenset(tp.partition for tp in app.consumer.assignment()
                              if tp.topic == input_topic)
-        if assigned != rt.assigned:
-            _rebuild(proc, table, assigned - rt.assigned, settings.partitions, metrics)
-            rt.assigned = assigned
+        new = assigned - rt.ready_partitions
+        if new:
+            _rebuild(proc, table, new, settings.partitions, metrics)
+            rt.ready_partitions |= new
+        rt.assigned = assigned
         for p in merger.partitions():
             if p in assigned:  # let buffered records through once their wait is over
                 await send(Send("ticks", b"", FLUSH, p))

@@ -31,6 +31,13 @@ class TimestampMerger:
         self._seq += 1
         q.append((ts, self._seq, item))
 
+    def drop(self, partition: int) -> int:
+        """Forget a revoked partition's buffer (its records were not acked: the new owner gets
+        them again from the committed offset). Returns how many were dropped."""
+        queues = self._queues.pop(partition, {})
+        self._blocked_since.pop(partition, None)
+        return sum(len(q) for q in queues.values())
+
     def buffered(self, partition: int) -> int:
         return sum(len(q) for q in self._queues.get(partition, {}).values())
 

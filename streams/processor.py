@@ -179,6 +179,11 @@ class Processor:
         if self.event_clock:
             self.clocks[partition] = clock
 
+    def forget(self, partition: int) -> None:
+        """Drop what this worker derived for a partition it no longer owns."""
+        self.due.pop(partition, None)
+        self.clocks.pop(partition, None)
+
     def due_ticks(self, partition: int) -> list[Send]:
         """Tick records for every customer of `partition` due by now (removed from the index)."""
         now = self.now(partition)
