@@ -129,20 +129,30 @@ def register_agents(app: faust.App, topics: Topics, settings: Settings, metrics:
             return hw is not None and seen.get((topic, partition), -1) + 1 >= hw
         return check
 
+    def prepare(partition: int) -> None:
+        if partition not in rt.ready_partitions and rt.processor is not None:
+            # first record of a partition since it was assigned: derive its due index and
+            # event clock from the (recovered) table before anything is applied
+            _rebuild(rt.processor, table, frozenset({partition}), settings.partitions, metrics)
+            rt.ready_partitions.add(partition)
+
     @app.agent(topics.inputs, name="segmenter", concurrency=1)
     async def segmenter(stream: faust.StreamT[bytes]) -> None:
         await rt.ready.wait()
+        if settings.clock != "event":  # wall clock: records are handled as they come
+            async for event in stream.events():
+                m = event.message
+                prepare(m.partition)
+                if not (m.topic == ticks_topic and m.value == FLUSH):
+                    await handle(m)
+            return
+        # event clock: inputs are buffered and merged in event-time order, acked by hand
         async for event in cast(Any, stream).noack().events():
             m = event.message
-            if m.partition not in rt.ready_partitions and rt.processor is not None:
-                # first record of a partition since it was assigned: derive its due index and
-                # event clock from the (recovered) table before anything is applied
-                _rebuild(rt.processor, table, frozenset({m.partition}), settings.partitions,
-                         metrics)
-                rt.ready_partitions.add(m.partition)
+            prepare(m.partition)
             is_tick = m.topic == ticks_topic
             ts = None
-            if settings.clock == "event" and not is_tick and rt.processor is not None:
+            if not is_tick and rt.processor is not None:
                 # ordered by event time; undecodable records go straight to the processor
                 ts = _event_ts(m.value, rt.processor.rules.settings.currency)
             if ts is not None:
