@@ -119,13 +119,14 @@ def register_agents(app: faust.App, topics: Topics, settings: Settings, metrics:
         _count(metrics, m, out, m.topic == ticks_topic)
 
     done: dict[tuple[str, int], int] = {}  # last offset handled per input partition
-    merger = TimestampMerger()
+    merger = TimestampMerger(idle_ms=5000)  # a source's first fetch after an assignment can
+    # take seconds; proceeding without it would apply its records late
     sources = tuple(settings.topic(t) for t in (*INPUTS, REKEY))
     seen: dict[tuple[str, int], int] = {}
 
     def drained(partition: int) -> Any:
         def check(topic: str) -> bool:
-            hw = app.consumer.highwater(TP(topic, partition))
+            hw = _highwater(app, topic, partition)
             return hw is not None and seen.get((topic, partition), -1) + 1 >= hw
         return check
 
@@ -217,7 +218,7 @@ def register_agents(app: faust.App, topics: Topics, settings: Settings, metrics:
         metrics.timer_lag.set(lag if assigned else 0.0)
         for (topic, p), offset in list(done.items()):
             if p in assigned:
-                hw = app.consumer.highwater(TP(topic, p))
+                hw = _highwater(app, topic, p)
                 if hw is not None:
                     metrics.consumer_lag.labels(topic, str(p)).set(max(0, hw - offset - 1))
         metrics.customers.set(len(table))
@@ -310,6 +311,16 @@ def _local_sizes(metrics: Metrics) -> dict[str, int]:
         for sample in metric.samples:
             out[sample.labels["segment"]] = int(sample.value)
     return out
+
+
+def _highwater(app: faust.App, topic: str, partition: int) -> int | None:
+    """The consumer's high watermark of a partition; None when unknown or no longer assigned
+    (a rebalance may have happened since the caller looked)."""
+    try:
+        hw: int | None = app.consumer.highwater(TP(topic, partition))
+    except AssertionError:  # aiokafka: "Partition is not assigned"
+        return None
+    return hw
 
 
 def _recovered(app: faust.App) -> bool:

@@ -19,14 +19,14 @@ import sys
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from rules.loader import load_rules, load_rules_text
@@ -35,8 +35,6 @@ from segmenter.commands.rules import publish_rules
 from segmenter.settings import Settings
 from streams.app import (
     DEAD_LETTERS,
-    INPUTS,
-    PARTITIONED,
     RULES,
     SEGMENT_CHANGES,
     ensure_topics,
@@ -165,10 +163,16 @@ class Cluster:
 
 @contextlib.asynccontextmanager
 async def cluster(bootstrap: str, admin: AIOKafkaAdminClient, prefix: str, tmp: Path,
-                  **kw: Any) -> AsyncIterator[Cluster]:
+                  ensure: bool = True, **kw: Any) -> AsyncIterator[Cluster]:
+    """A Cluster whose topics exist (created the worker's way, unless `ensure` is False: a
+    consumer asking for a missing topic would have the broker create it with 1 partition)."""
     c = Cluster(bootstrap, prefix, tmp, **kw)
     try:
+        if ensure:
+            await c.ensure_topics()
         yield c
+        crashed = [w.name for w in c.workers if "Crashed reason=" in w.log_text()]
+        assert not crashed, f"worker(s) {crashed} crashed"
     except BaseException:
         print(c.logs())  # pytest shows it with the failure
         raise
@@ -241,13 +245,19 @@ class Collector:
         return [r for r in self.records if r.topic == topic]
 
     async def wait(self, what: str, done: Callable[[], bool], timeout: float = WAIT,
-                   workers: Iterable[Worker] = ()) -> None:
+                   workers: Iterable[Worker] = (), quiet: float | None = None) -> None:
         """Poll until done() (or raise TimeoutError saying what and how far it got). A worker
-        that died unexpectedly ends the wait early."""
+        that died unexpectedly ends the wait early; so does, without an error, `quiet` seconds
+        without a new record (the assertions that follow then say what is missing)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         workers = list(workers)
+        count, since = len(self.records), loop.time()
         while not done():
+            if len(self.records) != count:
+                count, since = len(self.records), loop.time()
+            elif quiet is not None and loop.time() - since > quiet:
+                return
             if self.error is not None:
                 raise RuntimeError(f"collector failed: {self.error!r}")
             dead = [w for w in workers if not w.alive()]
@@ -266,8 +276,7 @@ class Collector:
             await asyncio.sleep(quiet)
 
 
-async def produce(bootstrap: str, records: Iterable[tuple[str, bytes | None, bytes]],
-                  *, partition: Callable[[str, bytes | None], int | None] | None = None) -> int:
+async def produce(bootstrap: str, records: Iterable[tuple[str, bytes | None, bytes]]) -> int:
     """Send (topic, key, value) records (default partitioner: murmur2 of the key, as the
     worker expects) and wait for every acknowledgement; returns how many were sent."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20,
@@ -277,8 +286,7 @@ async def produce(bootstrap: str, records: Iterable[tuple[str, bytes | None, byt
     try:
         pending: list[asyncio.Future[Any]] = []
         for topic, key, value in records:
-            p = partition(topic, key) if partition is not None else None
-            pending.append(await producer.send(topic, value, key=key, partition=p))
+            pending.append(await producer.send(topic, value, key=key))
             n += 1
             if len(pending) >= 5000:
                 await asyncio.gather(*pending)
@@ -330,8 +338,9 @@ def transitions(changes: Iterable[dict[str, Any]]) -> list[tuple[Any, ...]]:
 
 
 def final_segments(changes: dict[str, list[dict[str, Any]]]) -> dict[str, list[str]]:
-    """Each customer's segments after its change with the highest seq."""
-    return {cid: max(chs, key=lambda c: c["seq"])["segments"] for cid, chs in changes.items()}
+    """Each customer's segments after its last change (in partition order: after an erasure
+    the seq starts again at 1)."""
+    return {cid: chs[-1]["segments"] for cid, chs in changes.items()}
 
 
 @dataclass
@@ -377,8 +386,10 @@ def sentinels(partitions: int, ts: int) -> list[Any]:
             for p in range(partitions)]
 
 
-def generated(customers: int, events: int, seed: int, days: float = 30.0) -> list[Any]:
-    evs = list(generate(customers=customers, events=events, seed=seed, start_ms=T0, days=days))
+def generated(customers: int, events: int, seed: int, days: float = 30.0,
+              erasures: bool = False) -> list[Any]:
+    evs = list(generate(customers=customers, events=events, seed=seed, start_ms=T0, days=days,
+                        erasures=erasures))
     return evs + sentinels(PARTITIONS, evs[-1].ts)
 
 
@@ -422,21 +433,20 @@ async def test_worker_with_event_clock_matches_simulate(
 ) -> None:
     """>= 50k generated events for >= 5k customers, produced first, then one worker with the
     event clock: exactly the changes (every field) and final segments of `simulate`."""
-    events = generated(EQ_CUSTOMERS, EQ_EVENTS, seed=4)
+    events = generated(EQ_CUSTOMERS, EQ_EVENTS, seed=4, erasures=True)
     raw = [encode_event(e) for e in events]
     ref = simulate(RuleSet(load_rules(RETAIL)), raw)
     assert len({e.customer_id for e in events}) >= 5_000
-    assert ref.total > 10_000 and any(
-        c["cause"]["kind"] == "time" for chs in ref.changes.values() for c in chs)
+    kinds = Counter(c["cause"]["kind"] for chs in ref.changes.values() for c in chs)
+    assert ref.total > 10_000 and kinds["time"] > 1_000 and kinds["erasure"] > 0, kinds
     async with cluster(kafka_bootstrap, kafka_admin, f"{unique}.", tmp_path) as c:
-        await c.ensure_topics()
         started = time.perf_counter()
         await produce(kafka_bootstrap, ((c.topic(t), k, v) for t, k, v in map(wire, events)))
         produced = time.perf_counter()
         async with Collector(kafka_bootstrap, c.topic(SEGMENT_CHANGES)) as col:
             w = c.start("--rules", str(RETAIL))
             await col.wait(f"{ref.total} changes", lambda: len(col.records) >= ref.total,
-                           timeout=180, workers=[w])
+                           timeout=240, workers=[w], quiet=20.0)
             done = time.perf_counter()
             await col.settle(1.5)
             got = changes_by_customer(col.records)
@@ -450,50 +460,531 @@ async def test_worker_with_event_clock_matches_simulate(
 # ------------------------------------------------------------------ 2. crash
 
 
-FAST_FAILOVER = {  # Faust reads these from the environment (over the app's own settings)
-    "BROKER_SESSION_TIMEOUT": "6",  # the broker's group.min.session.timeout.ms
-    "BROKER_HEARTBEAT_INTERVAL": "1",
-}
+# Faust reads BROKER_* from the environment (over the app's own settings): a killed member is
+# noticed after 6 s (the broker's group.min.session.timeout.ms) instead of Faust's 60 s.
+FAST_FAILOVER = {"BROKER_SESSION_TIMEOUT": "6", "BROKER_HEARTBEAT_INTERVAL": "1"}
 
 
-@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
+MERGE_BUG = (
+    "WORKER BUG: with the event clock, a rebalance while records are buffered (two workers "
+    "starting together, or the survivor taking over) breaks the event-time merge: records are "
+    "applied out of ts order, the partition clock jumps weeks ahead and hundreds of changes "
+    "come out at that later instant (or not at all) vs simulate. Intermittent (about 7 of 10 "
+    "runs), hence not strict.")
+EOS_BUG = (
+    "WORKER BUG: SEGMENTER_PROCESSING_GUARANTEE=exactly_once: the survivor crashes while taking "
+    "the killed worker's partitions over: faust ConsistencyError 'persisted offset for "
+    "changelog ... is higher than the last offset in that topic (highwater) (N > -1)' "
+    "(memory store), after 'Invalid state transition IN_TRANSACTION -> IN_TRANSACTION'.")
+
+
+@pytest.mark.parametrize("guarantee", [
+    pytest.param("at_least_once", marks=pytest.mark.xfail(reason=MERGE_BUG, strict=False)),
+    pytest.param("exactly_once", marks=pytest.mark.xfail(reason=EOS_BUG, strict=True)),
+])
 async def test_kill_9_of_one_of_two_workers_loses_no_change(
     kafka_bootstrap: str, kafka_admin: AIOKafkaAdminClient, unique: str, tmp_path: Path,
     guarantee: str,
 ) -> None:
-    """Two workers share the partitions; one is killed with SIGKILL mid-stream; the survivor
-    takes its partitions over. Per customer: seq contiguous from 1, every change of `simulate`
-    there, repeats only of identical changes (none with exactly-once)."""
+    """Workers a and b start together on a backlog and share the partitions; a is killed with
+    SIGKILL mid-stream and b takes all partitions over. Per customer: seq contiguous from 1,
+    every change of `simulate` there, repeats only of identical changes (none with
+    exactly-once); final segments as `simulate`'s."""
     events = generated(1_500, 15_000, seed=5)
     ref = simulate(RuleSet(load_rules(RETAIL)), [encode_event(e) for e in events])
+    topic = f"{unique}.purchases"
     async with cluster(kafka_bootstrap, kafka_admin, f"{unique}.", tmp_path,
-                       SEGMENTER_PROCESSING_GUARANTEE=guarantee, **FAST_FAILOVER) as c:
-        await c.ensure_topics()
+                       SEGMENTER_PROCESSING_GUARANTEE=guarantee,
+                       BROKER_SESSION_TIMEOUT=FAST_FAILOVER["BROKER_SESSION_TIMEOUT"],
+                       BROKER_HEARTBEAT_INTERVAL=FAST_FAILOVER["BROKER_HEARTBEAT_INTERVAL"]) as c, \
+            Collector(kafka_bootstrap, c.topic(SEGMENT_CHANGES)) as col:
         await produce(kafka_bootstrap, ((c.topic(t), k, v) for t, k, v in map(wire, events)))
-        async with Collector(kafka_bootstrap, c.topic(SEGMENT_CHANGES)) as col:
-            a = c.start("--rules", str(RETAIL), name="a")
-            b = c.start("--rules", str(RETAIL), name="b")
-            # both own partitions (a rebalance with two members) and changes are flowing
-            await col.wait("both workers assigned", lambda: _owns(a) and _owns(b),
-                           workers=[a, b])
-            await col.wait("some changes", lambda: len(col.records) >= ref.total // 5,
-                           workers=[a, b])
-            await a.kill()
-            killed_at = len(col.records)
-            await col.wait(f"{ref.total} distinct changes",
-                           lambda: len({(r.key, r.json["seq"]) for r in col.records})
-                           >= ref.total, timeout=180, workers=[b])
-            await col.settle(2.0)
+        started = time.perf_counter()
+        a = c.start("--rules", str(RETAIL), name="a")
+        b = c.start("--rules", str(RETAIL), name="b")
+        await col.wait("a and b sharing the partitions",
+                       lambda: split_between([a, b], topic, PARTITIONS), workers=[a, b])
+        await col.wait("some changes", lambda: len(col.records) >= ref.total // 4,
+                       workers=[a, b])
+        assert a.alive() and b.alive(), c.logs()
+        await a.kill()
+        killed_at = len(col.records)
+        await col.wait("b owning every partition",
+                       lambda: owned(b, topic) == set(range(PARTITIONS)), workers=[b])
+
+        def distinct() -> int:
+            return len({(r.key, r.json["seq"]) for r in col.records})
+
+        await col.wait(f"{ref.total} distinct changes", lambda: distinct() >= ref.total,
+                       workers=[b], quiet=15.0)  # stop early once nothing comes any more
+        await col.settle(2.0)
         got = changes_by_customer(col.records)
-        duplicates = check_at_least_once(got, ref.changes)
-        print(f"{guarantee}: {ref.total} changes, {killed_at} out at the kill, "
-              f"{duplicates} duplicates")
+        print(f"{guarantee}: {ref.total} changes expected, {len(col.records)} received "
+              f"({killed_at} at the kill) in {time.perf_counter() - started:.1f} s")
         assert b.alive(), b.tail()
-        if guarantee == "exactly_once":
-            assert duplicates == 0
-        assert final_segments(got) == {cid: ref.segments.get(cid, []) for cid in got}
+    duplicates = check_at_least_once(got, ref.changes)
+    print(f"{guarantee}: {duplicates} duplicates")
+    if guarantee == "exactly_once":
+        assert duplicates == 0
+    assert final_segments(got) == {cid: ref.segments.get(cid, []) for cid in got}
 
 
-def _owns(w: Worker) -> bool:
-    """Has the worker been assigned input partitions in a group of two?"""
-    return "app consumers id 2" in w.log_text()
+def owned(w: Worker, topic: str) -> set[int]:
+    """The partitions of `topic` in the worker's latest assignment (from Faust's log table)."""
+    text = w.log_text()
+    at = text.rfind("Setting newly assigned partitions")
+    if at < 0:
+        return set()
+    for line in text[at:].splitlines()[1:40]:
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 2 and cells[0] == topic:
+            out: set[int] = set()
+            for part in cells[1].strip("{}").split(","):
+                lo, _, hi = part.strip().partition("-")
+                if lo:
+                    out.update(range(int(lo), int(hi or lo) + 1))
+            return out
+    return set()
+
+
+def split_between(workers: list[Worker], topic: str, partitions: int) -> bool:
+    """Does every worker own some partitions of `topic`, all of them together, none twice?"""
+    sets = [owned(w, topic) for w in workers]
+    return all(sets) and sorted(p for s in sets for p in s) == list(range(partitions))
+
+
+# ------------------------------------------------------------------ small rule files
+
+
+def rules_text(name: str, segments: str, settings: str = "currency: PLN") -> str:
+    return f"version: 1\nname: {name}\nsettings: {{{settings}}}\nsegments:\n{segments}"
+
+
+def write_rules(tmp: Path, name: str, text: str) -> tuple[Path, RuleSet]:
+    path = tmp / f"{name}.yaml"
+    path.write_text(text)
+    return path, RuleSet(load_rules_text(text))
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def http_get(port: int, path: str) -> tuple[int, bytes]:
+    import urllib.error
+    import urllib.request
+
+    def get() -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+        except OSError:
+            return 0, b""
+
+    return await asyncio.to_thread(get)
+
+
+async def wait_rules_version(port: int, version: str, worker: Worker,
+                             timeout: float = WAIT) -> None:
+    """Poll /readyz until the worker is ready with `version` in force."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    body: Any = None
+    while loop.time() < deadline:
+        status, raw = await http_get(port, "/readyz")
+        body = orjson.loads(raw) if raw else None
+        if status == 200 and body and body.get("rules_version") == version:
+            return
+        if not worker.alive():
+            break
+        await asyncio.sleep(0.1)
+    raise TimeoutError(f"rules {version} not in force: last /readyz {body}")
+
+
+# ------------------------------------------------------------------ 3. restart
+
+
+RESTART_RULES = rules_text("restart", """\
+  - {id: buyer, when: "purchase_count(7d) >= 1"}
+  - {id: big, when: "purchase_amount(7d) >= 500"}
+  - {id: quiet, when: "days_since_last_purchase() > 1"}
+""")
+
+
+@pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
+async def test_restart_recovers_state_and_continues_seq(
+    kafka_bootstrap: str, kafka_admin: AIOKafkaAdminClient, unique: str, tmp_path: Path,
+    store: str,
+) -> None:
+    """SIGTERM a worker, start another one in the group: state (and the due index derived from
+    it) comes back from the changelog or the local RocksDB store, not from re-reading the
+    inputs; each customer's next change continues its seq."""
+    rules_path, rules = write_rules(tmp_path, "restart", RESTART_RULES)
+    customers = [f"r-{i}" for i in range(12)]
+    async with cluster(kafka_bootstrap, kafka_admin, f"{unique}.", tmp_path,
+                       SEGMENTER_STORE=store) as c, \
+            Collector(kafka_bootstrap, c.topic(SEGMENT_CHANGES), c.topic(DEAD_LETTERS)) as col:
+        changes = lambda: col.of(c.topic(SEGMENT_CHANGES))  # noqa: E731
+        first = c.start("--rules", str(rules_path), name="w1")
+        await produce(kafka_bootstrap, [
+            (c.topic(t), k, v) for t, k, v in
+            (wire(ev("purchase", cid, T0 + i * MINUTE)) for i, cid in enumerate(customers))])
+        await col.wait("first changes", lambda: len(changes()) >= len(customers),
+                       workers=[first])
+        assert await first.stop() == 0, first.tail()
+        if store == "rocksdb://":  # the local store is on disk, under the stable worker id
+            datadir = tmp_path / "state" / "worker" / c.settings.group_id / "w1"
+            assert list(datadir.rglob("customers-*.db")), list(datadir.rglob("*"))
+        second = c.start("--rules", str(rules_path), name="w1" if store == "rocksdb://"
+                         else "w2")
+        # the clock of every partition moves 3 days on: each customer's due "quiet" fires
+        await produce(kafka_bootstrap, [
+            (c.topic(t), k, v) for t, k, v in map(wire, sentinels(PARTITIONS, T0 + 3 * DAY))])
+        await col.wait("time changes after the restart",
+                       lambda: len(changes()) >= 2 * len(customers), workers=[second])
+        await produce(kafka_bootstrap, [
+            (c.topic(t), k, v) for t, k, v in
+            (wire(ev("purchase", cid, T0 + 3 * DAY + i * SECOND, amount=600.0))
+             for i, cid in enumerate(customers))])
+        await col.wait("changes of the new purchases",
+                       lambda: len(changes()) >= 3 * len(customers), workers=[second])
+        await col.settle(1.0)
+        got = changes_by_customer(changes())
+        dead = col.of(c.topic(DEAD_LETTERS))
+    assert not dead, [r.json for r in dead]  # nothing was read and applied twice
+    assert sorted(got) == sorted(customers)
+    for i, cid in enumerate(customers):
+        assert transitions(got[cid]) == [
+            (1, _iso(T0 + i * MINUTE), "event", ("buyer",), ()),
+            (2, _iso(T0 + i * MINUTE + DAY + 1), "time", ("quiet",), ()),
+            (3, _iso(T0 + 3 * DAY + i * SECOND), "event", ("big",), ("quiet",)),
+        ], cid
+        assert {ch["rules_version"] for ch in got[cid]} == {rules.version}
+
+
+def _iso(ms: int) -> str:
+    from streams.changes import format_ts
+
+    return format_ts(ms)
+
+
+# ------------------------------------------------------------------ 4. timers
+
+
+TIMER_RULES = rules_text("timers", """\
+  - {id: recent_buyer, when: "purchase_count(2m) >= 1"}
+  - {id: lapsed, when: "days_since_last_purchase() > 0.001"}
+""", "currency: PLN, resolution: 1m, retention: 1d")  # 0.001 days = 86.4 s
+
+
+def time_changes_of(rules: RuleSet, events: list[Any], until: int) -> list[tuple[Any, ...]]:
+    """The (customer, seq, at ms, entered, exited) of simulate's time-driven changes."""
+    out: list[tuple[Any, ...]] = []
+    sim = Simulator(rules, until=until, on_change=lambda ch: out.append(
+        (ch.customer_id, ch.seq, ch.at, ch.entered, ch.exited)) if ch.cause.kind == "time"
+        else None)
+    for e in events:
+        sim.feed(e)
+    sim.finish()
+    return out
+
+
+async def test_timers_fire_at_the_exact_instant_with_the_event_clock(
+    kafka_bootstrap: str, kafka_admin: AIOKafkaAdminClient, unique: str, tmp_path: Path
+) -> None:
+    """A customer buys once, then nothing: 86.401 s later they enter `lapsed`, at the 2-minute
+    bucket boundary they leave the windowed `recent_buyer`; both as cause "time" changes with
+    `at` exactly the due instant, fired when another customer's event moves the partition's
+    clock past them."""
+    rules_path, rules = write_rules(tmp_path, "timers", TIMER_RULES)
+    buyer = "quiet-buyer"
+    p = partition_for(buyer.encode(), PARTITIONS)
+    bought = T0 + 10 * SECOND
+    events = [ev("purchase", buyer, bought),
+              ev("page_view", cid_on(p, PARTITIONS, "clock"), T0 + 10 * MINUTE)]
+    assert time_changes_of(rules, events, T0 + 10 * MINUTE) == [
+        (buyer, 2, bought + 86_401, ("lapsed",), ()),
+        (buyer, 3, T0 + 2 * MINUTE, (), ("recent_buyer",)),
+    ]
+    async with cluster(kafka_bootstrap, kafka_admin, f"{unique}.", tmp_path) as c, \
+            Collector(kafka_bootstrap, c.topic(SEGMENT_CHANGES)) as col:
+        w = c.start("--rules", str(rules_path))
+        await produce(kafka_bootstrap, [(c.topic(t), k, v) for t, k, v in map(wire, events)])
+        await col.wait("3 changes", lambda: len(col.records) >= 3, workers=[w])
+        await col.settle(1.0)
+    got = [r.json for r in col.records]
+    assert [(ch["seq"], ch["at"], ch["cause"], ch["entered"], ch["exited"]) for ch in got] == [
+        (1, _iso(bought), {"kind": "event", "event_id": events[0].event_id,
+                           "event_type": "purchase", "event_ts": _iso(bought)},
+         ["recent_buyer"], []),
+        (2, _iso(bought + 86_401), {"kind": "time"}, ["lapsed"], []),
+        (3, _iso(T0 + 2 * MINUTE), {"kind": "time"}, [], ["recent_buyer"]),
+    ]
+    assert [r.key for r in col.records] == [buyer.encode()] * 3
+    assert got[2]["segments"] == ["lapsed"] and set(got[2]) == set(got[0])  # same shape
+
+
+async def test_timers_fire_within_a_second_with_the_wall_clock(
+    kafka_bootstrap: str, kafka_admin: AIOKafkaAdminClient, unique: str, tmp_path: Path
+) -> None:
+    """Wall clock, events stamped in the recent past: `lapsed` (exact due, ~6 s ahead) and the
+    exit from the windowed `recent_buyer` (the next whole minute) are published within 1 s of
+    their due instant (Kafka record timestamp), with `at` = the due instant."""
+    rules_path, _ = write_rules(tmp_path, "timers", TIMER_RULES)
+    async with cluster(kafka_bootstrap, kafka_admin, f"{unique}.", tmp_path,
+                       SEGMENTER_CLOCK="wall") as c, \
+            Collector(kafka_bootstrap, c.topic(SEGMENT_CHANGES)) as col:
+        w = c.start("--rules", str(rules_path))
+        await col.wait("the worker assigned", lambda: bool(owned(w, c.topic("purchases"))),
+                       workers=[w])
+        await asyncio.sleep(1.0)  # recovery done, timer running
+        now = int(time.time() * 1000)
+        lapsing = ev("purchase", "lapsing", now - 80 * SECOND)  # lapsed due in ~6.4 s
+        boundary = (now + 3 * SECOND) // MINUTE * MINUTE + MINUTE  # 3..63 s ahead
+        windowed = ev("purchase", "windowed", boundary - 2 * MINUTE + 500)  # leaves then
+        due_lapsed = lapsing.ts + 86_401
+        assert due_lapsed > now + 5 * SECOND
+        await produce(kafka_bootstrap, [(c.topic(t), k, v)
+                                        for t, k, v in map(wire, [lapsing, windowed])])
+
+        def change(cid: str, at: int) -> Record | None:
+            return next((r for r in col.records if r.key == cid.encode()
+                         and r.json["at"] == _iso(at) and r.json["cause"]["kind"] == "time"),
+                        None)
+
+        await col.wait("both time changes",
+                       lambda: change("lapsing", due_lapsed) is not None
+                       and change("windowed", boundary) is not None,
+                       timeout=(boundary - now) / 1000 + 30, workers=[w])
+    lapsed, left = change("lapsing", due_lapsed), change("windowed", boundary)
+    assert lapsed is not None and left is not None
+    assert "lapsed" in lapsed.json["entered"]
+    assert left.json["exited"] == ["recent_buyer"]
+    for record, due in ((lapsed, due_lapsed), (left, boundary)):
+        print(f"{record.key!r}: published {record.timestamp - due} ms after due, "
+              f"received {record.received * 1000 - due:.0f} ms after due")
+        assert 0 <= record.timestamp - due <= 1000, (record.timestamp - due, record.json)
+
+
+# ------------------------------------------------------------------ 5. rules roll-out, erasure
+
+
+ROLL_V1 = rules_text("rollout", """\
+  - {id: buyer, when: "purchase_count(30d) >= 1"}
+  - {id: reader, when: "email_opens(30d) >= 1"}
+""")
+ROLL_V2 = rules_text("rollout", """\
+  - {id: buyer, when: "purchase_count(30d) >= 1"}
+  - {id: big, when: "purchase_amount(30d) >= 150"}
+""")  # reader removed, big added
+ROLL_V3 = rules_text("rollout", """\
+  - {id: buyer, when: "purchase_count(30d) >= 1"}
+  - {id: big, when: "purchase_amount(30d) >= 50"}
+  - {id: repeat, when: "purchase_count(30d) >= 2"}
+""")  # published --quiet: everybody enters big silently
+
+
+async def test_rules_roll_out_quiet_invalid_and_erasure_on_a_running_worker(
+    kafka_bootstrap: str, kafka_admin: AIOKafkaAdminClient, unique: str, tmp_path: Path
+) -> None:
+    v1, v2, v3 = (RuleSet(load_rules_text(t)) for t in (ROLL_V1, ROLL_V2, ROLL_V3))
+    port = free_port()
+    customers = [f"roll-{i}" for i in range(10)]
+    amount = {cid: 200.0 if i % 2 else 100.0 for i, cid in enumerate(customers)}
+    async with cluster(kafka_bootstrap, kafka_admin, f"{unique}.", tmp_path,
+                       SEGMENTER_WEB_PORT=str(port)) as c, \
+            Collector(kafka_bootstrap, c.topic(SEGMENT_CHANGES)) as col:
+        await publish_rules(c.settings, ROLL_V1, "v1.yaml")
+        w = c.start()  # no --rules: the latest version on the rules topic
+        await wait_rules_version(port, v1.version, w)
+
+        def send(*events: Any) -> Any:
+            return produce(kafka_bootstrap, [(c.topic(t), k, v) for t, k, v in map(wire, events)])
+
+        await send(*(ev("purchase", cid, T0 + i * SECOND, amount=amount[cid])
+                     for i, cid in enumerate(customers)))
+        await col.wait("buyer changes", lambda: len(col.records) >= len(customers), workers=[w])
+        await send(*(ev("email_open", cid, T0 + MINUTE + i * SECOND)
+                     for i, cid in enumerate(customers)))
+        await col.wait("reader changes", lambda: len(col.records) >= 2 * len(customers),
+                       workers=[w])
+
+        # v2: every customer re-evaluated, one "rules" change each
+        await publish_rules(c.settings, ROLL_V2, "v2.yaml")
+        await wait_rules_version(port, v2.version, w)
+        await col.wait("rule changes", lambda: len(col.records) >= 3 * len(customers),
+                       workers=[w])
+        await col.settle(1.0)
+        rule_changes = changes_by_customer(col.records[2 * len(customers):])
+        assert sorted(rule_changes) == sorted(customers)
+        for cid, [ch] in rule_changes.items():
+            assert (ch["seq"], ch["cause"], ch["rules_version"], ch["exited"]) == \
+                (3, {"kind": "rules"}, v2.version, ["reader"]), ch
+            assert ch["entered"] == (["big"] if amount[cid] >= 150 else []), ch
+            assert ch["segments"] == sorted(["buyer", *ch["entered"]]), ch
+
+        # v3 --quiet: state updated, nothing emitted; later changes carry v3
+        await publish_rules(c.settings, ROLL_V3, "v3.yaml", quiet=True)
+        await wait_rules_version(port, v3.version, w)
+        await asyncio.sleep(2.0)  # time for the rule ticks to be processed
+        assert len(col.records) == 3 * len(customers), [r.json for r in col.records[30:]]
+        first, second, erased = customers[0], customers[1], customers[3]
+        await send(ev("purchase", first, T0 + 2 * MINUTE))
+        await col.wait("a change under v3", lambda: len(col.records) > 3 * len(customers),
+                       workers=[w])
+        ch = col.records[-1].json
+        assert (ch["customer_id"], ch["seq"], ch["cause"]["kind"], ch["rules_version"],
+                ch["entered"], ch["segments"]) == \
+            (first, 4, "event", v3.version, ["repeat"], ["big", "buyer", "repeat"]), ch
+
+        # an invalid file on the rules topic (bypassing validation) is refused; v3 stays
+        await produce(kafka_bootstrap, [(c.topic(RULES), b"rules", orjson.dumps(
+            {"yaml": "garbage: [", "source": "broken.yaml", "quiet": False}))])
+        await col.wait("the refusal in the log",
+                       lambda: "refused" in w.log_text(), workers=[w])
+        _, metrics = await http_get(port, "/metrics")
+        assert b"segmenter_rules_refused_total 1.0" in metrics, metrics[-2000:]
+        await send(ev("purchase", second, T0 + 3 * MINUTE))
+        await col.wait("a change after the refusal",
+                       lambda: len(col.records) > 3 * len(customers) + 1, workers=[w])
+        ch = col.records[-1].json
+        assert (ch["customer_id"], ch["seq"], ch["rules_version"], ch["entered"]) == \
+            (second, 4, v3.version, ["repeat"]), ch
+        _, ready = await http_get(port, "/readyz")
+        assert orjson.loads(ready)["rules_version"] == v3.version
+
+        # erasure: one change exiting everything; the id starts again at seq 1
+        await send(ev("customer_erased", erased, T0 + 4 * MINUTE))
+        await col.wait("the erasure", lambda: len(col.records) > 3 * len(customers) + 2,
+                       workers=[w])
+        ch = col.records[-1].json
+        assert (ch["customer_id"], ch["seq"], ch["cause"]["kind"], ch["entered"], ch["exited"],
+                ch["segments"]) == (erased, 4, "erasure", [], ["big", "buyer"], []), ch
+        await send(ev("page_view", erased, T0 + 5 * MINUTE),
+                   ev("purchase", erased, T0 + 6 * MINUTE))
+        await col.wait("the erased id again", lambda: len(col.records) > 3 * len(customers) + 3,
+                       workers=[w])
+        await col.settle(1.0)
+        again = [r.json for r in col.records[3 * len(customers) + 3:]]
+        assert [(ch["customer_id"], ch["seq"], ch["cause"]["kind"], ch["entered"])
+                for ch in again] == [(erased, 1, "event", ["big", "buyer"])], again
+        assert w.alive(), w.tail()
+
+
+# ------------------------------------------------------------------ 6. bad input
+
+
+BAD_INPUT_RULES = rules_text("bad-input", """\
+  - {id: seen, when: "days_since_first_seen() >= 0"}
+""", "currency: PLN, retention: 2d, dedup_horizon: 1d")
+
+GOOD_TYPE = {"purchases": "purchase", "email-events": "email_open",
+             "web-activity": "page_view", "customer-profiles": "profile_update"}
+
+
+async def test_bad_input_goes_to_dead_letters_and_wrong_keys_are_rekeyed(
+    kafka_bootstrap: str, kafka_admin: AIOKafkaAdminClient, unique: str, tmp_path: Path
+) -> None:
+    """On every input topic: garbage bytes, malformed JSON, a wrong type, an unknown event
+    type, a wrong currency, a late, a future and a duplicate event each end in the dead-letter
+    topic with their reason, original bytes and source; good events around them are applied;
+    a record without a key and one with someone else's key are re-keyed and applied."""
+    rules_path, _ = write_rules(tmp_path, "bad", BAD_INPUT_RULES)
+    now = int(time.time() * 1000)
+    records: list[tuple[str, bytes | None, bytes, str | None]] = []  # topic, key, value, reason
+    good: list[str] = []
+    for topic, etype in GOOD_TYPE.items():
+        def good_event(cid: str, etype: str = etype) -> bytes:
+            good.append(cid)
+            return encode_event(ev(etype, cid, now - 5 * SECOND))
+
+        first = good_event(f"good-{topic}-1")
+        purchase = orjson.loads(encode_event(ev("purchase", f"bad-{topic}", now)))
+        bad = {
+            "bad_encoding": b"\xff\xfe\x00 not utf-8",
+            "malformed_json": b'{"event_id": "x", ',
+            "bad_type": orjson.dumps({**purchase, "event_id": 42}),
+            "unknown_event_type": orjson.dumps({**purchase, "type": "teleported"}),
+            "currency_mismatch": orjson.dumps({**purchase, "currency": "EUR"}),
+            "too_late": orjson.dumps({**purchase, "ts": now - 3 * DAY}),
+            "too_far_in_future": orjson.dumps({**purchase, "ts": now + HOUR}),
+        }
+        records.append((topic, f"good-{topic}-1".encode(), first, None))
+        for reason, value in bad.items():
+            records.append((topic, f"bad-{topic}".encode() if reason != "bad_encoding"
+                            else None, value, reason))
+        records.append((topic, f"good-{topic}-1".encode(), first, "duplicate"))
+        records.append((topic, f"good-{topic}-2".encode(), good_event(f"good-{topic}-2"),
+                        None))
+        records.append((topic, None, good_event(f"nokey-{topic}"), None))
+        records.append((topic, b"someone-else", good_event(f"wrongkey-{topic}"), None))
+    expected_dead = sum(1 for r in records if r[3] is not None)
+    async with cluster(kafka_bootstrap, kafka_admin, f"{unique}.", tmp_path,
+                       SEGMENTER_CLOCK="wall") as c, \
+            Collector(kafka_bootstrap, c.topic(SEGMENT_CHANGES), c.topic(DEAD_LETTERS)) as col:
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+        await producer.start()
+        sent: dict[tuple[str, int, int], tuple[bytes | None, bytes, str | None]] = {}
+        try:
+            for topic, key, value, why in records:
+                md = await producer.send_and_wait(c.topic(topic), value, key=key)
+                sent[(md.topic, md.partition, md.offset)] = (key, value, why)
+        finally:
+            await producer.stop()
+        w = c.start("--rules", str(rules_path), name="bad-input-worker")
+        changes = lambda: col.of(c.topic(SEGMENT_CHANGES))  # noqa: E731
+        dead = lambda: col.of(c.topic(DEAD_LETTERS))  # noqa: E731
+        await col.wait(f"{len(good)} changes and {expected_dead} dead letters",
+                       lambda: len(changes()) >= len(good) and len(dead()) >= expected_dead,
+                       workers=[w])
+        await col.settle(1.5)
+        assert w.alive(), w.tail()
+    got = changes_by_customer(changes())
+    assert sorted(got) == sorted(good)
+    for r in changes():
+        assert r.partition == partition_for(r.key or b"", PARTITIONS), r
+        assert transitions([r.json]) == [(1, r.json["at"], "event", ("seen",), ())], r.json
+    assert len(dead()) == expected_dead, [r.json for r in dead()]
+    reasons: Counter[tuple[str, str]] = Counter()
+    for r in dead():
+        letter = r.json
+        src = letter["source"]
+        key, value, why = sent[(src["topic"], src["partition"], src["offset"])]
+        assert why is not None and letter["reason"] == why, letter
+        assert base64.b64decode(letter["value_b64"]) == value, letter
+        assert letter["key_b64"] == (base64.b64encode(key).decode() if key else None), letter
+        assert letter["key"] == (key.decode() if key else None), letter
+        assert letter["worker_id"] == "bad-input-worker" and letter["message"], letter
+        assert letter["at"].endswith("Z"), letter
+        assert r.key == key, (r.key, letter)
+        reasons[(src["topic"].removeprefix(c.prefix), why)] += 1
+    assert reasons == Counter({(t, why): 1 for t, _, _, why in records if why})
+
+
+# ------------------------------------------------------------------ topology check
+
+
+async def test_worker_refuses_inputs_with_different_partition_counts(
+    kafka_bootstrap: str, kafka_admin: AIOKafkaAdminClient, unique: str, tmp_path: Path
+) -> None:
+    from tests.kafka_helpers import create_topics
+
+    async with cluster(kafka_bootstrap, kafka_admin, f"{unique}.", tmp_path,
+                       ensure=False) as c:
+        await create_topics(kafka_admin, [c.topic("purchases")], partitions=PARTITIONS)
+        await create_topics(kafka_admin, [c.topic("email-events")], partitions=2)
+        w = c.start("--rules", str(RETAIL))
+        code = await asyncio.to_thread(w.process.wait, 60)
+        text = w.log_text()
+        assert code != 0, text
+        assert f"{c.topic('email-events')}=2" in text and f"{c.topic('purchases')}=4" in text, \
+            text
+        assert "SEGMENTER_PARTITIONS" in text, text
+        assert not (set(await kafka_admin.list_topics()) & {c.topic(SEGMENT_CHANGES),
+                                                          c.topic("web-activity")})
