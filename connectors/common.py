@@ -16,6 +16,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from prometheus_client import CollectorRegistry
 
 from segmenter.errors import SegmenterError, TopologyError
+from segmenter.kafka_admin import create_and_wait
 from segmenter.settings import Settings
 from streams.events import TOPIC_FOR_TYPE
 
@@ -24,8 +25,6 @@ log = logging.getLogger(__name__)
 SEGMENT_CHANGES = "segment-changes"
 WEBHOOK_DEAD_LETTERS = "segmenter-webhook-dead-letters"
 INPUT_TOPICS: tuple[str, ...] = tuple(sorted(set(TOPIC_FOR_TYPE.values())))
-
-TOPIC_ALREADY_EXISTS = 36  # Kafka error code
 
 
 class Backoff:
@@ -80,24 +79,10 @@ async def ensure_topics(settings: Settings, names: Iterable[str], *, partitions:
     try:
         existing = set(await admin.list_topics())
         missing = [t for t in wanted if t not in existing]
-        if missing:
-            count = partitions or settings.partitions
-            response = await admin.create_topics(
-                [NewTopic(t, count, settings.replication_factor) for t in missing])
-            failed = [(t, c) for t, c, *_ in response.topic_errors
-                      if c not in (0, TOPIC_ALREADY_EXISTS)]
-            if failed:
-                raise TopologyError(f"could not create topics: {failed}")
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            described = await admin.describe_topics(wanted)
-            if all(t["error_code"] == 0 and t["partitions"]
-                   and all(p["leader"] >= 0 for p in t["partitions"]) for t in described):
-                return missing
-            if loop.time() > deadline:
-                raise TopologyError(f"topics {wanted} have no leaders after {timeout:.0f} s")
-            await asyncio.sleep(0.1)
+        count = partitions or settings.partitions
+        await create_and_wait(admin, [NewTopic(t, count, settings.replication_factor)
+                                      for t in missing], wanted, timeout)
+        return missing
     finally:
         await admin.close()
 

@@ -11,13 +11,13 @@ partitions so that all of them are co-partitioned by customer id):
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 
 import faust
 
 from segmenter.errors import TopologyError
+from segmenter.kafka_admin import create_and_wait
 from segmenter.metrics import Metrics
 from segmenter.settings import Settings
 
@@ -109,9 +109,6 @@ def declare_topics(app: faust.App, settings: Settings) -> Topics:
     )
 
 
-TOPIC_ALREADY_EXISTS = 36  # Kafka error code
-
-
 async def ensure_topics(
     settings: Settings,
     names: tuple[str, ...] = PARTITIONED,
@@ -147,28 +144,7 @@ async def ensure_topics(
         if rules_topic not in existing:
             new.append(NewTopic(rules_topic, 1, settings.replication_factor,
                                 topic_configs={"cleanup.policy": "compact"}))
-        if new:
-            response = await admin.create_topics(new)
-            failed = [
-                (topic, code)
-                for topic, code, *_ in response.topic_errors
-                if code not in (0, TOPIC_ALREADY_EXISTS)
-            ]
-            if failed:
-                raise TopologyError(f"could not create topics: {failed}")
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            described = await admin.describe_topics(wanted)
-            if all(
-                t["error_code"] == 0
-                and t["partitions"]
-                and all(p["leader"] >= 0 for p in t["partitions"])
-                for t in described
-            ):
-                return missing
-            if loop.time() > deadline:
-                raise TopologyError(f"topics {wanted} have no leaders after {timeout:.0f} s")
-            await asyncio.sleep(0.1)
+        await create_and_wait(admin, new, wanted, timeout)
+        return missing
     finally:
         await admin.close()
