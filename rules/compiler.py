@@ -56,6 +56,7 @@ class CompiledExpr:
     terms: list[Term] = field(default_factory=list)
     crossings: list[Crossing] = field(default_factory=list)
     coarse: bool = False
+    _step_fns: tuple[Callable[[Ctx], int | None], ...] | None = None
 
     @property
     def reads(self) -> frozenset[str]:
@@ -71,6 +72,15 @@ class CompiledExpr:
     @property
     def step_terms(self) -> list[Term]:
         return [t for t in self.terms if t.next_change is not None]
+
+    @property
+    def step_fns(self) -> tuple[Callable[[Ctx], int | None], ...]:
+        """The next-change functions of the step terms (computed once, used on every due)."""
+        fns = self._step_fns
+        if fns is None:
+            fns = self._step_fns = tuple(t.next_change for t in self.terms
+                                         if t.next_change is not None)
+        return fns
 
 
 @dataclass(frozen=True, slots=True)

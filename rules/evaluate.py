@@ -152,7 +152,7 @@ def segment_due(seg: CompiledSegment, ctx: Ctx, scratch: Ctx, entered_at: int | 
     dwell_at: int | None = None
     if entered_at is not None and seg.dwell and t < entered_at + seg.dwell:
         dwell_at = entered_at + seg.dwell
-    steps = [term.next_change for term in expr.terms if term.next_change is not None]
+    steps = expr.step_fns
     if not steps and not expr.crossings:
         return dwell_at
     current = expr.fn(ctx) if steps and lookahead else None
