@@ -475,12 +475,13 @@ EOS_BUG = (
     "WORKER BUG: SEGMENTER_PROCESSING_GUARANTEE=exactly_once: the survivor crashes while taking "
     "the killed worker's partitions over: faust ConsistencyError 'persisted offset for "
     "changelog ... is higher than the last offset in that topic (highwater) (N > -1)' "
-    "(memory store), after 'Invalid state transition IN_TRANSACTION -> IN_TRANSACTION'.")
+    "(memory store), after 'Invalid state transition IN_TRANSACTION -> IN_TRANSACTION'. "
+    "Intermittent (6 of 6 runs at first, passing in some later ones), hence not strict.")
 
 
 @pytest.mark.parametrize("guarantee", [
     pytest.param("at_least_once", marks=pytest.mark.xfail(reason=MERGE_BUG, strict=False)),
-    pytest.param("exactly_once", marks=pytest.mark.xfail(reason=EOS_BUG, strict=True)),
+    pytest.param("exactly_once", marks=pytest.mark.xfail(reason=EOS_BUG, strict=False)),
 ])
 async def test_kill_9_of_one_of_two_workers_loses_no_change(
     kafka_bootstrap: str, kafka_admin: AIOKafkaAdminClient, unique: str, tmp_path: Path,
