@@ -827,10 +827,6 @@ def test_reevaluate_quietly_updates_state_without_a_change_or_a_seq() -> None:
     assert (last.seq, last.exited, last.rules_version) == (2, ("buyer",), v2.version)
 
 
-REMOVED_GROUP_BUG = pytest.mark.xfail(strict=True, reason=(
-    "ENGINE BUG: Engine.reevaluate drops removed segments from the membership before the group "
-    "moves are computed, so `groups` does not say from=<removed segment>"))
-
 
 
 def test_reevaluate_removing_a_group_member_reports_the_group_move() -> None:
