@@ -827,8 +827,6 @@ def test_reevaluate_quietly_updates_state_without_a_change_or_a_seq() -> None:
     assert (last.seq, last.exited, last.rules_version) == (2, ("buyer",), v2.version)
 
 
-
-
 def test_reevaluate_removing_a_group_member_reports_the_group_move() -> None:
     v1 = rules_from_yaml(segment("vip", "purchase_amount(24h) >= 500", group="tier"),
                          segment("low", "purchase_count(24h) >= 1", group="tier"))
