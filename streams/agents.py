@@ -125,9 +125,11 @@ def register_agents(app: faust.App, topics: Topics, settings: Settings, metrics:
     seen: dict[tuple[str, int], int] = {}
 
     def drained(partition: int) -> Any:
-        def check(topic: str) -> bool:
+        def check(topic: str) -> bool | None:
             hw = _highwater(app, topic, partition)
-            return hw is not None and seen.get((topic, partition), -1) + 1 >= hw
+            if hw is None:
+                return None  # not fetched yet: its end is unknown
+            return seen.get((topic, partition), -1) + 1 >= hw
         return check
 
     def prepare(partition: int) -> None:
@@ -155,9 +157,9 @@ def register_agents(app: faust.App, topics: Topics, settings: Settings, metrics:
             ts = None
             if not is_tick and rt.processor is not None:
                 # ordered by event time; undecodable records go straight to the processor
+                seen[(m.topic, m.partition)] = m.offset
                 ts = _event_ts(m.value, rt.processor.rules.settings.currency)
             if ts is not None:
-                seen[(m.topic, m.partition)] = m.offset
                 merger.push(m.partition, m.topic, ts, event)
             else:
                 if not (is_tick and m.value == FLUSH):

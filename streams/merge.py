@@ -5,8 +5,9 @@ Kafka orders records within a partition, not across topics: a customer's purchas
 either order. With the event clock that order decides the evaluation instants, so a replay would
 depend on fetch timing. Like Kafka Streams, the worker buffers records per source and hands out
 the one with the smallest event time, but only once every source of the partition either has a
-buffered record, has been read to its end, or has been silent for `idle_ms` (then the order is
-decided by what is there).
+buffered record or has been read to its end. A source known to have records not yet delivered
+(its high watermark is past what was seen) is waited for up to `pending_ms`; one whose end is
+not known yet, up to `idle_ms`; after that the order is decided by what is there.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from typing import Any
 
 
 class TimestampMerger:
-    def __init__(self, idle_ms: int = 500) -> None:
+    def __init__(self, idle_ms: int = 500, pending_ms: int = 60_000) -> None:
         self.idle_ms = idle_ms
+        self.pending_ms = pending_ms
         self._queues: dict[int, dict[str, deque[tuple[int, int, Any]]]] = {}
         self._blocked_since: dict[int, float] = {}
         self._seq = 0
@@ -44,9 +46,12 @@ class TimestampMerger:
     def partitions(self) -> list[int]:
         return [p for p, qs in self._queues.items() if any(qs.values())]
 
-    def pop_ready(self, partition: int, sources: Iterable[str], drained: Callable[[str], bool],
-                  now_ms: float) -> list[Any]:
-        """Buffered items that may be processed now, in event-time order."""
+    def pop_ready(self, partition: int, sources: Iterable[str],
+                  drained: Callable[[str], bool | None], now_ms: float) -> list[Any]:
+        """Buffered items that may be processed now, in event-time order.
+
+        `drained(source)`: True when the source has nothing more to deliver, False when it is
+        known to have more (wait up to pending_ms), None when that is not known (idle_ms)."""
         queues = self._queues.get(partition)
         if not queues:
             return []
@@ -59,10 +64,11 @@ class TimestampMerger:
                     best = q
             if best is None:
                 break
-            waiting = [s for s in sources if not queues.get(s) and not drained(s)]
-            if waiting:
+            states = [drained(s) for s in sources if not queues.get(s)]
+            if not all(states):
+                limit = self.pending_ms if False in states else self.idle_ms
                 since = self._blocked_since.setdefault(partition, now_ms)
-                if now_ms - since < self.idle_ms:
+                if now_ms - since < limit:
                     break
             else:
                 self._blocked_since.pop(partition, None)
