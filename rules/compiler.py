@@ -70,10 +70,6 @@ class CompiledExpr:
         return frozenset(t.segment_ref for t in self.terms if t.segment_ref)
 
     @property
-    def step_terms(self) -> list[Term]:
-        return [t for t in self.terms if t.next_change is not None]
-
-    @property
     def step_fns(self) -> tuple[Callable[[Ctx], int | None], ...]:
         """The next-change functions of the step terms (computed once, used on every due)."""
         fns = self._step_fns

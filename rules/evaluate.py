@@ -201,10 +201,17 @@ def why(seg: CompiledSegment, ctx: Ctx, was_member: bool) -> dict[str, Any]:
     return {term.text: term.fn(ctx) for term in expr.terms}
 
 
-def _detail(seg: CompiledSegment, ctx: Ctx, was_member: bool) -> dict[str, Any]:
+def display(seg: CompiledSegment | None, why_: dict[str, Any]) -> dict[str, Any]:
+    """A segment's entry in a change record's `details`: display metadata and `why`."""
+    if seg is None:
+        return {"label": None, "color": None, "icon": None, "actions": {}, "why": why_}
     d = seg.defn
     return {"label": d.label, "color": d.color, "icon": d.icon, "actions": dict(d.actions),
-            "why": why(seg, ctx, was_member)}
+            "why": why_}
+
+
+def _detail(seg: CompiledSegment, ctx: Ctx, was_member: bool) -> dict[str, Any]:
+    return display(seg, why(seg, ctx, was_member))
 
 
 def evaluate(rs: RuleSet, st: CustomerState, t: int, dirty: Iterable[CompiledSegment],

@@ -14,8 +14,8 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 
-from rules.evaluate import TIMER_LOOKAHEAD, evaluate
-from rules.ruleset import CompiledSegment, RuleSet
+from rules.evaluate import TIMER_LOOKAHEAD, display, evaluate
+from rules.ruleset import RuleSet
 from streams.changes import (
     CAUSE_ERASURE,
     CAUSE_EVENT,
@@ -150,12 +150,7 @@ class Engine:
 
 
 def _display(rules: RuleSet, sid: str) -> dict[str, object]:
-    seg = rules.by_id.get(sid)
-    if seg is None:
-        return {"label": None, "color": None, "icon": None, "actions": {}, "why": {}}
-    d = seg.defn
-    return {"label": d.label, "color": d.color, "icon": d.icon, "actions": dict(d.actions),
-            "why": {}}
+    return display(rules.by_id.get(sid), {})
 
 
 def _erased_groups(rules: RuleSet, st: CustomerState) -> dict[str, dict[str, str | None]]:
@@ -187,5 +182,3 @@ def _with_removed(st: CustomerState, change: SegmentChange | None, gone: list[st
         change.entered, tuple(sorted((*change.exited, *gone))), change.segments, groups,
         details)
 
-
-__all__ = ["CompiledSegment", "Engine", "Outcome"]
