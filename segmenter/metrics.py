@@ -32,6 +32,10 @@ class Metrics:
         self.rekeyed = Counter(
             "segmenter_rekeyed", "Input records re-keyed to the partition owning the customer.",
             ["topic"], registry=r)
+        self.replayed = Counter(
+            "segmenter_replayed", "Input records delivered again after a crash or rebalance and "
+            "skipped because the customer's state already has them, by topic.", ["topic"],
+            registry=r)
         self.segment_changes = Counter(
             "segmenter_segment_changes", "Segment transitions emitted, by segment and direction "
             "(entered/exited).", ["segment", "direction"], registry=r)

@@ -64,7 +64,9 @@ class Runtime:
         if self.processor is None:
             self.processor = Processor(rules, partitions=self.settings.partitions,
                                        worker_id=self.settings.worker_id,
-                                       clock=self.settings.clock)
+                                       clock=self.settings.clock,
+                                       sources=tuple(self.settings.topic(t)
+                                                     for t in (*INPUTS, REKEY)))
         else:
             if rules.version == self.processor.rules.version:
                 return
@@ -334,6 +336,8 @@ def _count(metrics: Metrics, m: Any, out: Output, is_tick: bool) -> None:
     ev = out.event
     if not is_tick:
         metrics.events_consumed.labels(m.topic, ev.type if ev is not None else "invalid").inc()
+    if out.replayed:
+        metrics.replayed.labels(m.topic).inc()
     if out.rejection is not None:
         metrics.events_rejected.labels(str(out.rejection.reason)).inc()
     for s in out.sends:

@@ -52,6 +52,7 @@ class Output:
     changes: list[SegmentChange] = field(default_factory=list)
     rejection: Rejection | None = None
     event: Event | None = None
+    replayed: bool = False  # already applied (at-least-once redelivery): nothing to do
 
 
 def dead_letter(key: bytes | None, value: bytes, rej: Rejection, *, topic: str, partition: int,
@@ -78,7 +79,8 @@ def dead_letter(key: bytes | None, value: bytes, rej: Rejection, *, topic: str, 
 
 class Processor:
     def __init__(self, rules: RuleSet, *, partitions: int, worker_id: str,
-                 clock: str = "wall", wall: Callable[[], float] = time.time) -> None:
+                 clock: str = "wall", wall: Callable[[], float] = time.time,
+                 sources: tuple[str, ...] = ()) -> None:
         self.engine = Engine(rules)
         self.versions: dict[str, RuleSet] = {rules.version: rules}  # for removed segments
         self.partitions = partitions
@@ -87,6 +89,8 @@ class Processor:
         self._wall = wall
         self.clocks: dict[int, int] = {}  # partition -> largest event time seen (event clock)
         self.due: dict[int, DueIndex] = {}
+        # input topic -> short code kept in each customer's state with the offset applied last
+        self._source_codes = {t: str(i) for i, t in enumerate(sources)}
 
     @property
     def rules(self) -> RuleSet:
@@ -121,6 +125,11 @@ class Processor:
         else:
             now = self.now(partition)
         st = self._load(ev.customer_id, get)
+        source = self._source_codes.get(topic, topic)
+        if st is not None and st.offsets.get(source, -1) >= offset:
+            # redelivered after a crash or rebalance (the committed offset was behind what was
+            # applied): applying it again would count it twice, whatever the clock says now
+            return Output(customer_id=ev.customer_id, event=ev, replayed=True)
         out = Output(customer_id=ev.customer_id, event=ev)
         if st is not None and st.rules_version != rules.version:
             self._collect(out, self.engine.reevaluate(
@@ -132,6 +141,8 @@ class Processor:
             out.sends += dl.sends
             out.rejection = result.rejection
         self._collect(out, result)
+        if result.state is not None:
+            result.state.offsets[source] = offset
         if existed or result.state is not None:
             self._finish(out, ev.customer_id, result.state, partition)
         return out

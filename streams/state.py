@@ -65,6 +65,9 @@ class CustomerState:
     seq: int = 0
     rules_version: str = ""
     last_eval: int | None = None
+    # input source -> offset of the last record applied (the worker's replay guard; not part of
+    # the customer's logical state, hence not compared)
+    offsets: dict[str, int] = field(default_factory=dict, compare=False)
 
     @property
     def next_due(self) -> int | None:

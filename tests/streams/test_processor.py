@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import itertools
 
 import orjson
 
@@ -30,12 +31,16 @@ class Table(dict[str, bytes]):
                 self[out.customer_id] = out.state
 
 
+_OFFSETS = itertools.count()
+
+
 def _feed(proc: Processor, table: Table, ev, key: bytes | None = None,  # type: ignore[no-untyped-def]
-          partition: int | None = None):
+          partition: int | None = None, offset: int | None = None):
     cid = ev.customer_id.encode()
     p = partition_for(cid, P) if partition is None else partition
     out = proc.on_input(cid if key is None else key, encode_event(ev), topic="purchases",
-                        partition=p, offset=0, get=table.get)
+                        partition=p, offset=next(_OFFSETS) if offset is None else offset,
+                        get=table.get)
     table.apply(out)
     return out
 
@@ -85,6 +90,30 @@ def test_duplicate_is_dead_lettered_and_changes_nothing() -> None:
     assert [s.topic for s in out.sends] == ["dead_letters"]
     assert orjson.loads(out.sends[0].value)["reason"] == "duplicate"
     assert decode_state(table["c-1"]) == decode_state(before)
+
+
+def test_redelivered_record_is_skipped_however_far_the_clock_has_moved() -> None:
+    """At-least-once: after a crash the new owner re-reads from the committed offset, which
+    can be far behind what the table already has. With the event clock, weeks of event time can
+    separate the first delivery from the second: beyond the event-id dedup horizon, so only the
+    source offset kept in the state tells that the record was applied."""
+    proc, table = Processor(_rules(), partitions=P, worker_id="w1", clock="event",
+                            sources=("purchases",)), Table()
+    p = partition_for(b"c-1", P)
+    other = next(f"o-{i}" for i in range(100) if partition_for(f"o-{i}".encode(), P) == p)
+    first = purchase(T0, 100.0, customer_id="c-1")
+    _feed(proc, table, first, offset=10)
+    _feed(proc, table, purchase(T0 + days(60), 1.0, customer_id=other), offset=11)
+    _feed(proc, table, purchase(T0 + days(60), 5.0, customer_id="c-1"), offset=12)
+    before = decode_state(table["c-1"])
+    assert before.offsets == {"0": 12}
+    out = _feed(proc, table, first, offset=10)  # the same record again
+    assert out.replayed and out.sends == [] and not out.write
+    assert decode_state(table["c-1"]) == before
+    assert before.lifetime_orders == 2
+    # a record past the one applied last is new, even with an old event time
+    out = _feed(proc, table, purchase(T0 + days(1), 7.0, customer_id="c-1"), offset=13)
+    assert not out.replayed and decode_state(table["c-1"]).lifetime_orders == 3
 
 
 def test_event_clock_is_per_partition_and_drives_ticks() -> None:
