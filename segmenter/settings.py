@@ -42,6 +42,7 @@ ENV_VARS: dict[str, str] = {
     "rules_path": "SEGMENTER_RULES",
     "processing_guarantee": "SEGMENTER_PROCESSING_GUARANTEE",
     "store": "SEGMENTER_STORE",
+    "state_cache": "SEGMENTER_STATE_CACHE",
     "partitions": "SEGMENTER_PARTITIONS",
     "replication_factor": "SEGMENTER_REPLICATION_FACTOR",
     "log_level": "SEGMENTER_LOG_LEVEL",
@@ -75,6 +76,9 @@ class Settings:
     rules_path: Path | None = None
     processing_guarantee: ProcessingGuarantee = "at_least_once"
     store: str = "memory://"
+    # decoded customer states the worker keeps to skip decoding the table's bytes again (memory
+    # store only: RocksDB hands out new bytes on every read); 0 turns it off
+    state_cache: int = 20_000
     partitions: int = 4
     replication_factor: int = 1
     log_level: LogLevel = "info"
@@ -95,6 +99,8 @@ class Settings:
         )
         _check_choice("log_level", self.log_level, get_args(LogLevel))
         _check_choice("store", self.store, STORES)
+        if self.state_cache < 0:
+            raise ConfigError(f"state_cache must be >= 0, got {self.state_cache}")
         if self.partitions < 1:
             raise ConfigError(f"partitions must be >= 1, got {self.partitions}")
         if self.replication_factor < 1:

@@ -66,7 +66,10 @@ class Runtime:
                                        worker_id=self.settings.worker_id,
                                        clock=self.settings.clock,
                                        sources=tuple(self.settings.topic(t)
-                                                     for t in (*INPUTS, REKEY)))
+                                                     for t in (*INPUTS, REKEY)),
+                                       state_cache=(self.settings.state_cache
+                                                    if self.settings.store == "memory://"
+                                                    else 0))
         else:
             if rules.version == self.processor.rules.version:
                 return

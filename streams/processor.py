@@ -80,7 +80,7 @@ def dead_letter(key: bytes | None, value: bytes, rej: Rejection, *, topic: str, 
 class Processor:
     def __init__(self, rules: RuleSet, *, partitions: int, worker_id: str,
                  clock: str = "wall", wall: Callable[[], float] = time.time,
-                 sources: tuple[str, ...] = ()) -> None:
+                 sources: tuple[str, ...] = (), state_cache: int = 0) -> None:
         self.engine = Engine(rules)
         self.versions: dict[str, RuleSet] = {rules.version: rules}  # for removed segments
         self.partitions = partitions
@@ -91,6 +91,10 @@ class Processor:
         self.due: dict[int, DueIndex] = {}
         # input topic -> short code kept in each customer's state with the offset applied last
         self._source_codes = {t: str(i) for i, t in enumerate(sources)}
+        # customer -> (the bytes last written for it, that state decoded): when the table hands
+        # back that very bytes object, its decoded form is reused (oldest entries evicted first)
+        self._cache: dict[str, tuple[bytes, CustomerState]] = {}
+        self._cache_size = state_cache
 
     @property
     def rules(self) -> RuleSet:
@@ -204,7 +208,23 @@ class Processor:
     # ------------------------------------------------------------------ helpers
     def _load(self, cid: str, get: GetState) -> CustomerState | None:
         data = get(cid)
-        return decode_state(data) if data is not None else None
+        if data is None:
+            return None
+        hit = self._cache.get(cid)
+        if hit is not None and hit[0] is data:
+            return hit[1]  # the engine mutates it; the caller always writes the result back
+        return decode_state(data)
+
+    def _remember(self, cid: str, data: bytes | None, st: CustomerState | None) -> None:
+        cache = self._cache
+        if data is None or st is None:
+            cache.pop(cid, None)
+            return
+        if cid not in cache and len(cache) >= self._cache_size:
+            if self._cache_size <= 0:
+                return
+            del cache[next(iter(cache))]
+        cache[cid] = (data, st)
 
     def _collect(self, out: Output, result: Outcome) -> None:
         for ch in result.changes:
@@ -214,6 +234,7 @@ class Processor:
     def _finish(self, out: Output, cid: str, st: CustomerState | None, partition: int) -> None:
         out.write = True
         out.state = encode_state(st) if st is not None else None
+        self._remember(cid, out.state, st)
         self.index(partition).set(cid, st.next_due if st is not None else None)
 
     def _reject(self, key: bytes | None, value: bytes, rej: Rejection, topic: str,

@@ -62,6 +62,7 @@ def test_every_variable_is_read() -> None:
         "SEGMENTER_RULES": "rules.yaml",
         "SEGMENTER_PROCESSING_GUARANTEE": "exactly_once",
         "SEGMENTER_STORE": "rocksdb://",
+        "SEGMENTER_STATE_CACHE": "500",
         "SEGMENTER_PARTITIONS": "6",
         "SEGMENTER_REPLICATION_FACTOR": "3",
         "SEGMENTER_LOG_LEVEL": "WARNING",
@@ -77,6 +78,7 @@ def test_every_variable_is_read() -> None:
     assert s.state_dir == Path("/tmp/somewhere")
     assert s.clock == "event" and s.rules_path == Path("rules.yaml")
     assert s.processing_guarantee == "exactly_once" and s.store == "rocksdb://"
+    assert s.state_cache == 500
     assert (s.partitions, s.replication_factor) == (6, 3)
     assert s.log_level == "warning" and s.startup_timeout == 12.5
 
@@ -90,6 +92,7 @@ def test_every_variable_is_read() -> None:
         ("SEGMENTER_STORE", "redis://", "store"),
         ("SEGMENTER_PROCESSING_GUARANTEE", "maybe", "processing_guarantee"),
         ("SEGMENTER_PARTITIONS", "0", "partitions"),
+        ("SEGMENTER_STATE_CACHE", "-1", "state_cache"),
         ("SEGMENTER_REDIS_URL", "http://x", "redis_url"),
     ],
 )

@@ -154,3 +154,36 @@ def test_new_rule_version_reevaluates_on_next_tick() -> None:
     assert change.cause.kind == "rules"
     assert change.entered == ("big",) and change.exited == ("buyer",)
     assert change.seq == 2
+
+
+def test_state_cache_reuses_the_decoded_state_only_for_the_bytes_it_wrote(
+    monkeypatch,  # type: ignore[no-untyped-def]
+) -> None:
+    import streams.processor as processor
+
+    decoded: list[bytes] = []
+    real = processor.decode_state
+
+    def counting(data: bytes):  # type: ignore[no-untyped-def]
+        decoded.append(data)
+        return real(data)
+
+    monkeypatch.setattr(processor, "decode_state", counting)
+    cached = Processor(_rules(), partitions=P, worker_id="w1", clock="event", state_cache=1)
+    plain = Processor(_rules(), partitions=P, worker_id="w1", clock="event")
+    t1, t2 = Table(), Table()
+    evs = [purchase(T0 + hours(i), 10.0 * (i + 1), customer_id="c-1") for i in range(3)]
+    evs += [purchase(T0, 1.0, customer_id="c-2"), purchase(T0 + hours(5), 1.0, customer_id="c-1")]
+    for e in evs[:2]:
+        _feed(cached, t1, e)
+    assert decoded == []  # the second event found the state it had written
+    t1["c-1"] = bytes(bytearray(t1["c-1"]))  # equal content, another object (e.g. recovered)
+    _feed(cached, t1, evs[2])
+    assert len(decoded) == 1
+    _feed(cached, t1, evs[3])  # c-2 evicts c-1 (size 1)
+    _feed(cached, t1, evs[4])
+    assert len(decoded) == 2
+    for e in evs:
+        _feed(plain, t2, e)
+    assert {k: decode_state(v) for k, v in t1.items()} == {
+        k: decode_state(v) for k, v in t2.items()}
