@@ -6,6 +6,8 @@ codes, segment ids, partitions, endpoint names and outcomes.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -17,6 +19,7 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+        self._consumed: dict[tuple[str, str], Any] = {}
         r = registry
         # worker
         self.events_consumed = Counter(
@@ -101,3 +104,12 @@ class Metrics:
         self.imported_events = Counter(
             "segmenter_imported_events", "Events read by `segmenter import`, by outcome "
             "(accepted, rejected).", ["outcome"], registry=r)
+
+    def consumed(self, topic: str, event_type: str) -> Any:
+        """The events_consumed child for a topic and event type (looked up once: this is
+        counted for every input record)."""
+        child = self._consumed.get((topic, event_type))
+        if child is None:
+            child = self._consumed[(topic, event_type)] = self.events_consumed.labels(
+                topic, event_type)
+        return child

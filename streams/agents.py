@@ -27,6 +27,7 @@ from segmenter.errors import RuleFileError
 from segmenter.metrics import Metrics
 from segmenter.settings import Settings
 from streams.app import INPUTS, REKEY, RULES, TICKS
+from streams.events import Event, Rejection, parse_event
 from streams.merge import TimestampMerger
 from streams.processor import Output, Processor, Send, partition_for
 
@@ -35,17 +36,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 FLUSH = b"f"
-
-
-def _event_ts(value: bytes | None, currency: str) -> int | None:
-    """The event time of a raw input record (None when it cannot be read: it is rejected by
-    the processor anyway)."""
-    from streams.events import Rejection, parse_event
-
-    ev = parse_event(value or b"", currency=currency)
-    if isinstance(ev, Rejection):
-        return None
-    return ev.ts
 
 
 class Runtime:
@@ -102,7 +92,7 @@ def register_agents(app: faust.App, topics: Topics, settings: Settings, metrics:
     async def send(s: Send) -> None:
         await sinks[s.topic].send(key=s.key, value=s.value, partition=s.partition)
 
-    async def handle(m: Any) -> None:
+    async def handle(m: Any, parsed: Event | Rejection | None = None) -> None:
         proc = rt.processor
         assert proc is not None
         started = time.perf_counter()
@@ -110,7 +100,7 @@ def register_agents(app: faust.App, topics: Topics, settings: Settings, metrics:
             out = proc.on_tick(m.key, m.value, partition=m.partition, get=get)
         else:
             out = proc.on_input(m.key, m.value, topic=m.topic, partition=m.partition,
-                                offset=m.offset, get=get)
+                                offset=m.offset, get=get, parsed=parsed)
         metrics.evaluation.observe(time.perf_counter() - started)
         if out.write and out.customer_id is not None:
             key = out.customer_id.encode()
@@ -159,22 +149,23 @@ def register_agents(app: faust.App, topics: Topics, settings: Settings, metrics:
             m = event.message
             prepare(m.partition)
             is_tick = m.topic == ticks_topic
-            ts = None
+            parsed: Event | Rejection | None = None
             if not is_tick and rt.processor is not None:
                 # ordered by event time; undecodable records go straight to the processor
                 seen[(m.topic, m.partition)] = m.offset
-                ts = _event_ts(m.value, rt.processor.rules.settings.currency)
-            if ts is not None:
-                merger.push(m.partition, m.topic, ts, event)
+                parsed = parse_event(m.value or b"",
+                                     currency=rt.processor.rules.settings.currency)
+            if isinstance(parsed, Event):
+                merger.push(m.partition, m.topic, parsed.ts, (event, parsed))
             else:
                 if not (is_tick and m.value == FLUSH):
-                    await handle(m)
+                    await handle(m, parsed)
                 event.ack()
             if merger.buffered(m.partition):
                 ready = merger.pop_ready(m.partition, sources, drained(m.partition),
                                          time.monotonic() * 1000)
-                for ev in ready:
-                    await handle(ev.message)
+                for ev, ready_parsed in ready:
+                    await handle(ev.message, ready_parsed)
                     ev.ack()
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
@@ -338,7 +329,7 @@ def _recovered(app: faust.App) -> bool:
 def _count(metrics: Metrics, m: Any, out: Output, is_tick: bool) -> None:
     ev = out.event
     if not is_tick:
-        metrics.events_consumed.labels(m.topic, ev.type if ev is not None else "invalid").inc()
+        metrics.consumed(m.topic, ev.type if ev is not None else "invalid").inc()
     if out.replayed:
         metrics.replayed.labels(m.topic).inc()
     if out.rejection is not None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import faust
 
@@ -84,6 +85,10 @@ def create_app(settings: Settings, metrics: Metrics | None = None,
         broker_commit_interval=1.0,
         table_standby_replicas=0,
     )
+    if settings.processing_guarantee == "at_least_once":  # transactions commit on their own
+        from streams.commit import SafeCommitConsumer
+
+        cast(Any, app.transport).Consumer = SafeCommitConsumer
     topics = declare_topics(app, settings)
     register_agents(app, topics, settings, metrics or Metrics(CollectorRegistry()), rules_path)
     return app

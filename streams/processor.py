@@ -113,9 +113,11 @@ class Processor:
 
     # ------------------------------------------------------------------ input records
     def on_input(self, key: bytes | None, value: bytes, *, topic: str, partition: int,
-                 offset: int, get: GetState) -> Output:
+                 offset: int, get: GetState, parsed: Event | Rejection | None = None) -> Output:
+        """`parsed`: `parse_event` of `value` when the caller already has it."""
         rules = self.engine.rules
-        ev = parse_event(value, currency=rules.settings.currency)
+        ev = parsed if parsed is not None else parse_event(
+            value, currency=rules.settings.currency)
         if isinstance(ev, Rejection):
             return self._reject(key, value, ev, topic, partition, offset)
         cid_bytes = ev.customer_id.encode()
