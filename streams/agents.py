@@ -49,6 +49,17 @@ class Runtime:
         self.assigned: frozenset[int] = frozenset()
         self.ready_partitions: set[int] = set()  # assigned and derived from the table
         self.rules_ticks_pending = False
+        self._redis: Any = None
+
+    def redis_client(self) -> Any:
+        """One pooled Redis client for the pages (created on first use; a connection is made
+        per request only when the pool has none free)."""
+        if self._redis is None:
+            import redis.asyncio as aioredis
+
+            self._redis = aioredis.from_url(self.settings.redis_url, socket_timeout=0.5,
+                                            socket_connect_timeout=0.5)
+        return self._redis
 
     def use_rules(self, rules: RuleSet, quiet: bool = False) -> None:
         if self.processor is None:
@@ -260,7 +271,7 @@ def register_agents(app: faust.App, topics: Topics, settings: Settings, metrics:
         from streams.query import segments_view
 
         sizes, scope = await _global_sizes(
-            settings, os.environ.get("SEGMENTER_REDIS_PREFIX", "segmenter:"))
+            rt.redis_client(), os.environ.get("SEGMENTER_REDIS_PREFIX", "segmenter:"))
         if sizes is None:
             sizes, scope = _local_sizes(metrics), "worker"
         return web.json(segments_view(proc.rules, sizes, scope))
@@ -285,19 +296,12 @@ def register_agents(app: faust.App, topics: Topics, settings: Settings, metrics:
     return rt
 
 
-async def _global_sizes(settings: Settings,
-                        prefix: str) -> tuple[dict[str, int] | None, str]:
+async def _global_sizes(client: Any, prefix: str) -> tuple[dict[str, int] | None, str]:
     """Segment sizes from the Redis view (all workers), if it is there."""
-    import redis.asyncio as aioredis
-
-    client = aioredis.from_url(settings.redis_url, socket_timeout=0.5,
-                               socket_connect_timeout=0.5)
     try:
         raw = await client.hgetall(f"{prefix}segments:sizes")
     except Exception:
         return None, "worker"
-    finally:
-        await client.aclose()
     if not raw:
         return None, "worker"
     return {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()}, "all"
