@@ -127,8 +127,8 @@ def simulate_same_log(events: int, customers: int, seed: int, days: float,
 
 
 async def worker_run(bootstrap: str, prefix: str, count: int, partitions: int, expected: int,
-                     rules: Path, limit_s: float, extra_env: dict[str, str] | None = None
-                     ) -> dict[str, Any]:
+                     rules: Path, limit_s: float, extra_env: dict[str, str] | None = None,
+                     module: str = "segmenter.commands.worker") -> dict[str, Any]:
     """Start `count` workers on preloaded topics and time them until the group's lag is 0."""
     watch = GroupWatch(bootstrap, prefix, partitions)
     await watch.start()
@@ -136,7 +136,7 @@ async def worker_run(bootstrap: str, prefix: str, count: int, partitions: int, e
     try:
         spawn = time.time()
         async with workers(prefix, count, bootstrap=bootstrap, partitions=partitions,
-                           rules=rules, extra_env=extra_env) as procs:
+                           rules=rules, extra_env=extra_env, module=module) as procs:
             account = CpuAccount(p.pid for p, _ in procs)
             account.start()
             drain = await wait_for_drain_checked(watch, spawn, limit_s, procs, expected)
@@ -224,6 +224,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     specs: dict[str, tuple[int, dict[str, str]]] = {str(n): (n, {}) for n in args.workers}
     if args.what_if:
         specs["1 " + " ".join(f"{k}={v}" for k, v in args.what_if.items())] = (1, args.what_if)
+    if args.floor:
+        for mode in ("write", "ack"):
+            specs[f"1 floor ({mode})"] = (1, {"BENCH_FLOOR": mode})
     prefixes = {name: new_prefix(f"w{i}") for i, name in enumerate(specs, 1)}
     print(f"{len(records):,} records per run; prefixes {list(prefixes.values())}",
           file=sys.stderr)
@@ -248,8 +251,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         result["runs"] = {}
         for name, prefix in prefixes.items():
             count, env = specs[name]
+            module = "bench.faust_floor" if "BENCH_FLOOR" in env else "segmenter.commands.worker"
             r = await worker_run(args.bootstrap, prefix, count, args.partitions, len(records),
-                                 args.rules, args.limit, env)
+                                 args.rules, args.limit, env, module)
             r["worker_env"] = env
             result["runs"][name] = r
             if r.get("error"):
@@ -322,6 +326,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="add a run of 1 worker with this extra environment (e.g. Faust's "
                          "PRODUCER_LINGER=0.01, read from the environment by faust.Settings); "
                          "repeatable: all go into one run")
+    ap.add_argument("--floor", action="store_true",
+                    help="add two runs of bench.faust_floor (the worker with an engine that does "
+                         "nothing: with and without a table write per record)")
     ap.add_argument("--keep-topics", action="store_true")
     ap.add_argument("--quick", action="store_true", help="50k events, into bench/results/quick/")
     ap.add_argument("--json", type=Path, default=None)

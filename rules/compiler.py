@@ -18,6 +18,7 @@ with null is false, except `== null` / `!= null`; `and`, `or`, `not` treat null 
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -168,7 +169,7 @@ class _Compiler:
         if op in ast.LOGICAL:
             return _Node(_logical(op, left.fn, right.fn), 0)
         if op in ast.ARITHMETIC:
-            return _Node(_arith(op, left.fn, right.fn), _arith_mono(op, left, right),
+            return _Node(_arith(op, left.fn, right.fn, right), _arith_mono(op, left, right),
                          _arith_form(op, left.form, right.form),
                          ifn=_iarith(op, left.ifn, right.ifn))
         fn = _compare(op, left, right)
@@ -186,7 +187,8 @@ class _Compiler:
                 self.out.coarse = True
                 bounds = _iarith("-", left.ifn, right.ifn)
         self.out.crossings.append(Crossing(
-            _arith("-", left.fn, right.fn), mono, form, self.settings.engagement.half_life_ms,
+            _arith("-", left.fn, right.fn, right), mono, form,
+            self.settings.engagement.half_life_ms,
             bounds))
 
     def _in(self, node: ast.In) -> _Node:
@@ -195,10 +197,14 @@ class _Compiler:
         f = inner.fn
         negated = node.negated
 
+        strings = frozenset(i for i in items if type(i) is str)
+
         def member(ctx: Ctx) -> bool:
             v = f(ctx)
             if v is None:
                 return False
+            if type(v) is str:  # equal only to the listed strings
+                return (v not in strings) if negated else (v in strings)
             is_bool = type(v) is bool
             found = any(v == i and (type(i) is bool) is is_bool for i in items)
             return not found if negated else found
@@ -250,7 +256,22 @@ def _logical(op: str, a: Fn, b: Fn) -> Fn:
     return lambda ctx: a(ctx) is True or b(ctx) is True
 
 
-def _arith(op: str, a: Fn, b: Fn) -> Fn:
+def _arith(op: str, a: Fn, b: Fn, right: _Node | None = None) -> Fn:
+    """`a op b` (null unless both are numbers); `right`: b's node, to specialise on a number
+    literal (`days_since_last_purchase() - 60`, the diff of most crossings)."""
+    if right is not None and right.is_literal and type(right.literal) in _NUM:
+        y = right.literal
+        if op == "/" and not y:
+            return lambda ctx: None
+        pyop = {"+": operator.add, "-": operator.sub, "*": operator.mul,
+                "/": operator.truediv}[op]
+
+        def with_literal(ctx: Ctx) -> Any:
+            x = a(ctx)
+            return pyop(x, y) if type(x) in _NUM else None
+
+        return with_literal
+
     def add(ctx: Ctx) -> Any:
         x, y = a(ctx), b(ctx)
         return x + y if type(x) in _NUM and type(y) in _NUM else None
@@ -311,10 +332,28 @@ def _compare(op: str, left: _Node, right: _Node) -> Fn:
             return lambda ctx: other(ctx) is None
         return lambda ctx: other(ctx) is not None
 
-    import operator
-
     pyop = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
             ">": operator.gt, ">=": operator.ge}[op]
+
+    if right.is_literal and type(right.literal) in (int, float, str):
+        # The common `term <op> literal`: the same rules as `cmp` below, with y known.
+        y0 = right.literal
+        fast = _NUM if type(y0) in _NUM else (str,)  # x of these types compares directly
+
+        def cmp_literal(ctx: Ctx) -> bool:
+            x = a(ctx)
+            if type(x) in fast:
+                return pyop(x, y0)
+            if x is None:
+                return False
+            if type(x) is bool:  # y0 is not a bool
+                return op == "!="
+            try:
+                return bool(pyop(x, y0))
+            except TypeError:
+                return op == "!="
+
+        return cmp_literal
 
     def cmp(ctx: Ctx) -> bool:
         x = a(ctx)

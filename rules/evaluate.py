@@ -155,35 +155,45 @@ def segment_due(seg: CompiledSegment, ctx: Ctx, scratch: Ctx, entered_at: int | 
     steps = expr.step_fns
     if not steps and not expr.crossings:
         return dwell_at
-    current = expr.fn(ctx) if steps and lookahead else None
+    if not lookahead:  # every event: no probing ahead
+        return _next_at(expr, ctx, scratch, dwell_at)[0]
+    current = expr.fn(ctx) if steps else None
     here = ctx
     probe: Ctx | None = None
     for step in range(lookahead + 1):
-        now = here.t
-        nxt: int | None = None
-        for nc in steps:
-            at = nc(here)
-            if at is not None and at > now and (nxt is None or at < nxt):
-                nxt = at
-        if expr.crossings:
-            top = (nxt - 1) if nxt is not None else now + HORIZON_MS
-            if dwell_at is not None and dwell_at - 1 < top:
-                top = dwell_at - 1
-            flip = _first_flip(expr, here, scratch, top)
-            if flip is not None:
-                return flip
-        if nxt is None or (dwell_at is not None and nxt >= dwell_at):
-            return dwell_at
-        if step == lookahead:
-            return nxt
+        at, final = _next_at(expr, here, scratch, dwell_at)
+        if final or step == lookahead or at is None:
+            return at
         if probe is None:
-            probe = Ctx(ctx.st, nxt, ctx.r, ctx.cands, ctx.groups_before)
+            probe = Ctx(ctx.st, at, ctx.r, ctx.cands, ctx.groups_before)
         else:
-            probe.at(nxt)
+            probe.at(at)
         if expr.fn(probe) != current:
-            return nxt
+            return at
         here = probe
     return here.t  # pragma: no cover - the loop always returns
+
+
+def _next_at(expr: CompiledExpr, here: Ctx, scratch: Ctx,
+             dwell_at: int | None) -> tuple[int | None, bool]:
+    """From `here`: the first crossing, else the next step instant of the expression (capped by
+    the dwell end). `final` is False only for a step instant, where the value may not change."""
+    now = here.t
+    nxt: int | None = None
+    for nc in expr.step_fns:
+        at = nc(here)
+        if at is not None and at > now and (nxt is None or at < nxt):
+            nxt = at
+    if expr.crossings:
+        top = (nxt - 1) if nxt is not None else now + HORIZON_MS
+        if dwell_at is not None and dwell_at - 1 < top:
+            top = dwell_at - 1
+        flip = _first_flip(expr, here, scratch, top)
+        if flip is not None:
+            return flip, True
+    if nxt is None or (dwell_at is not None and nxt >= dwell_at):
+        return dwell_at, True
+    return nxt, False
 
 
 def _candidate(seg: CompiledSegment, ctx: Ctx, entered_at: int | None) -> bool:
@@ -253,8 +263,7 @@ def evaluate(rs: RuleSet, st: CustomerState, t: int, dirty: Iterable[CompiledSeg
     st.last_eval = t
     scratch = Ctx(st, t, rs.settings.resolution_ms, cands, rs.groups_before)
     if not entered and not exited:
-        for seg in dirty:
-            _set_due(st, seg, ctx, scratch, members.get(seg.id), lookahead)
+        _set_dues(st, dirty, ctx, scratch, lookahead)
         return None
     details: dict[str, dict[str, Any]] = {}
     if emit:
@@ -283,8 +292,7 @@ def evaluate(rs: RuleSet, st: CustomerState, t: int, dirty: Iterable[CompiledSeg
                     cands.discard(sid)
                 st.due[sid] = t + 1
                 del to_due[sid]
-    for seg in to_due.values():
-        _set_due(st, seg, ctx, scratch, members.get(seg.id), lookahead)
+    _set_dues(st, to_due.values(), ctx, scratch, lookahead)
     if not emit:
         return None
     st.seq += 1
@@ -294,17 +302,21 @@ def evaluate(rs: RuleSet, st: CustomerState, t: int, dirty: Iterable[CompiledSeg
         segments=tuple(sorted(members)), groups=groups, details=details)
 
 
-def _set_due(st: CustomerState, seg: CompiledSegment, ctx: Ctx, scratch: Ctx,
-             entered_at: int | None, lookahead: int) -> None:
-    if seg.timeless:
-        if st.due:
-            st.due.pop(seg.id, None)
-        return
-    due = segment_due(seg, ctx, scratch, entered_at, lookahead)
-    if due is None:
-        st.due.pop(seg.id, None)
-    else:
-        st.due[seg.id] = due
+def _set_dues(st: CustomerState, segs: Iterable[CompiledSegment], ctx: Ctx, scratch: Ctx,
+              lookahead: int) -> None:
+    """Store the due instant of each of segs (none for a segment time alone cannot change)."""
+    due = st.due
+    members = st.members
+    for seg in segs:
+        if seg.timeless:
+            if due:
+                due.pop(seg.id, None)
+            continue
+        at = segment_due(seg, ctx, scratch, members.get(seg.id), lookahead)
+        if at is None:
+            due.pop(seg.id, None)
+        else:
+            due[seg.id] = at
 
 
 def _group_moves(rs: RuleSet, touched: Iterable[str], members: dict[str, int],

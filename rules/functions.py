@@ -47,8 +47,7 @@ class Term:
 
 def _sums(ctx: Ctx, nb: int) -> tuple[float, int, float, int, int]:
     """(purchase amount, purchase count, refund amount, refund count, items) over nb buckets."""
-    key = ("s", nb)
-    hit = ctx.cache.get(key)
+    hit = ctx.cache.get(nb)  # the only int keys of ctx.cache (an int hashes the fastest)
     if hit is not None:
         return hit
     lo = ctx.bnow - nb
@@ -62,7 +61,7 @@ def _sums(ctx: Ctx, nb: int) -> tuple[float, int, float, int, int]:
             rc += bk.rc
             it += bk.items
     out = (pa, pc, ra, rc, it)
-    ctx.cache[key] = out
+    ctx.cache[nb] = out
     return out
 
 
@@ -100,16 +99,41 @@ def _distinct(ctx: Ctx, nb: int, attr: str) -> int:
     return len(seen)
 
 
+_MISS = object()
+_EXIT_KEYS: dict[tuple[tuple[int, ...], Callable[[Bucket], Any]], object] = {}
+
+
 def _window_exit(edges: tuple[int, ...],
                  has: Callable[[Bucket], Any]) -> Callable[[Ctx], int | None]:
     """Next instant at which a bucket that matters (`has`) slides past one of the window edges."""
     far = max(edges)
-    key = ("x", edges, has)
+    # terms over the same edges and predicate share the result; a plain object hashes fast
+    key = _EXIT_KEYS.setdefault((edges, has), object())
+
+    if len(edges) == 1:  # the oldest bucket that matters inside the window leaves it first
+        edge = far
+
+        def next_change_one(ctx: Ctx) -> int | None:
+            cache = ctx.cache
+            hit = cache.get(key, _MISS)
+            if hit is not _MISS:
+                return hit
+            lo = ctx.bnow - edge
+            first: int | None = None
+            for b, bk in ctx.st.buckets.items():
+                if b > lo and (first is None or b < first) and has(bk):
+                    first = b
+            best = None if first is None else (first + edge) * ctx.r
+            cache[key] = best
+            return best
+
+        return next_change_one
 
     def next_change(ctx: Ctx) -> int | None:
         cache = ctx.cache
-        if key in cache:
-            return cache[key]
+        hit = cache.get(key, _MISS)
+        if hit is not _MISS:
+            return hit
         bnow = ctx.bnow
         best: int | None = None
         for b, bk in ctx.st.buckets.items():

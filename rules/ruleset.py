@@ -45,6 +45,7 @@ class RuleSet:
         self.by_id = {s.id: s for s in self.segments}
         self.groups_before = {s.id: s.group_before for s in self.segments}
         self._rank = {s.id: i for i, s in enumerate(self.segments)}
+        self._closures: dict[frozenset[str], tuple[CompiledSegment, ...]] = {}
         self._dependants: dict[str, set[str]] = {s.id: set() for s in self.segments}
         for cs in self.segments:
             for d in cs.deps:
@@ -72,7 +73,11 @@ class RuleSet:
 
     def closure(self, ids: object) -> tuple[CompiledSegment, ...]:
         """The given segments plus everything that reads their membership, in evaluation order."""
-        todo = list(ids)  # type: ignore[call-overload]
+        key = frozenset(ids)  # type: ignore[call-overload]
+        hit = self._closures.get(key)
+        if hit is not None:
+            return hit
+        todo = list(key)
         seen: set[str] = set()
         while todo:
             sid = todo.pop()
@@ -85,7 +90,10 @@ class RuleSet:
             for peer in seg.group_peers:
                 if sid in self.by_id[peer].group_before:
                     todo.extend(self._dependants[peer])
-        return tuple(sorted((self.by_id[s] for s in seen), key=lambda s: self._rank[s.id]))
+        out = tuple(sorted((self.by_id[s] for s in seen), key=lambda s: self._rank[s.id]))
+        if len(self._closures) < 4096:  # memo: the sets of due segments repeat a lot
+            self._closures[key] = out
+        return out
 
     def dirty_for_type(self, event_type: str, first_seen: bool = False
                        ) -> tuple[CompiledSegment, ...]:

@@ -28,6 +28,7 @@ from streams.events import Event, Rejection, RejectReason, check_time
 from streams.state import CustomerState, fold_event, prune
 
 ERASED = "customer_erased"
+_TIME = Cause(CAUSE_TIME)  # immutable: one instance serves every timer
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +106,7 @@ class Engine:
                 dirty_ids.update(s.id for s in self.rules.dirty_for_type(ev.type, moved_first))
             dirty = (self.rules.segments if st.last_eval is None
                      else self.rules.closure(dirty_ids))
-            change = evaluate(self.rules, st, d, dirty, Cause(CAUSE_TIME),
+            change = evaluate(self.rules, st, d, dirty, _TIME,
                               lookahead=TIMER_LOOKAHEAD)
             if change is not None:
                 changes.append(change)

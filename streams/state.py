@@ -72,10 +72,11 @@ class CustomerState:
     @property
     def next_due(self) -> int | None:
         """Earliest instant at which time alone may change this customer's segments."""
-        best = self.pending[0].ts if self.pending else None
-        for d in self.due.values():
-            if best is None or d < best:
-                best = d
+        best = min(self.due.values()) if self.due else None
+        if self.pending:
+            ts: int = self.pending[0].ts
+            if best is None or ts < best:
+                best = ts
         return best
 
 
@@ -153,10 +154,10 @@ def prune(st: CustomerState, now: int, resolution_ms: int, retention_ms: int,
           dedup_horizon_ms: int) -> None:
     """Drop buckets no window can reach any more and dedup entries past the horizon."""
     lo = now // resolution_ms - retention_ms // resolution_ms
-    if st.buckets:
-        old = [b for b in st.buckets if b <= lo]
-        for b in old:
-            del st.buckets[b]
+    buckets = st.buckets
+    if buckets and min(buckets) <= lo:  # usually nothing to drop: a C-level scan says so
+        for b in [b for b in buckets if b <= lo]:
+            del buckets[b]
     dedup = st.dedup
     if dedup:
         limit = now - dedup_horizon_ms

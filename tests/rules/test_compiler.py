@@ -337,3 +337,54 @@ def test_terms_are_the_distinct_calls_in_canonical_text() -> None:
                     "and lifetime_orders() >= 2 and count('email_click', 30d) >= 1")
     assert [t.text for t in expr.terms] == [
         "days_since_last_purchase()", "lifetime_orders()", 'count("email_click", 30d)']
+
+
+# ================================================================== literal fast paths
+# `x <op> literal` and `x <arith> literal` are compiled to specialised closures; they must agree
+# with the general ones (forced here by writing the literal as `(literal + 0)`, which is not a
+# literal node), for every kind of value x can have.
+
+MIXED = customer(profile(T0, s="b", i=3, f=2.5, yes=True, no=False, zero=0))
+MIXED_VALUES = ['attribute("s")', 'attribute("i")', 'attribute("f")', 'attribute("yes")',
+                'attribute("no")', 'attribute("zero")', 'attribute("missing")']
+
+
+@pytest.mark.parametrize("op", ["==", "!=", "<", "<=", ">", ">="])
+@pytest.mark.parametrize("lit", ["3", "2.5", "-1", "0"])
+@pytest.mark.parametrize("x", MIXED_VALUES)
+def test_compare_with_a_number_literal_is_the_general_comparison(x: str, op: str, lit: str
+                                                                  ) -> None:
+    assert holds(f"{x} {op} {lit}", MIXED) == holds(f"{x} {op} ({lit} + 0)", MIXED)
+
+
+@pytest.mark.parametrize("op", ["==", "!=", "<", "<=", ">", ">="])
+@pytest.mark.parametrize("x", MIXED_VALUES)
+def test_compare_with_a_string_literal(x: str, op: str) -> None:
+    value = {"s": "b"}.get(x.split('"')[1])
+    expected = {"==": value == "b", "!=": value is not None and value != "b",
+                "<": False, "<=": value == "b", ">": False, ">=": value == "b"}[op]
+    if x in ('attribute("i")', 'attribute("f")', 'attribute("zero")', 'attribute("yes")',
+             'attribute("no")'):
+        expected = op == "!="  # a number or a boolean never equals nor orders with a string
+    assert holds(f'{x} {op} "b"', MIXED) is expected
+
+
+@pytest.mark.parametrize("op", ["+", "-", "*", "/"])
+@pytest.mark.parametrize("lit", ["2", "0.5", "0", "-3"])
+@pytest.mark.parametrize("x", MIXED_VALUES)
+def test_arithmetic_with_a_number_literal_is_the_general_arithmetic(x: str, op: str, lit: str
+                                                                     ) -> None:
+    fast, general = f"({x} {op} {lit})", f"({x} {op} ({lit} + 0))"
+    assert holds(f"{fast} == null", MIXED) == holds(f"{general} == null", MIXED)
+    if not holds(f"{general} == null", MIXED):
+        assert holds(f"{fast} == {general}", MIXED)
+
+
+def test_in_a_list_of_strings_numbers_and_booleans() -> None:
+    assert holds('attribute("s") in ["a", "b"]', MIXED)
+    assert not holds('attribute("s") in [1, true, "c"]', MIXED)
+    assert holds('attribute("s") not in [1, true, "c"]', MIXED)
+    assert not holds('attribute("s") not in [2, "b"]', MIXED)
+    assert holds('attribute("i") in ["3", 3]', MIXED)
+    assert not holds('attribute("yes") in [1, "true"]', MIXED)
+    assert holds('attribute("yes") in [true]', MIXED)
