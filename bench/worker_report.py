@@ -31,7 +31,10 @@ def run_all(quick: bool) -> None:
     out = RESULTS / "quick" if quick else RESULTS
     q = ["--quick"] if quick else []
     steps = [
-        ["bench.worker_throughput", *q],
+        ["bench.worker_throughput", *q, "--floor"],
+        ["bench.worker_throughput", *q, "--events", "50000" if quick else "100000",
+         "--workers", "1", "--no-simulate", "--what-if", "PRODUCER_LINGER=0.01", "--json",
+         rel(out / "worker_throughput_whatif.json")],
         ["bench.worker_latency", *q],
         ["bench.worker_latency", *q, "--rate", "1000", "--json",
          rel(out / "worker_latency_1000.json")],
@@ -114,11 +117,19 @@ def throughput_section(t: dict[str, Any], whatif: dict[str, Any] | None) -> list
         if "events_per_s" not in r:
             continue
         env = ", ".join(f"`{k}={v}`" for k, v in r.get("worker_env", {}).items())
-        label = (f"{r['workers']} worker" + (f" with {env} (a Faust setting, read from the "
-                 "environment)" if env else ""))
+        floor = r.get("worker_env", {}).get("BENCH_FLOOR")
+        if floor:
+            label = (f"**floor**: `bench.faust_floor` with `BENCH_FLOOR={floor}` (the same "
+                     "worker, its engine replaced by a stub: "
+                     + ("a 1.2 kB table write per record" if floor == "write" else
+                        "no table write") + ", a change record per 8 inputs)")
+        else:
+            label = (f"{r['workers']} worker" + (f" with {env} (a Faust setting, read from the "
+                     "environment)" if env else ""))
         where = (f"separate run of {whatif['events']:,} events: `{whatif['command']}`"
                  if separate and whatif else "what-if, same run")
-        lines.append(f"| {label} | {fmt(r['events_per_s'])} | {where}; Kafka "
+        lines.append(f"| {label} | {fmt(r['events_per_s'])} | "
+                     f"{r['ratio_to_raw_ceiling']:.2%} of the raw ceiling; {where}; Kafka "
                      f"{r['cpu_account']['kafka_s']:.1f} CPU-s, other processes "
                      f"{r['cpu_account']['others_s']:.1f} |")
     goal = max((r.get("events_per_s", 0) for r in t["runs"].values()
