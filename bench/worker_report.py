@@ -33,7 +33,7 @@ def run_all(quick: bool) -> None:
     steps = [
         ["bench.worker_throughput", *q, "--floor"],
         ["bench.worker_throughput", *q, "--events", "50000" if quick else "100000",
-         "--workers", "1", "--no-simulate", "--what-if", "PRODUCER_LINGER=0.01", "--json",
+         "--workers", "1", "--no-simulate", "--what-if", "SEGMENTER_PRODUCER_LINGER_MS=0", "--json",
          rel(out / "worker_throughput_whatif.json")],
         ["bench.worker_latency", *q],
         ["bench.worker_latency", *q, "--rate", "1000", "--json",
@@ -124,8 +124,7 @@ def throughput_section(t: dict[str, Any], whatif: dict[str, Any] | None) -> list
                      + ("a 1.2 kB table write per record" if floor == "write" else
                         "no table write") + ", a change record per 8 inputs)")
         else:
-            label = (f"{r['workers']} worker" + (f" with {env} (a Faust setting, read from the "
-                     "environment)" if env else ""))
+            label = f"{r['workers']} worker" + (f" with {env}" if env else "")
         where = (f"separate run of {whatif['events']:,} events: `{whatif['command']}`"
                  if separate and whatif else "what-if, same run")
         lines.append(f"| {label} | {fmt(r['events_per_s'])} | "

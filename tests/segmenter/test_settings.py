@@ -63,6 +63,7 @@ def test_every_variable_is_read() -> None:
         "SEGMENTER_PROCESSING_GUARANTEE": "exactly_once",
         "SEGMENTER_STORE": "rocksdb://",
         "SEGMENTER_STATE_CACHE": "500",
+        "SEGMENTER_PRODUCER_LINGER_MS": "2.5",
         "SEGMENTER_PARTITIONS": "6",
         "SEGMENTER_REPLICATION_FACTOR": "3",
         "SEGMENTER_LOG_LEVEL": "WARNING",
@@ -78,7 +79,7 @@ def test_every_variable_is_read() -> None:
     assert s.state_dir == Path("/tmp/somewhere")
     assert s.clock == "event" and s.rules_path == Path("rules.yaml")
     assert s.processing_guarantee == "exactly_once" and s.store == "rocksdb://"
-    assert s.state_cache == 500
+    assert s.state_cache == 500 and s.producer_linger_ms == 2.5
     assert (s.partitions, s.replication_factor) == (6, 3)
     assert s.log_level == "warning" and s.startup_timeout == 12.5
 
@@ -93,6 +94,7 @@ def test_every_variable_is_read() -> None:
         ("SEGMENTER_PROCESSING_GUARANTEE", "maybe", "processing_guarantee"),
         ("SEGMENTER_PARTITIONS", "0", "partitions"),
         ("SEGMENTER_STATE_CACHE", "-1", "state_cache"),
+        ("SEGMENTER_PRODUCER_LINGER_MS", "5000", "producer_linger_ms"),
         ("SEGMENTER_REDIS_URL", "http://x", "redis_url"),
     ],
 )

@@ -35,6 +35,8 @@ def test_create_app_uses_the_prefix_for_topics_and_group(tmp_path: Path) -> None
                                          "x.customer-profiles", "x.segmenter-rekey",
                                          "x.segmenter-ticks"}
     assert app.conf.topic_partitions == 3
+    assert app.conf.producer_linger == 0.01  # SEGMENTER_PRODUCER_LINGER_MS=10 by default
+    assert type(app.consumer).__name__ == "SafeCommitConsumer"  # at-least-once safeguards
     assert create_app(settings) is not app  # no singleton: each call builds a new app
 
 
