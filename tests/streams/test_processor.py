@@ -6,6 +6,7 @@ import base64
 import itertools
 
 import orjson
+import pytest
 
 from streams.codec import decode_state
 from streams.events import encode_event
@@ -157,14 +158,15 @@ def test_new_rule_version_reevaluates_on_next_tick() -> None:
 
 
 def test_state_cache_reuses_the_decoded_state_only_for_the_bytes_it_wrote(
-    monkeypatch,  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import streams.processor as processor
+    from streams.state import CustomerState
 
     decoded: list[bytes] = []
     real = processor.decode_state
 
-    def counting(data: bytes):  # type: ignore[no-untyped-def]
+    def counting(data: bytes) -> CustomerState:
         decoded.append(data)
         return real(data)
 
