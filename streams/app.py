@@ -86,10 +86,11 @@ def create_app(settings: Settings, metrics: Metrics | None = None,
         broker_commit_interval=1.0,
         table_standby_replicas=0,
     )
-    if settings.processing_guarantee == "at_least_once":  # transactions commit on their own
-        from streams.commit import SafeCommitConsumer
+    from streams.commit import SafeCommitConsumer, TransactionalConsumer
 
-        cast(Any, app.transport).Consumer = SafeCommitConsumer
+    cast(Any, app.transport).Consumer = (SafeCommitConsumer
+                                         if settings.processing_guarantee == "at_least_once"
+                                         else TransactionalConsumer)
     topics = declare_topics(app, settings)
     register_agents(app, topics, settings, metrics or Metrics(CollectorRegistry()), rules_path)
     return app

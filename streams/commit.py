@@ -13,6 +13,9 @@ stream drops the records fetched before it (the partitions are read again from t
 offset) but acks them; those acks let the committed offset jump past records that the agent has
 not handled yet (with the event clock they wait in the merge buffer). A crash after such a commit
 lost them for good. Here an ack of a stale-generation record marks the message only.
+
+With exactly_once (Kafka transactions) the commit is the transaction's; one gap remains, in table
+recovery (`TransactionalConsumer`): see `_LastStableOffsets`.
 """
 
 from __future__ import annotations
@@ -20,17 +23,19 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from faust.exceptions import ProducerSendError
-from faust.transport.drivers.aiokafka import Consumer
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer
 from faust.types import TP, Message
 
 
-class SafeCommitConsumer(Consumer):
+class _CurrentGenerationAcks(Consumer):
     def ack(self, message: Message) -> bool:
         if message.generation_id != self.app.consumer_generation_id:
             message.acked = True  # dropped by the stream; read again from the committed offset
             return False
         return bool(super().ack(message))
 
+
+class SafeCommitConsumer(_CurrentGenerationAcks):
     async def _commit_tps(self, tps: Iterable[TP], start_new_transaction: bool) -> bool:
         # the offsets first: every record acked by now has queued all of its outputs
         commit_offsets = self._filter_committable_offsets(tps)
@@ -44,3 +49,21 @@ class SafeCommitConsumer(Consumer):
             return False
         return await self._commit_offsets(commit_offsets,
                                           start_new_transaction=start_new_transaction)
+
+
+class _LastStableOffsets(AIOKafkaConsumerThread):
+    """Faust 0.15.3 takes a changelog's end, in a transaction, from `last_stable_offset()`:
+    the value of the last fetch response, None (read as -1, "empty") for a partition not
+    fetched yet, such as the changelog of a partition taken over from a killed worker. The
+    survivor then restored an empty table (customers began again at seq 1) or crashed with
+    ConsistencyError. With isolation read_committed, `end_offsets` asks the broker for the last
+    stable offset itself."""
+
+    async def _highwaters(self, partitions: list[TP]) -> dict[TP, int]:
+        ends: dict[TP, int] = await self._ensure_consumer().end_offsets(partitions)
+        return ends
+
+
+class TransactionalConsumer(_CurrentGenerationAcks):
+    def _new_consumer_thread(self) -> AIOKafkaConsumerThread:
+        return _LastStableOffsets(self, loop=self.loop, beacon=self.beacon)
