@@ -67,7 +67,7 @@ class Runtime:
                                        worker_id=self.settings.worker_id,
                                        clock=self.settings.clock,
                                        sources=tuple(self.settings.topic(t)
-                                                     for t in (*INPUTS, REKEY)),
+                                                     for t in (*INPUTS, REKEY, TICKS)),
                                        state_cache=(self.settings.state_cache
                                                     if self.settings.store == "memory://"
                                                     else 0))
@@ -108,7 +108,8 @@ def register_agents(app: faust.App, topics: Topics, settings: Settings, metrics:
         assert proc is not None
         started = time.perf_counter()
         if m.topic == ticks_topic:
-            out = proc.on_tick(m.key, m.value, partition=m.partition, get=get)
+            out = proc.on_tick(m.key, m.value, partition=m.partition, get=get,
+                               topic=m.topic, offset=m.offset)
         else:
             out = proc.on_input(m.key, m.value, topic=m.topic, partition=m.partition,
                                 offset=m.offset, get=get, parsed=parsed)

@@ -26,6 +26,10 @@ from streams.state import CustomerState
 
 GetState = Callable[[str], bytes | None]
 TICK_TIME, TICK_RULES = b"t", b"r"
+# How long a customer's state keeps the change records it sent (wall ms): a replay after a
+# crash re-reads at most what came after the last commit (every second) and sends them again,
+# since the state update may have reached the changelog while the change records did not.
+OUTBOX_MS = 60_000
 
 
 def partition_for(key: bytes, partitions: int) -> int:
@@ -134,8 +138,9 @@ class Processor:
         source = self._source_codes.get(topic, topic)
         if st is not None and st.offsets.get(source, -1) >= offset:
             # redelivered after a crash or rebalance (the committed offset was behind what was
-            # applied): applying it again would count it twice, whatever the clock says now
-            return Output(customer_id=ev.customer_id, event=ev, replayed=True)
+            # applied): applying it again would count it twice, whatever the clock says now;
+            # the changes it caused are sent again (identical records: at-least-once)
+            return self._replay(Output(customer_id=ev.customer_id, event=ev), st, source, offset)
         out = Output(customer_id=ev.customer_id, event=ev)
         if st is not None and st.rules_version != rules.version:
             self._collect(out, self.engine.reevaluate(
@@ -148,7 +153,7 @@ class Processor:
             out.rejection = result.rejection
         self._collect(out, result)
         if result.state is not None:
-            result.state.offsets[source] = offset
+            self._applied(out, result.state, source, offset)
         if existed or result.state is not None:
             self._finish(out, ev.customer_id, result.state, partition)
         return out
@@ -157,19 +162,25 @@ class Processor:
     def tick(self, kind: bytes, due: int) -> bytes:
         return kind + str(due).encode()
 
-    def on_tick(self, key: bytes, value: bytes, *, partition: int, get: GetState) -> Output:
+    def on_tick(self, key: bytes, value: bytes, *, partition: int, get: GetState,
+                topic: str = "ticks", offset: int | None = None) -> Output:
         cid = key.decode()
         st = self._load(cid, get)
         out = Output(customer_id=cid)
         if st is None:
             self.index(partition).set(cid, None)
             return out
+        source = self._source_codes.get(topic, topic)
+        if offset is not None and st.offsets.get(source, -1) >= offset:
+            return self._replay(out, st, source, offset)
         now = self.now(partition)
         if st.rules_version != self.engine.rules.version:
             self._collect(out, self.engine.reevaluate(
                 st, now, quiet=self.quiet_rules, previous=self.versions.get(st.rules_version)))
         result = self.engine.fire(st, now)
         self._collect(out, result)
+        if offset is not None:
+            self._applied(out, st, source, offset)
         self._finish(out, cid, st, partition)
         return out
 
@@ -216,6 +227,24 @@ class Processor:
         if hit is not None and hit[0] is data:
             return hit[1]  # the engine mutates it; the caller always writes the result back
         return decode_state(data)
+
+    def _applied(self, out: Output, st: CustomerState, source: str, offset: int) -> None:
+        """Note the record as applied, and its change records in the outbox."""
+        st.offsets[source] = offset
+        wall = int(self._wall() * 1000)
+        box = st.outbox
+        if box and box[0][2] < wall - OUTBOX_MS:
+            box[:] = [e for e in box if e[2] >= wall - OUTBOX_MS]
+        for s in out.sends:
+            if s.topic == "changes":
+                box.append([source, offset, wall, s.value.decode()])
+
+    def _replay(self, out: Output, st: CustomerState, source: str, offset: int) -> Output:
+        out.replayed = True
+        key = st.customer_id.encode()
+        out.sends = [Send("changes", key, e[3].encode()) for e in st.outbox
+                     if e[0] == source and e[1] == offset]
+        return out
 
     def _remember(self, cid: str, data: bytes | None, st: CustomerState | None) -> None:
         cache = self._cache

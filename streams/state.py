@@ -68,6 +68,9 @@ class CustomerState:
     # input source -> offset of the last record applied (the worker's replay guard; not part of
     # the customer's logical state, hence not compared)
     offsets: dict[str, int] = field(default_factory=dict, compare=False)
+    # the change records sent for the records applied last, kept for a while so that a replay
+    # can send them again: [source, offset, wall ms when sent, record JSON] (worker only)
+    outbox: list[list[Any]] = field(default_factory=list, compare=False)
 
     @property
     def next_due(self) -> int | None:

@@ -109,12 +109,41 @@ def test_redelivered_record_is_skipped_however_far_the_clock_has_moved() -> None
     before = decode_state(table["c-1"])
     assert before.offsets == {"0": 12}
     out = _feed(proc, table, first, offset=10)  # the same record again
-    assert out.replayed and out.sends == [] and not out.write
+    assert out.replayed and not out.write
+    assert [orjson.loads(s.value)["seq"] for s in out.sends] == [1]  # its change, resent
     assert decode_state(table["c-1"]) == before
     assert before.lifetime_orders == 2
     # a record past the one applied last is new, even with an old event time
     out = _feed(proc, table, purchase(T0 + days(1), 7.0, customer_id="c-1"), offset=13)
     assert not out.replayed and decode_state(table["c-1"]).lifetime_orders == 3
+
+
+def test_replayed_record_sends_its_changes_again_identically() -> None:
+    """kill -9: the state update may reach the changelog while the change records do not; the
+    replay then finds the record applied, and sends the same change records again from the
+    state's outbox (at-least-once: identical duplicates), for input records and ticks."""
+    clock = [1000.0]
+    proc, table = Processor(_rules(), partitions=P, worker_id="w1", clock="event",
+                            sources=("purchases", "ticks"), wall=lambda: clock[0]), Table()
+    p = partition_for(b"c-1", P)
+    first = _feed(proc, table, purchase(T0, 100.0, customer_id="c-1"), offset=5)
+    [sent] = [s.value for s in first.sends if s.topic == "changes"]
+    again = _feed(proc, table, purchase(T0, 100.0, customer_id="c-1"), offset=5)
+    assert again.replayed and [s.value for s in again.sends] == [sent] and not again.write
+    other = next(f"o-{i}" for i in range(100) if partition_for(f"o-{i}".encode(), P) == p)
+    _feed(proc, table, purchase(T0 + days(3), 1.0, customer_id=other), offset=6)
+    [tick] = [t for t in proc.due_ticks(p) if t.key == b"c-1"]
+    fired = proc.on_tick(b"c-1", tick.value, partition=p, get=table.get, topic="ticks", offset=9)
+    table.apply(fired)
+    [lapsed] = [s.value for s in fired.sends]
+    replay = proc.on_tick(b"c-1", tick.value, partition=p, get=table.get, topic="ticks",
+                          offset=9)
+    assert replay.replayed and [s.value for s in replay.sends] == [lapsed]
+    # the outbox forgets what is older than OUTBOX_MS of wall time
+    clock[0] += 61.0
+    _feed(proc, table, purchase(T0 + days(3), 2.0, customer_id="c-1"), offset=7)
+    assert all(e[1] != 5 for e in decode_state(table["c-1"]).outbox)
+    assert _feed(proc, table, purchase(T0, 100.0, customer_id="c-1"), offset=5).sends == []
 
 
 def test_event_clock_is_per_partition_and_drives_ticks() -> None:

@@ -343,6 +343,18 @@ def final_segments(changes: dict[str, list[dict[str, Any]]]) -> dict[str, list[s
     return {cid: chs[-1]["segments"] for cid, chs in changes.items()}
 
 
+def consumer_view(changes: dict[str, list[dict[str, Any]]]) -> dict[str, list[str]]:
+    """Each customer's segments as an at-least-once consumer sees them: a record whose seq is
+    not greater than the last one applied is a repeat and dropped (no erasures here)."""
+    out: dict[str, list[str]] = {}
+    for cid, chs in changes.items():
+        last = 0
+        for c in chs:
+            if c["seq"] > last:
+                last, out[cid] = c["seq"], c["segments"]
+    return out
+
+
 @dataclass
 class Reference:
     """What `segmenter simulate` makes of a log: changes per customer and final segments."""
@@ -465,13 +477,10 @@ async def test_worker_with_event_clock_matches_simulate(
 FAST_FAILOVER = {"BROKER_SESSION_TIMEOUT": "6", "BROKER_HEARTBEAT_INTERVAL": "1"}
 
 
-OUTBOX_BUG = (
-    "WORKER BUG (rare: 2 of about 20 runs after the commit and replay fixes): kill -9 can lose "
-    "segment changes whose customer state had already reached the changelog. They are records "
-    "on different partitions of different topics and nothing orders their delivery. The "
-    "replayed input is then recognised as applied and skipped, so the change is never sent "
-    "again: seq gaps, or a customer's later changes missing. The fix is an outbox of unconfirmed "
-    "changes in the state, resent after a takeover. Hence not strict.")
+TAKEOVER_BUG = (
+    "WORKER BUG (rare: 1 of about 12 runs after the commit, replay and outbox fixes): after "
+    "the takeover one customer missed an input event (never applied, no seq gap); the cause is "
+    "not found yet. Hence not strict.")
 EOS_BUG = (
     "FAUST BUG: SEGMENTER_PROCESSING_GUARANTEE=exactly_once: after the survivor takes the "
     "killed worker's partitions over, some events come out twice with the same seq and "
@@ -483,7 +492,7 @@ EOS_BUG = (
 
 
 @pytest.mark.parametrize("guarantee", [
-    pytest.param("at_least_once", marks=pytest.mark.xfail(reason=OUTBOX_BUG, strict=False)),
+    pytest.param("at_least_once", marks=pytest.mark.xfail(reason=TAKEOVER_BUG, strict=False)),
     pytest.param("exactly_once", marks=pytest.mark.xfail(reason=EOS_BUG, strict=False)),
 ])
 async def test_kill_9_of_one_of_two_workers_loses_no_change(
@@ -530,7 +539,7 @@ async def test_kill_9_of_one_of_two_workers_loses_no_change(
     print(f"{guarantee}: {duplicates} duplicates")
     if guarantee == "exactly_once":
         assert duplicates == 0
-    assert final_segments(got) == {cid: ref.segments.get(cid, []) for cid in got}
+    assert consumer_view(got) == {cid: ref.segments.get(cid, []) for cid in got}
 
 
 def owned(w: Worker, topic: str) -> set[int]:
