@@ -49,6 +49,7 @@ class Runtime:
         self.assigned: frozenset[int] = frozenset()
         self.ready_partitions: set[int] = set()  # assigned and derived from the table
         self.rules_ticks_pending = False
+        self.epoch = 0  # rebalances seen (partitions revoked)
         self._redis: Any = None
 
     def redis_client(self) -> Any:
@@ -176,12 +177,20 @@ def register_agents(app: faust.App, topics: Topics, settings: Settings, metrics:
             if merger.buffered(m.partition):
                 ready = merger.pop_ready(m.partition, sources, drained(m.partition),
                                          time.monotonic() * 1000)
+                epoch = rt.epoch
                 for ev, ready_parsed in ready:
+                    if rt.epoch != epoch or not app.flow_control.is_active():
+                        # a rebalance began while this batch was handled (Faust suspends the
+                        # flow, flushes the producer, then revokes): what is handled from here
+                        # on would reach the changelog after the flush, maybe after the new
+                        # owner read it. Not acked: the owner reads these records again.
+                        break
                     await handle(ev.message, ready_parsed)
                     ev.ack()
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
+        rt.epoch += 1
         for p in {tp.partition for tp in revoked}:
             rt.ready_partitions.discard(p)
             dropped = merger.drop(p)
