@@ -248,13 +248,11 @@ class Processor:
 
     def _remember(self, cid: str, data: bytes | None, st: CustomerState | None) -> None:
         cache = self._cache
-        if data is None or st is None:
+        if data is None or st is None or self._cache_size <= 0:
             cache.pop(cid, None)
             return
         if cid not in cache and len(cache) >= self._cache_size:
-            if self._cache_size <= 0:
-                return
-            del cache[next(iter(cache))]
+            del cache[next(iter(cache))]  # the oldest entry
         cache[cid] = (data, st)
 
     def _collect(self, out: Output, result: Outcome) -> None:
