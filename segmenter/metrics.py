@@ -39,6 +39,10 @@ class Metrics:
             "segmenter_replayed", "Input records delivered again after a crash or rebalance and "
             "skipped because the customer's state already has them, by topic.", ["topic"],
             registry=r)
+        self.input_gaps = Counter(
+            "segmenter_input_gaps", "Input records the transport skipped: 'seek' when the worker "
+            "sought the partition back to read it, 'accepted' when Kafka has no record at that "
+            "offset (transaction markers, retention)", ["topic", "outcome"], registry=r)
         self.segment_changes = Counter(
             "segmenter_segment_changes", "Segment transitions emitted, by segment and direction "
             "(entered/exited).", ["segment", "direction"], registry=r)

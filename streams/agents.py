@@ -27,6 +27,7 @@ from segmenter.errors import RuleFileError
 from segmenter.metrics import Metrics
 from segmenter.settings import Settings
 from streams.app import INPUTS, REKEY, RULES, TICKS
+from streams.contiguity import Contiguity, Verdict
 from streams.events import Event, Rejection, parse_event
 from streams.merge import TimestampMerger
 from streams.processor import Output, Processor, Send, partition_for
@@ -147,19 +148,65 @@ def register_agents(app: faust.App, topics: Topics, settings: Settings, metrics:
             _rebuild(rt.processor, table, frozenset({partition}), settings.partitions, metrics)
             rt.ready_partitions.add(partition)
 
+    contiguity = Contiguity()
+
+    async def admitted(m: Any) -> bool:
+        """Whether the agent takes this record now (see streams/contiguity.py); a record read
+        again is acked, one after a hole is left unacked while the hole is read again."""
+        key = (m.topic, m.partition)
+        if contiguity.next_offset(key) == m.offset:
+            return True
+        tp = TP(m.topic, m.partition)
+        adm = contiguity.admit(key, m.offset, time.monotonic() * 1000, _committed(app, tp))
+        v = adm.verdict
+        if v is Verdict.HANDLE:
+            return True
+        if v is Verdict.OLD:
+            cast(Any, app.consumer).ack(m)
+            return False
+        if v is Verdict.PAUSE and _known_gap(app, tp, cast(int, adm.expected)):
+            contiguity.accept_gap(key)  # a transaction marker: normal with such producers
+            metrics.input_gaps.labels(m.topic, "accepted").inc()
+            return True
+        if v is Verdict.ACCEPT_GAP:
+            log.warning("%s[%d]: no record at offset %s (transaction marker or retention); "
+                        "going on from %d", m.topic, m.partition, adm.expected, m.offset)
+            metrics.input_gaps.labels(m.topic, "accepted").inc()
+            return True
+        if v is Verdict.PAUSE:
+            log.warning("%s[%d]: offset %s was not delivered (got %d); pausing the partition "
+                        "to read it again", m.topic, m.partition, adm.expected, m.offset)
+            metrics.input_gaps.labels(m.topic, "seek").inc()
+            app.consumer.pause_partitions([tp])
+        return False
+
+    async def reread_holes() -> None:
+        for (topic, partition), offset in contiguity.due_seeks(time.monotonic() * 1000):
+            tp = TP(topic, partition)
+            if tp in app.consumer.assignment():
+                await app.consumer.seek(tp, offset)
+                app.consumer.resume_partitions([tp])
+
     @app.agent(topics.inputs, name="segmenter", concurrency=1)
     async def segmenter(stream: faust.StreamT[bytes]) -> None:
         await rt.ready.wait()
         if settings.clock != "event":  # wall clock: records are handled as they come
-            async for event in stream.events():
+            async for event in cast(Any, stream).noack().events():
                 m = event.message
+                if not await admitted(m):
+                    continue
                 prepare(m.partition)
                 if not (m.topic == ticks_topic and m.value == FLUSH):
                     await handle(m)
+                contiguity.handled((m.topic, m.partition), m.offset)
+                event.ack()
             return
         # event clock: inputs are buffered and merged in event-time order, acked by hand
         async for event in cast(Any, stream).noack().events():
             m = event.message
+            if not await admitted(m):
+                continue
+            contiguity.handled((m.topic, m.partition), m.offset)  # pushed or handled below
             prepare(m.partition)
             is_tick = m.topic == ticks_topic
             parsed: Event | Rejection | None = None
@@ -193,6 +240,7 @@ def register_agents(app: faust.App, topics: Topics, settings: Settings, metrics:
         rt.epoch += 1
         for p in {tp.partition for tp in revoked}:
             rt.ready_partitions.discard(p)
+            contiguity.forget(p)
             dropped = merger.drop(p)
             if rt.processor is not None:
                 rt.processor.forget(p)
@@ -209,6 +257,7 @@ def register_agents(app: faust.App, topics: Topics, settings: Settings, metrics:
             metrics.recovering.set(1)
             return
         metrics.recovering.set(0)
+        await reread_holes()
         input_topic = settings.topic("purchases")
         assigned = frozenset(tp.partition for tp in app.consumer.assignment()
                              if tp.topic == input_topic)
@@ -333,6 +382,21 @@ def _highwater(app: faust.App, topic: str, partition: int) -> int | None:
     except AssertionError:  # aiokafka: "Partition is not assigned"
         return None
     return hw
+
+
+def _committed(app: faust.App, tp: TP) -> int | None:
+    """The committed offset Faust's consumer knows for `tp` (None before its first seek)."""
+    offsets: Any = getattr(app.consumer, "_committed_offset", None)
+    value = offsets.get(tp) if offsets is not None else None
+    return value if isinstance(value, int) else None
+
+
+def _known_gap(app: faust.App, tp: TP, offset: int) -> bool:
+    """Whether Faust's consumer saw that Kafka has no record at `offset` (it read across it:
+    a transaction marker)."""
+    gaps: Any = getattr(app.consumer, "_gap", None)
+    tree = gaps.get(tp) if gaps is not None else None
+    return bool(tree is not None and tree.overlaps(offset))
 
 
 def _recovered(app: faust.App) -> bool:

@@ -14,6 +14,10 @@ offset) but acks them; those acks let the committed offset jump past records tha
 not handled yet (with the event clock they wait in the merge buffer). A crash after such a commit
 lost them for good. Here an ack of a stale-generation record marks the message only.
 
+3. No commit past a record that was not acked. Faust's check of the first acked offset against
+the committed one is off by one, so one missing record (see `streams/contiguity.py`) could be
+committed past; here the acked offsets must begin at the committed offset.
+
 With exactly_once (Kafka transactions) the commit is the transaction's; one gap remains, in table
 recovery (`TransactionalConsumer`): see `_LastStableOffsets`.
 """
@@ -33,6 +37,20 @@ class _CurrentGenerationAcks(Consumer):
             message.acked = True  # dropped by the stream; read again from the committed offset
             return False
         return bool(super().ack(message))
+
+    def _new_offset(self, tp: TP) -> int | None:
+        # Faust lets the first acked offset be one past the committed one (`min(acked) -
+        # committed > 1` with `committed` the next offset to read): a record at the committed
+        # offset that was never acked (not delivered, or waiting in the event-time merge) was
+        # committed past. Here the acked offsets must start at the committed offset, unless a
+        # known gap (transaction markers) covers it.
+        acked = self._acked[tp]
+        committed = self._committed_offset[tp]
+        if (acked and committed is not None and min(acked) > committed
+                and not self._gap[tp].overlaps(committed)):
+            return None
+        new: int | None = super()._new_offset(tp)
+        return new
 
 
 class SafeCommitConsumer(_CurrentGenerationAcks):

@@ -59,3 +59,36 @@ async def test_changelog_ends_come_from_the_broker_in_a_transaction() -> None:
     me = SimpleNamespace(_ensure_consumer=lambda: SimpleNamespace(end_offsets=end_offsets))
     assert await _LastStableOffsets._highwaters(me, [TP0]) == {TP0: 17}  # type: ignore[arg-type]
     assert asked == [[TP0]]
+
+
+def _offsets(committed: int | None, acked: list[int], gap: tuple[int, int] | None = None) -> Any:
+    from collections import defaultdict
+
+    from intervaltree import IntervalTree
+
+    me: Any = SafeCommitConsumer.__new__(SafeCommitConsumer)  # only the offset bookkeeping
+    me._acked = defaultdict(list, {TP0: list(acked)})
+    me._acked_index = defaultdict(set, {TP0: set(acked)})
+    me._committed_offset = defaultdict(lambda: None, {TP0: committed})
+    me._gap = defaultdict(IntervalTree)
+    if gap is not None:
+        me._gap[TP0].addi(*gap)
+    return me
+
+
+def test_no_commit_past_a_record_at_the_committed_offset_that_was_not_acked() -> None:
+    from faust.transport.consumer import Consumer
+
+    # Faust alone commits past 164 (off by one): the record there was never acked
+    assert Consumer._new_offset(_offsets(164, list(range(165, 171))), TP0) == 171
+    assert SafeCommitConsumer._new_offset(_offsets(164, list(range(165, 171))), TP0) is None
+    assert SafeCommitConsumer._new_offset(_offsets(164, list(range(164, 171))), TP0) == 171
+
+
+def test_a_known_gap_at_the_committed_offset_does_not_block_the_commit() -> None:
+    me = _offsets(164, list(range(165, 171)), gap=(164, 165))  # a transaction marker at 164
+    assert SafeCommitConsumer._new_offset(me, TP0) == 171
+
+
+def test_nothing_committed_yet_commits_the_acked_run() -> None:
+    assert SafeCommitConsumer._new_offset(_offsets(None, [0, 1, 2, 4]), TP0) == 3

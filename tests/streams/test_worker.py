@@ -477,11 +477,6 @@ async def test_worker_with_event_clock_matches_simulate(
 FAST_FAILOVER = {"BROKER_SESSION_TIMEOUT": "6", "BROKER_HEARTBEAT_INTERVAL": "1"}
 
 
-TAKEOVER_BUG = (
-    "WORKER BUG (rare: about 1 run in 5 to 8 after the commit, replay and outbox fixes): one "
-    "or two customers miss an input event (never applied, no seq gap), apparently around the "
-    "start-up rebalance while the first worker held every partition; the cause is not found "
-    "yet. Hence not strict.")
 EOS_BUG = (
     "FAUST BUG: SEGMENTER_PROCESSING_GUARANTEE=exactly_once: after the survivor takes the "
     "killed worker's partitions over, some events come out twice with the same seq and "
@@ -493,7 +488,7 @@ EOS_BUG = (
 
 
 @pytest.mark.parametrize("guarantee", [
-    pytest.param("at_least_once", marks=pytest.mark.xfail(reason=TAKEOVER_BUG, strict=False)),
+    "at_least_once",
     pytest.param("exactly_once", marks=pytest.mark.xfail(reason=EOS_BUG, strict=False)),
 ])
 async def test_kill_9_of_one_of_two_workers_loses_no_change(
