@@ -72,6 +72,9 @@ class Metrics:
         self.recovering = Gauge(
             "segmenter_table_recovery_in_progress", "1 while the state table is recovering.",
             registry=r)
+        self.input_holes = Gauge(
+            "segmenter_input_holes", "Input partitions paused while a record the transport "
+            "skipped is read again (see segmenter_input_gaps_total).", registry=r)
         self.customers = Gauge(
             "segmenter_customers", "Customers with state on this worker's partitions.",
             registry=r)

@@ -150,7 +150,7 @@ def register_agents(app: faust.App, topics: Topics, settings: Settings, metrics:
 
     contiguity = Contiguity()
 
-    async def admitted(m: Any) -> bool:
+    def admitted(m: Any) -> bool:
         """Whether the agent takes this record now (see streams/contiguity.py); a record read
         again is acked, one after a hole is left unacked while the hole is read again."""
         key = (m.topic, m.partition)
@@ -166,11 +166,12 @@ def register_agents(app: faust.App, topics: Topics, settings: Settings, metrics:
             return False
         if v is Verdict.PAUSE and _known_gap(app, tp, cast(int, adm.expected)):
             contiguity.accept_gap(key)  # a transaction marker: normal with such producers
-            metrics.input_gaps.labels(m.topic, "accepted").inc()
-            return True
+            v = Verdict.ACCEPT_GAP
+        elif v is Verdict.ACCEPT_GAP:
+            log.warning("%s[%d]: no record at offset %s (retention?) after %d seeks; going on "
+                        "from %d", m.topic, m.partition, adm.expected, contiguity.max_seeks,
+                        m.offset)
         if v is Verdict.ACCEPT_GAP:
-            log.warning("%s[%d]: no record at offset %s (transaction marker or retention); "
-                        "going on from %d", m.topic, m.partition, adm.expected, m.offset)
             metrics.input_gaps.labels(m.topic, "accepted").inc()
             return True
         if v is Verdict.PAUSE:
@@ -186,6 +187,7 @@ def register_agents(app: faust.App, topics: Topics, settings: Settings, metrics:
             if tp in app.consumer.assignment():
                 await app.consumer.seek(tp, offset)
                 app.consumer.resume_partitions([tp])
+        metrics.input_holes.set(contiguity.waiting())
 
     @app.agent(topics.inputs, name="segmenter", concurrency=1)
     async def segmenter(stream: faust.StreamT[bytes]) -> None:
@@ -193,7 +195,7 @@ def register_agents(app: faust.App, topics: Topics, settings: Settings, metrics:
         if settings.clock != "event":  # wall clock: records are handled as they come
             async for event in cast(Any, stream).noack().events():
                 m = event.message
-                if not await admitted(m):
+                if not admitted(m):
                     continue
                 prepare(m.partition)
                 if not (m.topic == ticks_topic and m.value == FLUSH):
@@ -204,7 +206,7 @@ def register_agents(app: faust.App, topics: Topics, settings: Settings, metrics:
         # event clock: inputs are buffered and merged in event-time order, acked by hand
         async for event in cast(Any, stream).noack().events():
             m = event.message
-            if not await admitted(m):
+            if not admitted(m):
                 continue
             contiguity.handled((m.topic, m.partition), m.offset)  # pushed or handled below
             prepare(m.partition)
