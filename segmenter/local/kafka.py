@@ -267,8 +267,11 @@ def broker_answers(bootstrap: str, timeout: float = 5.0) -> bool:
 
 
 def running_version(layout: KafkaLayout) -> str | None:
-    """The version the running broker logged at start-up ("Kafka version: X")."""
-    for path in (layout.server_log, layout.stdout_log):
+    """The version the running broker logged at start-up ("Kafka version: X"). A broker that
+    has run for a while has rolled that line into server.log.1, .2, ...: newest file first."""
+    rolled = sorted(layout.logs.glob(layout.server_log.name + ".*"),
+                    key=lambda p: int(p.suffix[1:]) if p.suffix[1:].isdigit() else 1 << 30)
+    for path in (layout.server_log, layout.stdout_log, *rolled):
         try:
             found = _VERSION_LINE.findall(path.read_text(errors="replace"))
         except OSError:

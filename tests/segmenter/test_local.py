@@ -273,3 +273,15 @@ def test_run_exports_the_addresses_and_leaves_running_services_up(
     assert done.returncode == 3, done.stdout + done.stderr
     assert f"127.0.0.1:{settings.kafka_port}" in done.stdout.splitlines()
     assert all(s.running for s in local.status(settings))
+
+
+def test_running_version_is_found_after_the_start_up_line_rolled_into_a_backup(
+        tmp_path: Path) -> None:
+    layout = kafka.KafkaLayout(tmp_path)
+    layout.logs.mkdir(parents=True)
+    layout.server_log.write_text("INFO a busy broker's later lines\n")
+    (layout.logs / "server.log.1").write_text("INFO Kafka version: 4.4.0 (restarted)\n")
+    (layout.logs / "server.log.2").write_text("INFO Kafka version: 4.3.0 (an older start)\n")
+    assert kafka.running_version(layout) == "4.4.0"
+    layout.server_log.write_text("INFO Kafka version: 4.5.0\n")
+    assert kafka.running_version(layout) == "4.5.0"
