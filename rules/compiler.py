@@ -18,6 +18,7 @@ with null is false, except `== null` / `!= null`; `and`, `or`, `not` treat null 
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -50,6 +51,35 @@ class Crossing:
     bounds: IFn | None = None  # (ctx at a, ctx at b) -> (low, high) of diff over [a, b]
 
 
+@dataclass(frozen=True, slots=True)
+class DueParts:
+    """What can move an expression's value with time, given the values of its time-less parts:
+    the step terms' next-change functions and the crossings (see `CompiledExpr.due_parts`)."""
+
+    step_fns: tuple[Callable[[Ctx], int | None], ...]
+    crossings: tuple[Crossing, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Leaf:
+    """A maximal sub-expression without and / or / not: its step terms and its crossings."""
+
+    index: int
+    steps: tuple[Callable[[Ctx], int | None], ...]
+    crossings: tuple[Crossing, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Junction:
+    """`and` / `or` (flattened) or `not`: `fixed` are the children that only events change
+    (their value now settles the junction until the next event when it is False for `and`,
+    True for `or`), `timed` the others."""
+
+    op: str
+    fixed: tuple[ast.Expr, ...]
+    timed: tuple[_Leaf | _Junction, ...]
+
+
 @dataclass(slots=True)
 class CompiledExpr:
     fn: Fn
@@ -58,6 +88,9 @@ class CompiledExpr:
     crossings: list[Crossing] = field(default_factory=list)
     coarse: bool = False
     _step_fns: tuple[Callable[[Ctx], int | None], ...] | None = None
+    _plan: _Leaf | _Junction | None = None
+    # generated from the plan at compile time (`_generate_parts`)
+    parts_fn: Callable[[Ctx], DueParts | None] = field(default=lambda ctx: None)
 
     @property
     def reads(self) -> frozenset[str]:
@@ -78,6 +111,43 @@ class CompiledExpr:
             fns = self._step_fns = tuple(t.next_change for t in self.terms
                                          if t.next_change is not None)
         return fns
+
+    @property
+    def timed(self) -> bool:
+        """Time alone can change the value (a window, a threshold or a crossing)."""
+        return self._plan is not None
+
+    def due_parts(self, ctx: Ctx) -> DueParts | None:
+        """The step terms and crossings that can change the value with time from `ctx` on, or
+        None if none can. An `and` with a part that only events change (lifetime_orders(),
+        attribute(), in_segment(), ...) that is false now stays false until the next event
+        whatever its other parts do (an `or` likewise with a true one), so their windows and
+        thresholds are no reason to look again."""
+        return self.parts_fn(ctx)
+
+
+def _leaves(node: _Leaf | _Junction) -> list[_Leaf]:
+    out: list[_Leaf] = []
+    stack: list[_Leaf | _Junction] = [node]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, _Leaf):
+            out.append(n)
+        else:
+            stack.extend(reversed(n.timed))
+    return sorted(out, key=lambda leaf: leaf.index)
+
+
+def _parts_of(leaves: list[_Leaf], mask: int) -> DueParts | None:
+    steps: list[Callable[[Ctx], int | None]] = []
+    cross: list[Crossing] = []
+    for i, leaf in enumerate(leaves):
+        if mask >> i & 1:
+            for f in leaf.steps:
+                if f not in steps:
+                    steps.append(f)
+            cross.extend(leaf.crossings)
+    return DueParts(tuple(steps), tuple(cross)) if steps or cross else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,11 +180,55 @@ class _Compiler:
         self.settings = settings
         self.out = CompiledExpr(fn=lambda ctx: None, text=text)
         self._terms: dict[str, Term] = {}
+        self._nodes: dict[int, tuple[_Node, int, int]] = {}
+        self._leaf_count = 0
 
     def compile(self, node: ast.Expr) -> _Node:
         method = getattr(self, "_" + type(node).__name__.lower())
+        before = len(self.out.crossings)
         result: _Node = method(node)
+        self._nodes[id(node)] = (result, before, len(self.out.crossings))
         return result
+
+    def plan(self, node: ast.Expr) -> _Leaf | _Junction | None:
+        """The due plan of a node: None if only events change it."""
+        if (isinstance(node, ast.Binary) and node.op in ast.LOGICAL) or (
+                isinstance(node, ast.Unary) and node.op == "not"):
+            if isinstance(node, ast.Unary):
+                children = [node.operand]
+                op = "not"
+            else:
+                op = node.op
+                children = []
+                todo: list[ast.Expr] = [node]
+                while todo:  # flatten a and b and c
+                    n = todo.pop()
+                    if isinstance(n, ast.Binary) and n.op == op:
+                        todo += [n.right, n.left]
+                    else:
+                        children.append(n)
+            fixed: list[ast.Expr] = []
+            timed: list[_Leaf | _Junction] = []
+            for child in children:
+                p = self.plan(child)
+                if p is None:
+                    fixed.append(child)
+                else:
+                    timed.append(p)
+            if not timed:
+                return None
+            return _Junction(op, tuple(fixed) if op != "not" else (), tuple(timed))
+        steps: list[Callable[[Ctx], int | None]] = []
+        for c in ast.calls(node):
+            nc = self._terms[c.text].next_change
+            if nc is not None and nc not in steps:
+                steps.append(nc)
+        _, lo, hi = self._nodes[id(node)]
+        crossings = tuple(self.out.crossings[lo:hi])
+        if not steps and not crossings:
+            return None
+        self._leaf_count += 1
+        return _Leaf(self._leaf_count, tuple(steps), crossings)
 
     def _literal(self, node: ast.Literal) -> _Node:
         v = node.value
@@ -376,11 +490,242 @@ def _compare(op: str, left: _Node, right: _Node) -> Fn:
 
 def compile_expr(expr: ast.Expr, text: str, settings: RuleSettings) -> CompiledExpr:
     c = _Compiler(settings, text)
-    node = c.compile(expr)
-    f = node.fn
-    if isinstance(expr, ast.Binary | ast.In) or (isinstance(expr, ast.Unary)
-                                                 and expr.op == "not"):
-        c.out.fn = f  # already returns a bool
-    else:
-        c.out.fn = lambda ctx: f(ctx) is True
+    c.compile(expr)
+    terms = {t.text: t for t in c.out.terms}
+    c.out.fn = _generate(expr, terms)
+    plan = c.out._plan = c.plan(expr)
+    if plan is not None:
+        c.out.parts_fn = _generate_parts(plan, terms)
     return c.out
+
+
+_MAX_LEAVES = 12  # beyond that, the parts of each combination are built when first met
+
+
+def _generate_parts(plan: _Leaf | _Junction, terms: dict[str, Term]) -> Callable[
+        [Ctx], DueParts | None]:
+    """`due_parts` as one generated function: the time-less parts are tested (as generated
+    conditions), the live leaves make a bit mask, the mask picks precomputed DueParts."""
+    leaves = _leaves(plan)
+    bit = {leaf.index: i for i, leaf in enumerate(leaves)}
+    g = _Gen(terms)
+    lines = ["def _due_parts(ctx):", "    m = 0"]
+
+    def emit(node: _Leaf | _Junction, indent: str) -> None:
+        if isinstance(node, _Leaf):
+            lines.append(f"{indent}m |= {1 << bit[node.index]}")
+            return
+        conds = []
+        for f in node.fixed:
+            code = g.expr(f)
+            conds.append(code if _is_bool(f) else f"({code} is True)")
+        if conds and node.op == "and":
+            lines.append(f"{indent}if {' and '.join(conds)}:")
+            indent += "    "
+        elif conds and node.op == "or":
+            lines.append(f"{indent}if not ({' or '.join(conds)}):")
+            indent += "    "
+        for child in node.timed:
+            emit(child, indent)
+
+    emit(plan, "    ")
+    if len(leaves) <= _MAX_LEAVES:
+        g.ns["_P"] = [_parts_of(leaves, m) for m in range(1 << len(leaves))]
+        lines.append("    return _P[m]")
+    else:
+        cache: dict[int, DueParts | None] = {}
+
+        def build(m: int) -> DueParts | None:
+            p = cache[m] = _parts_of(leaves, m)
+            return p
+        g.ns["_P"], g.ns["_build"] = cache, build
+        lines.append("    p = _P.get(m, False)")
+        lines.append("    return _build(m) if p is False else p")
+    src = "\n".join(lines) + "\n"
+    exec(compile(src, "<rule due plan>", "exec"), g.ns)  # source built from the AST, not user text
+    fn: Callable[[Ctx], DueParts | None] = g.ns["_due_parts"]
+    fn.__doc__ = src
+    return fn
+
+
+# ---------------------------------------------------------------- code generation
+#
+# The value of an expression is one Python function generated from its syntax tree: the source is
+# built here from the parsed nodes (function calls become calls of the compiled terms, bound by
+# name in the function's namespace; literals are bound by name too), never from the user's text,
+# and compiled once at load. It keeps the closures' exact semantics (null rules, short-circuit
+# `and` / `or`, bool is never a number) without a Python call per node.
+
+
+def _cmp_slow(x: Any, y: Any, op: str) -> bool:
+    """`x op y` for a term value x that is not a plain number/string (y: a literal)."""
+    if x is None:
+        return False
+    if type(x) is bool:  # y is not a bool
+        return op == "!="
+    try:
+        return bool(_PYOPS[op](x, y))
+    except TypeError:
+        return op == "!="
+
+
+def _cmp_any(x: Any, y: Any, op: str) -> bool:
+    """`x op y` for two computed values (the closures' `cmp`)."""
+    if x is None or y is None:
+        return False
+    if (type(x) is bool) is not (type(y) is bool):  # true/false are never numbers
+        return op == "!="
+    if type(x) is bool and op not in ("==", "!="):
+        return False  # and are not ordered
+    try:
+        return bool(_PYOPS[op](x, y))
+    except TypeError:
+        return op == "!="
+
+
+def _in_slow(v: Any, items: tuple[Any, ...], negated: bool) -> bool:
+    if v is None:
+        return False
+    is_bool = type(v) is bool
+    found = any(v == i and (type(i) is bool) is is_bool for i in items)
+    return not found if negated else found
+
+
+_PYOPS: dict[str, Callable[[Any, Any], Any]] = {
+    "==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
+    ">": operator.gt, ">=": operator.ge}
+_BOOL_NODES = (ast.Binary, ast.In)
+
+
+def _is_bool(node: ast.Expr) -> bool:
+    """The node's generated code yields exactly True or False."""
+    if isinstance(node, ast.Binary):
+        return node.op not in ast.ARITHMETIC
+    return isinstance(node, ast.In) or (isinstance(node, ast.Unary) and node.op == "not")
+
+
+class _Gen:
+    def __init__(self, terms: dict[str, Term]) -> None:
+        self.ns: dict[str, Any] = {"_NUM": _NUM, "_cmp_slow": _cmp_slow, "_cmp_any": _cmp_any,
+                                   "_in_slow": _in_slow}
+        self.terms = terms
+        self.names: dict[str, str] = {}
+        self.n = 0
+
+    def tmp(self) -> str:
+        self.n += 1
+        return f"_v{self.n}"
+
+    def bind(self, value: Any) -> str:
+        self.n += 1
+        name = f"_k{self.n}"
+        self.ns[name] = value
+        return name
+
+    def lit(self, v: Any) -> str:
+        if v is None or type(v) is bool:
+            return repr(v)
+        if type(v) is int or (type(v) is float and math.isfinite(v) and float(repr(v)) == v):
+            return f"({v!r})"
+        return self.bind(v)
+
+    def num_literal(self, node: ast.Expr) -> tuple[bool, Any]:
+        """(True, value) when the node is a number literal (also `-literal`)."""
+        if isinstance(node, ast.Literal) and type(node.value) in _NUM:
+            return True, node.value
+        if isinstance(node, ast.Unary) and node.op == "-":
+            ok, v = self.num_literal(node.operand)
+            if ok:
+                return True, -v
+        return False, None
+
+    def expr(self, node: ast.Expr) -> str:
+        if isinstance(node, ast.Literal):
+            return self.lit(node.value)
+        if isinstance(node, ast.Duration):
+            return self.lit(node.ms)
+        if isinstance(node, ast.Call):
+            name = self.names.get(node.text)
+            if name is None:
+                name = self.names[node.text] = self.bind(self.terms[node.text].fn)
+            return f"{name}(ctx)"
+        if isinstance(node, ast.Unary):
+            if node.op == "not":
+                return f"({self.expr(node.operand)} is not True)"
+            ok, v = self.num_literal(node)
+            if ok:
+                return self.lit(v)
+            x = self.tmp()
+            return f"(-{x} if type({x} := {self.expr(node.operand)}) in _NUM else None)"
+        if isinstance(node, ast.In):
+            return self.member(node)
+        assert isinstance(node, ast.Binary)
+        op = node.op
+        if op in ast.LOGICAL:
+            parts = []
+            for side in (node.left, node.right):
+                code = self.expr(side)
+                parts.append(code if _is_bool(side) else f"({code} is True)")
+            return f"({parts[0]} {op} {parts[1]})"
+        if op in ast.ARITHMETIC:
+            return self.arith(node)
+        return self.compare(node)
+
+    def arith(self, node: ast.Binary) -> str:
+        op = node.op
+        ok, y = self.num_literal(node.right)
+        if ok:
+            if op == "/" and not y:
+                return "None"
+            x = self.tmp()
+            return (f"(({x} {op} {self.lit(y)}) if type({x} := {self.expr(node.left)}) in _NUM "
+                    "else None)")
+        x, y2 = self.tmp(), self.tmp()
+        cond = (f"type({x} := {self.expr(node.left)}) in _NUM and "
+                f"type({y2} := {self.expr(node.right)}) in _NUM")
+        if op == "/":
+            cond += f" and {y2}"
+        return f"(({x} {op} {y2}) if {cond} else None)"
+
+    def compare(self, node: ast.Binary) -> str:
+        op = node.op
+        left_null = isinstance(node.left, ast.Literal) and node.left.value is None
+        right_null = isinstance(node.right, ast.Literal) and node.right.value is None
+        if op in ("==", "!=") and (left_null or right_null):
+            other = self.expr(node.right if left_null else node.left)
+            return f"({other} is None)" if op == "==" else f"({other} is not None)"
+        right = node.right
+        if isinstance(right, ast.Literal) and type(right.value) in (int, float, str):
+            y = self.lit(right.value)
+            x = self.tmp()
+            fast = "in _NUM" if type(right.value) in _NUM else "is str"
+            return (f"(({x} {op} {y}) if type({x} := {self.expr(node.left)}) {fast} "
+                    f"else _cmp_slow({x}, {y}, {op!r}))")
+        ok, v = self.num_literal(right)
+        if ok:  # `x > -5`: folded to a literal, as the closures did
+            y = self.lit(v)
+            x = self.tmp()
+            return (f"(({x} {op} {y}) if type({x} := {self.expr(node.left)}) in _NUM "
+                    f"else _cmp_slow({x}, {y}, {op!r}))")
+        return f"_cmp_any({self.expr(node.left)}, {self.expr(right)}, {op!r})"
+
+    def member(self, node: ast.In) -> str:
+        items = tuple(i.value for i in node.items)
+        strings = self.bind(frozenset(i for i in items if type(i) is str))
+        rest = self.bind(items)
+        x = self.tmp()
+        test = "not in" if node.negated else "in"
+        return (f"(({x} {test} {strings}) if type({x} := {self.expr(node.operand)}) is str "
+                f"else _in_slow({x}, {rest}, {node.negated!r}))")
+
+
+def _generate(expr: ast.Expr, terms: dict[str, Term]) -> Fn:
+    g = _Gen(terms)
+    code = g.expr(expr)
+    if not _is_bool(expr):
+        code = f"({code} is True)"
+    src = f"def _condition(ctx):\n    return {code}\n"
+    exec(compile(src, "<rule condition>", "exec"), g.ns)  # source built from the AST
+    fn: Fn = g.ns["_condition"]
+    fn.__doc__ = src
+    return fn

@@ -18,7 +18,7 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-from rules.compiler import CompiledExpr, Crossing
+from rules.compiler import Crossing, DueParts
 from rules.context import Ctx
 from rules.ruleset import CompiledSegment, RuleSet
 from streams.changes import Cause, SegmentChange
@@ -69,7 +69,7 @@ def _search(c: Crossing, s0: int, lo: int, hi: int, ca: Ctx, cb: Ctx) -> int | N
     return first if first is not None else _search(c, s0, mid + 1, hi, ca, cb)
 
 
-def _first_flip(expr: CompiledExpr, ctx: Ctx, scratch: Ctx, hi: int) -> int | None:
+def _first_flip(expr: DueParts, ctx: Ctx, scratch: Ctx, hi: int) -> int | None:
     """Earliest instant in (ctx.t, hi] at which a time-continuous comparison of `expr` flips.
 
     Each diff is monotone between step changes, so: no flip if its sign at `hi` is the sign
@@ -152,16 +152,17 @@ def segment_due(seg: CompiledSegment, ctx: Ctx, scratch: Ctx, entered_at: int | 
     dwell_at: int | None = None
     if entered_at is not None and seg.dwell and t < entered_at + seg.dwell:
         dwell_at = entered_at + seg.dwell
-    steps = expr.step_fns
-    if not steps and not expr.crossings:
+    parts = expr.due_parts(ctx)
+    if parts is None:
         return dwell_at
+    steps = parts.step_fns
     if not lookahead:  # every event: no probing ahead
-        return _next_at(expr, ctx, scratch, dwell_at)[0]
+        return _next_at(parts, ctx, scratch, dwell_at)[0]
     current = expr.fn(ctx) if steps else None
     here = ctx
     probe: Ctx | None = None
     for step in range(lookahead + 1):
-        at, final = _next_at(expr, here, scratch, dwell_at)
+        at, final = _next_at(parts, here, scratch, dwell_at)
         if final or step == lookahead or at is None:
             return at
         if probe is None:
@@ -174,7 +175,7 @@ def segment_due(seg: CompiledSegment, ctx: Ctx, scratch: Ctx, entered_at: int | 
     return here.t  # pragma: no cover - the loop always returns
 
 
-def _next_at(expr: CompiledExpr, here: Ctx, scratch: Ctx,
+def _next_at(expr: DueParts, here: Ctx, scratch: Ctx,
              dwell_at: int | None) -> tuple[int | None, bool]:
     """From `here`: the first crossing, else the next step instant of the expression (capped by
     the dwell end). `final` is False only for a step instant, where the value may not change."""

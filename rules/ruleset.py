@@ -69,7 +69,7 @@ class RuleSet:
             group_peers=tuple(p for p in peers if p != s.id), dwell=s.min_dwell_ms, reads=reads,
             deps=frozenset(refs),
             timeless=not s.min_dwell_ms and all(
-                not e.crossings and not e.step_fns for e in (when, exit_when) if e is not None))
+                not e.timed for e in (when, exit_when) if e is not None))
 
     def closure(self, ids: object) -> tuple[CompiledSegment, ...]:
         """The given segments plus everything that reads their membership, in evaluation order."""
