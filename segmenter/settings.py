@@ -31,6 +31,7 @@ ENV_VARS: dict[str, str] = {
     "kafka_controller_port": "SEGMENTER_KAFKA_CONTROLLER_PORT",
     "redis_url": "SEGMENTER_REDIS_URL",
     "redis_port": "SEGMENTER_REDIS_PORT",
+    "redis_prefix": "SEGMENTER_REDIS_PREFIX",
     "topic_prefix": "SEGMENTER_TOPIC_PREFIX",
     "app_id": "SEGMENTER_APP_ID",
     "worker_id": "SEGMENTER_WORKER_ID",
@@ -44,6 +45,8 @@ ENV_VARS: dict[str, str] = {
     "store": "SEGMENTER_STORE",
     "state_cache": "SEGMENTER_STATE_CACHE",
     "producer_linger_ms": "SEGMENTER_PRODUCER_LINGER_MS",
+    "commit_interval_ms": "SEGMENTER_COMMIT_INTERVAL_MS",
+    "session_timeout_ms": "SEGMENTER_SESSION_TIMEOUT_MS",
     "partitions": "SEGMENTER_PARTITIONS",
     "replication_factor": "SEGMENTER_REPLICATION_FACTOR",
     "log_level": "SEGMENTER_LOG_LEVEL",
@@ -65,6 +68,7 @@ class Settings:
     redis_url: str = f"redis://127.0.0.1:{DEFAULT_REDIS_PORT}/0"
     redis_external: bool = False
     redis_port: int = DEFAULT_REDIS_PORT
+    redis_prefix: str = "segmenter:"  # key prefix of the Redis view
     # Streams.
     topic_prefix: str = ""
     app_id: str = "segmenter"
@@ -75,14 +79,19 @@ class Settings:
     state_dir: Path = Path(".state")
     clock: Clock = "wall"
     rules_path: Path | None = None
-    processing_guarantee: ProcessingGuarantee = "at_least_once"
+    processing_guarantee: ProcessingGuarantee = "exactly_once"
     store: str = "memory://"
-    # decoded customer states the worker keeps to skip decoding the table's bytes again (memory
-    # store only: RocksDB hands out new bytes on every read); 0 turns it off
+    # RocksDB store: decoded customer states kept in memory besides those changed since the
+    # last commit (the most recently written ones); 0 turns it off
     state_cache: int = 20_000
-    # how long the worker's producer waits to fill a batch (changelog and change records): at
-    # 2,000 events/s, 10 ms takes the p50 latency from 1.5 s to ~20 ms (bench/results/worker.md)
+    # how long the worker's producers wait to fill a batch (outside transactions)
     producer_linger_ms: float = 10.0
+    # how often each task commits (a transaction with exactly-once): the bound on how long a
+    # change waits before consumers see it, and on the work redone after a crash
+    commit_interval_ms: int = 100
+    # a worker that sends no heartbeat for this long is dropped from the group and its
+    # partitions move to the others (the broker allows 6,000 to 300,000 by default)
+    session_timeout_ms: int = 10_000
     partitions: int = 4
     replication_factor: int = 1
     log_level: LogLevel = "info"
@@ -106,6 +115,12 @@ class Settings:
         if not 0 <= self.producer_linger_ms <= 1000:
             raise ConfigError(
                 f"producer_linger_ms must be 0-1000, got {self.producer_linger_ms}")
+        if not 10 <= self.commit_interval_ms <= 60_000:
+            raise ConfigError(
+                f"commit_interval_ms must be 10-60000, got {self.commit_interval_ms}")
+        if not 1000 <= self.session_timeout_ms <= 3_600_000:
+            raise ConfigError(
+                f"session_timeout_ms must be 1000-3600000, got {self.session_timeout_ms}")
         if self.state_cache < 0:
             raise ConfigError(f"state_cache must be >= 0, got {self.state_cache}")
         if self.partitions < 1:
@@ -127,7 +142,7 @@ class Settings:
 
     @property
     def group_id(self) -> str:
-        """The Faust application id, which is also the Kafka consumer group."""
+        """The application id with the prefix: the Kafka consumer group of the workers."""
         return f"{self.topic_prefix}{self.app_id}"
 
     def topic(self, name: str) -> str:

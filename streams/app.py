@@ -1,25 +1,21 @@
-"""The Faust application: `create_app(settings, rules, metrics)` builds it; no module-level app.
+"""The worker's topology: topic names, the changelog, and creating the topics.
 
 Topics (names carry the settings' prefix; every partitioned topic has `settings.partitions`
 partitions so that all of them are co-partitioned by customer id):
 - inputs: purchases, email-events, web-activity, customer-profiles;
-- internal: segmenter-rekey (inputs that landed on the wrong partition), segmenter-ticks
-  (time-driven and rule re-evaluations, keyed by customer id);
+- internal: segmenter-rekey (inputs that landed on the wrong partition), the compacted
+  `<group>-customers-changelog` (each customer's state; one partition per task) and
+  segmenter-members (compacted: which worker owns which partitions, and its URL);
 - outputs: segment-changes, segmenter-dead-letters;
 - segmenter-rules: compacted, one partition, the published rule files.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
-
-import faust
 
 from segmenter.errors import TopologyError
 from segmenter.kafka_admin import create_and_wait
-from segmenter.metrics import Metrics
 from segmenter.settings import Settings
 
 PURCHASES = "purchases"
@@ -28,92 +24,21 @@ WEB_ACTIVITY = "web-activity"
 CUSTOMER_PROFILES = "customer-profiles"
 INPUTS = (PURCHASES, EMAIL_EVENTS, WEB_ACTIVITY, CUSTOMER_PROFILES)
 REKEY = "segmenter-rekey"
-TICKS = "segmenter-ticks"
+MEMBERS = "segmenter-members"
 SEGMENT_CHANGES = "segment-changes"
 DEAD_LETTERS = "segmenter-dead-letters"
 RULES = "segmenter-rules"
-PARTITIONED = (*INPUTS, REKEY, TICKS, SEGMENT_CHANGES, DEAD_LETTERS)
+PARTITIONED = (*INPUTS, REKEY, SEGMENT_CHANGES, DEAD_LETTERS)
 
 
-@dataclass(frozen=True, slots=True)
-class Topics:
-    """The Faust topics of one app."""
-
-    inputs: faust.TopicT  # every input topic plus rekey and ticks: what the engine agent reads
-    rekey: faust.TopicT
-    ticks: faust.TopicT
-    segment_changes: faust.TopicT
-    dead_letters: faust.TopicT
-
-
-def broker_url(bootstrap: str) -> str:
-    """'h1:9092,h2:9092' -> 'kafka://h1:9092;kafka://h2:9092' (Faust's broker syntax)."""
-    hosts = [h.strip() for h in bootstrap.split(",") if h.strip()]
-    return ";".join(f"kafka://{h}" for h in hosts)
+def changelog_topic(settings: Settings) -> str:
+    """The compacted changelog of the customers table (one partition per task)."""
+    return f"{settings.group_id}-customers-changelog"
 
 
 def worker_datadir(settings: Settings) -> Path:
-    """Where this worker keeps its table stores (its parent must exist before it starts)."""
+    """Where this worker keeps its local stores (RocksDB and their checkpoint files)."""
     return settings.state_dir / "worker" / settings.group_id / settings.worker_id
-
-
-def create_app(settings: Settings, metrics: Metrics | None = None,
-               rules_path: Path | None = None) -> faust.App:
-    """A Faust app wired to `settings`: topics declared, table and agents registered."""
-    from prometheus_client import CollectorRegistry
-
-    from streams.agents import register_agents
-
-    app = faust.App(
-        settings.group_id,
-        broker=broker_url(settings.kafka_bootstrap),
-        store=settings.store,
-        processing_guarantee=settings.processing_guarantee,
-        datadir=str(worker_datadir(settings)),
-        topic_partitions=settings.partitions,
-        topic_replication_factor=settings.replication_factor,
-        topic_disable_leader=True,
-        consumer_auto_offset_reset="earliest",
-        producer_acks=-1,
-        producer_linger=settings.producer_linger_ms / 1000,
-        web_enabled=settings.web_enabled,
-        web_port=settings.web_port or 6066,
-        web_bind=settings.web_bind,
-        autodiscover=False,
-        loghandlers=[],
-        stream_wait_empty=False,
-        broker_commit_every=1000,
-        broker_commit_interval=1.0,
-        table_standby_replicas=0,
-    )
-    from streams.commit import SafeCommitConsumer, TransactionalConsumer
-
-    cast(Any, app.transport).Consumer = (SafeCommitConsumer
-                                         if settings.processing_guarantee == "at_least_once"
-                                         else TransactionalConsumer)
-    topics = declare_topics(app, settings)
-    register_agents(app, topics, settings, metrics or Metrics(CollectorRegistry()), rules_path)
-    return app
-
-
-def declare_topics(app: faust.App, settings: Settings) -> Topics:
-    def topic(*names: str) -> faust.TopicT:
-        return app.topic(
-            *(settings.topic(n) for n in names),
-            key_type=bytes,
-            value_type=bytes,
-            key_serializer="raw",
-            value_serializer="raw",
-            partitions=settings.partitions,
-        )
-
-    return Topics(
-        inputs=topic(*INPUTS, REKEY, TICKS),
-        rekey=topic(REKEY),
-        ticks=topic(TICKS),
-        segment_changes=topic(SEGMENT_CHANGES),
-        dead_letters=topic(DEAD_LETTERS),
-    )
 
 
 async def ensure_topics(
@@ -121,8 +46,9 @@ async def ensure_topics(
     names: tuple[str, ...] = PARTITIONED,
     timeout: float = 60.0,
 ) -> list[str]:
-    """Create the topics (prefix applied) that do not exist yet, the compacted rules topic too,
-    and wait until every partition has a leader; returns the names of those created.
+    """Create the topics (prefix applied) that do not exist yet, the compacted internal topics
+    too (rules and members: one partition; the customers changelog: one per task), and wait
+    until every partition has a leader; returns the names of the partitioned ones created.
 
     Raises TopologyError when existing topics disagree on their partition count: records of
     one customer would then land on different partitions and its state would split."""
@@ -132,8 +58,10 @@ async def ensure_topics(
     await admin.start()
     try:
         wanted = [settings.topic(n) for n in names]
+        changelog = changelog_topic(settings)
+        checked = [*wanted, changelog]
         existing = set(await admin.list_topics())
-        present = [t for t in wanted if t in existing]
+        present = [t for t in checked if t in existing]
         if present:
             counts = {t["topic"]: len(t["partitions"])
                       for t in await admin.describe_topics(present)}
@@ -147,11 +75,13 @@ async def ensure_topics(
                     "the topics.")
         missing = [t for t in wanted if t not in existing]
         new = [NewTopic(t, settings.partitions, settings.replication_factor) for t in missing]
-        rules_topic = settings.topic(RULES)
-        if rules_topic not in existing:
-            new.append(NewTopic(rules_topic, 1, settings.replication_factor,
-                                topic_configs={"cleanup.policy": "compact"}))
-        await create_and_wait(admin, new, wanted, timeout)
+        compact = {"cleanup.policy": "compact"}
+        for topic, count in ((settings.topic(RULES), 1), (settings.topic(MEMBERS), 1),
+                             (changelog, settings.partitions)):
+            if topic not in existing:
+                new.append(NewTopic(topic, count, settings.replication_factor,
+                                    topic_configs=compact))
+        await create_and_wait(admin, new, checked, timeout)
         return missing
     finally:
         await admin.close()

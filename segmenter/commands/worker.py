@@ -1,7 +1,8 @@
-"""`segmenter worker`: run the Faust application (one worker process of the consumer group)."""
+"""`segmenter worker`: run one worker process of the consumer group (streams/runtime/)."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +19,10 @@ from segmenter.settings import STORES, Settings
     "--topic-prefix", help="Prefix for every topic and the group id [SEGMENTER_TOPIC_PREFIX]."
 )
 @click.option(
-    "--app-id", help="Faust app id = consumer group (before the prefix) [SEGMENTER_APP_ID]."
+    "--app-id", help="App id = consumer group (before the prefix) [SEGMENTER_APP_ID]."
 )
 @click.option("--worker-id", help="This worker's name [SEGMENTER_WORKER_ID; host-pid].")
-@click.option("--web-port", type=int, help="Faust web/metrics port, 0 = off [SEGMENTER_WEB_PORT].")
+@click.option("--web-port", type=int, help="Web/metrics port, 0 = off [SEGMENTER_WEB_PORT].")
 @click.option("--web-bind", help="Web server address [SEGMENTER_WEB_BIND; 127.0.0.1].")
 @click.option(
     "--state-dir",
@@ -40,9 +41,9 @@ from segmenter.settings import STORES, Settings
 @click.option(
     "--processing-guarantee",
     type=click.Choice(["at_least_once", "exactly_once"]),
-    help="Faust processing guarantee [SEGMENTER_PROCESSING_GUARANTEE].",
+    help="Processing guarantee [SEGMENTER_PROCESSING_GUARANTEE; exactly_once].",
 )
-@click.option("--store", type=click.Choice(STORES), help="Table store [SEGMENTER_STORE].")
+@click.option("--store", type=click.Choice(STORES), help="State store [SEGMENTER_STORE; memory://].")
 @click.option("--partitions", type=int, help="Partitions of created topics [SEGMENTER_PARTITIONS].")
 @click.option(
     "--log-level",
@@ -63,25 +64,48 @@ def worker(**flags: Any) -> None:
 
 
 def run_worker(settings: Settings) -> None:
-    """Build the app and run it in this process (blocks; exits the process when done)."""
+    """Run one worker process until SIGTERM / Ctrl-C (blocks)."""
     import asyncio
 
-    import faust  # heavy: only for this command
+    from streams.app import ensure_topics, worker_datadir
+
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiokafka").setLevel(max(logging.WARNING, logging.getLogger().level))
+    worker_datadir(settings).mkdir(parents=True, exist_ok=True)
+    try:
+        rules = None
+        if settings.rules_path is not None:
+            from rules.loader import load_rules
+            from rules.ruleset import RuleSet
+
+            rules = RuleSet(load_rules(settings.rules_path))
+        asyncio.run(ensure_topics(settings))
+        asyncio.run(_run(settings, rules))
+    except SegmenterError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+async def _run(settings: Settings, rules: Any) -> None:
+    import asyncio
+    import signal
+
     from prometheus_client import CollectorRegistry
 
     from segmenter.metrics import Metrics
-    from streams.app import create_app, ensure_topics, worker_datadir
+    from streams.runtime.web import start_web
+    from streams.runtime.worker import Worker
 
-    worker_datadir(settings).parent.mkdir(parents=True, exist_ok=True)
+    worker = Worker(settings, Metrics(CollectorRegistry()), rules)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, worker.stop)
+    runner = await start_web(worker)
     try:
-        asyncio.run(ensure_topics(settings))
-    except SegmenterError as exc:
-        raise click.ClickException(str(exc)) from exc
-    try:
-        app = create_app(settings, Metrics(CollectorRegistry()))
-    except SegmenterError as exc:
-        raise click.ClickException(str(exc)) from exc
-    faust.Worker(app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
+        await worker.run()
+    finally:
+        if runner is not None:
+            await runner.cleanup()
 
 
 if __name__ == "__main__":  # `python -m segmenter.commands.worker` (used by the demo and tests)

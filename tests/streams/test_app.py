@@ -1,4 +1,5 @@
-"""The Faust app and its walking-skeleton agent: pure checks, then the real worker end to end."""
+"""The topology (topics, changelog) and the walking skeleton: pure checks, then the real worker
+end to end."""
 
 from __future__ import annotations
 
@@ -7,37 +8,29 @@ from pathlib import Path
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from segmenter.errors import TopologyError
 from segmenter.settings import Settings
 from streams.app import (
+    MEMBERS,
     PARTITIONED,
     PURCHASES,
     RULES,
     SEGMENT_CHANGES,
-    broker_url,
-    create_app,
+    changelog_topic,
     ensure_topics,
+    worker_datadir,
 )
 from tests.kafka_helpers import Received, consume_json, create_topics, produce_json, worker_process
 
 
-def test_broker_url_turns_bootstrap_servers_into_faust_urls() -> None:
-    assert broker_url("h1:9092, h2:9093") == "kafka://h1:9092;kafka://h2:9093"
-
-
-def test_create_app_uses_the_prefix_for_topics_and_group(tmp_path: Path) -> None:
-    settings = Settings.from_env(env={}, topic_prefix="x.", state_dir=tmp_path, partitions=3)
-    app = create_app(settings)
-    assert app.conf.id == "x.segmenter"
-    [agent] = app.agents.values()
-    assert set(agent.channel.topics) >= {"x.purchases", "x.email-events", "x.web-activity",
-                                         "x.customer-profiles", "x.segmenter-rekey",
-                                         "x.segmenter-ticks"}
-    assert app.conf.topic_partitions == 3
-    assert app.conf.producer_linger == 0.01  # SEGMENTER_PRODUCER_LINGER_MS=10 by default
-    assert type(app.consumer).__name__ == "SafeCommitConsumer"  # at-least-once safeguards
-    assert create_app(settings) is not app  # no singleton: each call builds a new app
+def test_topic_names_and_folders_carry_the_prefix_and_group(tmp_path: Path) -> None:
+    settings = Settings.from_env(env={}, topic_prefix="x.", state_dir=tmp_path, worker_id="w1")
+    assert settings.group_id == "x.segmenter"
+    assert changelog_topic(settings) == "x.segmenter-customers-changelog"
+    assert worker_datadir(settings) == tmp_path / "worker" / "x.segmenter" / "w1"
+    assert settings.processing_guarantee == "exactly_once"  # the default
 
 
 @pytest.mark.integration
@@ -53,12 +46,20 @@ async def test_ensure_topics_creates_prefixed_topics_once(
         assert await ensure_topics(settings) == []
         described = await kafka_admin.describe_topics(wanted)
         assert {len(t["partitions"]) for t in described} == {3}
-        [rules] = await kafka_admin.describe_topics([f"{unique}.{RULES}"])
-        assert len(rules["partitions"]) == 1
+        compacted = [f"{unique}.{RULES}", f"{unique}.{MEMBERS}", changelog_topic(settings)]
+        described = await kafka_admin.describe_topics(compacted)
+        assert [len(t["partitions"]) for t in described] == [1, 1, 3]
+        configs = await kafka_admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, t) for t in compacted])
+        for response in configs:
+            for resource in response.resources:
+                policy = {c[0]: c[1] for c in resource[4]}["cleanup.policy"]
+                assert policy == "compact", resource[3]
         with pytest.raises(TopologyError, match="partitions"):
             await ensure_topics(settings.with_overrides(partitions=5))
     finally:
-        await kafka_admin.delete_topics([*wanted, f"{unique}.{RULES}"])
+        await kafka_admin.delete_topics([*wanted, f"{unique}.{RULES}", f"{unique}.{MEMBERS}",
+                                         changelog_topic(settings)])
 
 
 @pytest.mark.integration

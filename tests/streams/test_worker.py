@@ -41,7 +41,7 @@ from streams.app import (
 )
 from streams.events import TOPIC_FOR_TYPE, encode_event, new_event
 from streams.generator import generate
-from streams.processor import partition_for
+from streams.runtime.records import partition_for
 from streams.simulate import Simulator
 
 pytestmark = pytest.mark.integration
@@ -171,8 +171,9 @@ async def cluster(bootstrap: str, admin: AIOKafkaAdminClient, prefix: str, tmp: 
         if ensure:
             await c.ensure_topics()
         yield c
-        crashed = [w.name for w in c.workers if "Crashed reason=" in w.log_text()]
-        assert not crashed, f"worker(s) {crashed} crashed"
+        crashed = [w.name for w in c.workers if "Traceback (most recent call last)" in
+                   w.log_text() or "exception was never retrieved" in w.log_text()]
+        assert not crashed, f"worker(s) {crashed} logged an unhandled exception"
     except BaseException:
         print(c.logs())  # pytest shows it with the failure
         raise
@@ -472,25 +473,11 @@ async def test_worker_with_event_clock_matches_simulate(
 # ------------------------------------------------------------------ 2. crash
 
 
-# Faust reads BROKER_* from the environment (over the app's own settings): a killed member is
-# noticed after 6 s (the broker's group.min.session.timeout.ms) instead of Faust's 60 s.
-FAST_FAILOVER = {"BROKER_SESSION_TIMEOUT": "6", "BROKER_HEARTBEAT_INTERVAL": "1"}
+# a killed member is noticed after 6 s (the broker's group.min.session.timeout.ms)
+FAST_FAILOVER = {"SEGMENTER_SESSION_TIMEOUT_MS": "6000"}
 
 
-EOS_BUG = (
-    "FAUST BUG: SEGMENTER_PROCESSING_GUARANTEE=exactly_once: after the survivor takes the "
-    "killed worker's partitions over, some events come out twice with the same seq and "
-    "different content (the killed worker's change is visible to read_committed consumers "
-    "while the state update of the same event is not), and some duplicates. Since "
-    "streams/commit.py reads the changelog's end from the broker, the survivor no longer "
-    "restores an empty table or crashes with ConsistencyError. Intermittent (it passes in "
-    "some runs), hence not strict; at-least-once is the default.")
-
-
-@pytest.mark.parametrize("guarantee", [
-    "at_least_once",
-    pytest.param("exactly_once", marks=pytest.mark.xfail(reason=EOS_BUG, strict=False)),
-])
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
 async def test_kill_9_of_one_of_two_workers_loses_no_change(
     kafka_bootstrap: str, kafka_admin: AIOKafkaAdminClient, unique: str, tmp_path: Path,
     guarantee: str,
@@ -503,9 +490,7 @@ async def test_kill_9_of_one_of_two_workers_loses_no_change(
     ref = simulate(RuleSet(load_rules(RETAIL)), [encode_event(e) for e in events])
     topic = f"{unique}.purchases"
     async with cluster(kafka_bootstrap, kafka_admin, f"{unique}.", tmp_path,
-                       SEGMENTER_PROCESSING_GUARANTEE=guarantee,
-                       BROKER_SESSION_TIMEOUT=FAST_FAILOVER["BROKER_SESSION_TIMEOUT"],
-                       BROKER_HEARTBEAT_INTERVAL=FAST_FAILOVER["BROKER_HEARTBEAT_INTERVAL"]) as c, \
+                       SEGMENTER_PROCESSING_GUARANTEE=guarantee, **FAST_FAILOVER) as c, \
             Collector(kafka_bootstrap, c.topic(SEGMENT_CHANGES)) as col:
         await produce(kafka_bootstrap, ((c.topic(t), k, v) for t, k, v in map(wire, events)))
         started = time.perf_counter()
@@ -538,22 +523,14 @@ async def test_kill_9_of_one_of_two_workers_loses_no_change(
     assert consumer_view(got) == {cid: ref.segments.get(cid, []) for cid in got}
 
 
-def owned(w: Worker, topic: str) -> set[int]:
-    """The partitions of `topic` in the worker's latest assignment (from Faust's log table)."""
+def owned(w: Worker, topic: str = "") -> set[int]:
+    """The partitions in the worker's latest assignment (its log line "tasks now: [...]")."""
     text = w.log_text()
-    at = text.rfind("Setting newly assigned partitions")
+    at = text.rfind("tasks now: [")
     if at < 0:
         return set()
-    for line in text[at:].splitlines()[1:40]:
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) == 2 and cells[0] == topic:
-            out: set[int] = set()
-            for part in cells[1].strip("{}").split(","):
-                lo, _, hi = part.strip().partition("-")
-                if lo:
-                    out.update(range(int(lo), int(hi or lo) + 1))
-            return out
-    return set()
+    inside = text[at + len("tasks now: ["):].split("]", 1)[0]
+    return {int(x) for x in inside.split(",") if x.strip()}
 
 
 def split_between(workers: list[Worker], topic: str, partitions: int) -> bool:

@@ -1,0 +1,278 @@
+"""A task: one partition number across every co-partitioned input (Kafka Streams' partition
+group), with its customers' states, due index and event clock.
+
+Pure: no Kafka, no clock, no await. The worker hands it each fetch's records (`add`), lets it
+fire timers (`fire_due`) and roll a new rule version out (`rollout_step`), and at each commit
+takes what it has to write (`pending`: change records, dead letters, re-keyed inputs, the
+customers whose state changed, the input offsets reached) and calls `committed()`.
+
+With the event clock the records of a task are merged across its topics in event-time order
+(`TimestampMerger`: a topic known to have records not yet fetched is waited for, bounded); with
+the wall clock they are handled in arrival order.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from streams.changes import SegmentChange
+from streams.due_index import DueIndex
+from streams.engine import Outcome
+from streams.events import Event, Rejection, parse_event
+from streams.merge import TimestampMerger
+from streams.runtime.records import dead_letter, partition_for
+from streams.runtime.rulebook import Rulebook
+from streams.runtime.store import Store
+from streams.state import CustomerState
+
+Drained = Callable[[str], "bool | None"]
+
+
+class Rec(Protocol):
+    """The fields of an aiokafka ConsumerRecord a task reads."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def timestamp(self) -> int: ...
+
+
+@dataclass(slots=True)
+class Pending:
+    """What the task's next commit writes."""
+
+    changes: list[tuple[bytes, bytes]] = field(default_factory=list)  # key, change record
+    latencies_ms: list[int] = field(default_factory=list)  # Kafka timestamp of each cause
+    dead_letters: list[tuple[bytes | None, bytes]] = field(default_factory=list)
+    rekey: list[tuple[int, bytes, bytes]] = field(default_factory=list)  # partition, key, value
+    dirty: set[str] = field(default_factory=set)  # customers whose state changed
+    offsets: dict[str, int] = field(default_factory=dict)  # input topic -> next offset
+
+    def __bool__(self) -> bool:
+        return bool(self.offsets or self.dirty or self.changes or self.dead_letters
+                    or self.rekey)
+
+
+@dataclass(slots=True)
+class Stats:
+    """Counts for the metrics, taken and reset by the worker at each commit."""
+
+    consumed: Counter[tuple[str, str]] = field(default_factory=Counter)  # topic, event type
+    rejected: Counter[str] = field(default_factory=Counter)  # reason
+    dead_letters: Counter[str] = field(default_factory=Counter)  # source topic
+    rekeyed: Counter[str] = field(default_factory=Counter)  # source topic
+    causes: Counter[str] = field(default_factory=Counter)  # change records by cause kind
+    moves: Counter[tuple[str, str]] = field(default_factory=Counter)  # segment, direction
+    timer_fires: int = 0
+    handled: int = 0  # records and timers the engine handled
+    engine_seconds: float = 0.0
+
+
+class Task:
+    def __init__(self, partition: int, rulebook: Rulebook, store: Store, *, partitions: int,
+                 event_clock: bool, worker_id: str, sources: Sequence[str],
+                 idle_ms: int = 5000) -> None:
+        self.partition = partition
+        self.rulebook = rulebook
+        self.store = store
+        self.partitions = partitions
+        self.event_clock = event_clock
+        self.worker_id = worker_id
+        self.sources = tuple(sources)
+        self.due = DueIndex()
+        self.clock = 0  # event clock: the largest event time handled
+        self.merger = TimestampMerger(idle_ms=idle_ms)
+        self.pending = Pending()
+        self.stats = Stats()
+        self.sizes: Counter[str] = Counter()  # members per segment on this partition
+        self.customers = 0  # customers with state on this partition
+        self._generation = rulebook.generation
+        self._rollout: list[str] = []
+        # input topic -> next offset of every input whose records the state includes (the
+        # at-least-once changelog marker)
+        self.offsets_reached: dict[str, int] = {}
+
+    # ------------------------------------------------------------------ start
+    def load(self) -> None:
+        """Derive the due index, the event clock and the segment sizes from the store (after a
+        restore); customers evaluated under another rule version are rolled out."""
+        due, sizes, clock, customers = DueIndex(), Counter[str](), 0, 0
+        version = self.rulebook.rules.version
+        stale: list[str] = []
+        for cid, st in self.store.items():
+            customers += 1
+            due.set(cid, st.next_due)
+            sizes.update(st.members)
+            if st.last_eval is not None and st.last_eval > clock:
+                clock = st.last_eval
+            if st.rules_version != version:
+                stale.append(cid)
+        self.due, self.sizes, self.customers = due, sizes, customers
+        if self.event_clock:
+            self.clock = max(self.clock, clock)
+        self._rollout = stale
+        self._generation = self.rulebook.generation
+
+    # ------------------------------------------------------------------ records
+    def add(self, topic: str, records: Iterable[Rec], wall_ms: int) -> None:
+        """The records of one fetch of one of this task's partitions, in offset order."""
+        currency = self.rulebook.rules.settings.currency
+        if not self.event_clock:
+            for rec in records:
+                self._handle(rec, parse_event(rec.value or b"", currency=currency), wall_ms,
+                             wall_ms)
+            return
+        merger, p = self.merger, self.partition
+        for rec in records:
+            parsed = parse_event(rec.value or b"", currency=currency)
+            # records that are not applied (undecodable) keep their place in their topic's
+            # order, so that no offset is committed past a record not handled yet
+            ts = parsed.ts if isinstance(parsed, Event) else -1
+            merger.push(p, topic, ts, (rec, parsed))
+
+    def drain(self, drained: Drained, mono_ms: float, wall_ms: int) -> None:
+        """Event clock: handle the buffered records whose turn has come, then fire what the
+        clock passed."""
+        if not self.merger.buffered(self.partition):
+            return
+        for rec, parsed in self.merger.pop_ready(self.partition, self.sources, drained,
+                                                 mono_ms):
+            self._handle(rec, parsed, 0, wall_ms)
+        self.fire_due(self.clock)
+
+    def buffered(self) -> int:
+        return self.merger.buffered(self.partition)
+
+    def _handle(self, rec: Rec, ev: Event | Rejection, now: int, wall_ms: int) -> None:
+        """One input record. `now`: the wall clock (ignored with the event clock)."""
+        topic = rec.topic
+        pending, stats = self.pending, self.stats
+        pending.offsets[topic] = rec.offset + 1
+        if isinstance(ev, Rejection):
+            stats.consumed[(topic, "invalid")] += 1
+            self._dead(rec, ev, wall_ms)
+            return
+        stats.consumed[(topic, ev.type)] += 1
+        cid = ev.customer_id
+        cid_bytes = cid.encode()
+        owner = partition_for(cid_bytes, self.partitions)
+        if rec.key != cid_bytes or owner != self.partition:
+            # not on the partition that owns this customer: send it there
+            pending.rekey.append((owner, cid_bytes, rec.value or b""))
+            stats.rekeyed[topic] += 1
+            return
+        if self.event_clock:
+            if ev.ts > self.clock:
+                self.clock = ev.ts
+            now = self.clock
+        self._maybe_rollout_one(cid, now)
+        st = self.store.get(cid)
+        out = self.rulebook.engine.apply(st, ev, now)
+        stats.handled += 1
+        if out.rejection is not None:
+            self._dead(rec, out.rejection, wall_ms)
+            if not out.changes:
+                return  # refused before anything changed
+        self._settle(cid, out, st is not None, rec.timestamp)
+
+    def _dead(self, rec: Rec, rej: Rejection, wall_ms: int) -> None:
+        self.pending.dead_letters.append((rec.key, dead_letter(
+            rec.key, rec.value, rej, topic=rec.topic, partition=rec.partition,
+            offset=rec.offset, worker_id=self.worker_id, now_ms=wall_ms)))
+        self.stats.rejected[str(rej.reason)] += 1
+        self.stats.dead_letters[rec.topic] += 1
+
+    def _settle(self, cid: str, out: Outcome, existed: bool, cause_ts: int | None) -> None:
+        st = out.state
+        if st is None:
+            if existed:
+                self.store.delete(cid)
+                self.pending.dirty.add(cid)
+                self.customers -= 1
+            self.due.set(cid, None)
+        else:
+            if not existed:
+                self.customers += 1
+            self.store.put(cid, st)
+            self.pending.dirty.add(cid)
+            self.due.set(cid, st.next_due)
+        for ch in out.changes:
+            self._emit(ch, cause_ts)
+
+    def _emit(self, ch: SegmentChange, cause_ts: int | None) -> None:
+        pending, stats = self.pending, self.stats
+        pending.changes.append((ch.customer_id.encode(), ch.to_json()))
+        if cause_ts is not None:
+            pending.latencies_ms.append(cause_ts)
+        stats.causes[ch.cause.kind] += 1
+        for sid in ch.entered:
+            self.sizes[sid] += 1
+            stats.moves[(sid, "entered")] += 1
+        for sid in ch.exited:
+            self.sizes[sid] -= 1
+            stats.moves[(sid, "exited")] += 1
+
+    # ------------------------------------------------------------------ time
+    def fire_due(self, now: int) -> int:
+        """Fire every customer due at or before `now`, each at its own due instants."""
+        fired = 0
+        engine = self.rulebook.engine
+        for d, cid in self.due.pop_due(now):
+            st = self.store.get(cid)
+            if st is None:
+                continue
+            self._maybe_rollout_one(cid, d, st)
+            self._settle(cid, engine.fire(st, d), True, None)
+            fired += 1
+        self.stats.timer_fires += fired
+        self.stats.handled += fired
+        return fired
+
+    def now(self, wall_ms: int) -> int:
+        return self.clock if self.event_clock else wall_ms
+
+    # ------------------------------------------------------------------ rules
+    def rollout_step(self, wall_ms: int, limit: int = 2000) -> bool:
+        """Re-evaluate up to `limit` customers under a rule version switched to since the last
+        step; True while some are left."""
+        if self._generation != self.rulebook.generation:
+            self._generation = self.rulebook.generation
+            self._rollout = self.store.keys()
+        if not self._rollout:
+            return False
+        now = self.now(wall_ms)
+        batch, self._rollout = self._rollout[:limit], self._rollout[limit:]
+        for cid in batch:
+            self._maybe_rollout_one(cid, now)
+        return bool(self._rollout)
+
+    def _maybe_rollout_one(self, cid: str, now: int, st: CustomerState | None = None) -> None:
+        rb = self.rulebook
+        if st is None:
+            st = self.store.get(cid)
+        if st is None or st.rules_version == rb.rules.version:
+            return
+        out = rb.engine.reevaluate(st, now, quiet=rb.quiet,
+                                   previous=rb.versions.get(st.rules_version))
+        self._settle(cid, out, True, None)
+
+    # ------------------------------------------------------------------ commit
+    def take(self) -> Pending:
+        """What the next commit writes; the task starts a new `Pending`."""
+        out, self.pending = self.pending, Pending()
+        return out
+
+    def take_stats(self) -> Stats:
+        out, self.stats = self.stats, Stats()
+        return out
