@@ -247,7 +247,7 @@ def evaluate(rs: RuleSet, st: CustomerState, t: int, dirty: Iterable[CompiledSeg
             cands.add(sid)
         else:
             cands.discard(sid)
-        g = seg.defn.group
+        g = seg.group
         if g is None:
             if c != (entered_at is not None):
                 (entered if c else exited).append(sid)
@@ -257,10 +257,15 @@ def evaluate(rs: RuleSet, st: CustomerState, t: int, dirty: Iterable[CompiledSeg
             groups_touched.append(g)
     if groups_touched:
         for g in groups_touched:
-            for sid in rs.groups[g]:
-                now_in = ctx.member(sid)
-                if now_in != (sid in members):
-                    (entered if now_in else exited).append(sid)
+            ids = rs.groups[g]
+            first = None  # the member now: the first candidate in file order
+            for sid in ids:
+                if sid in cands:
+                    first = sid
+                    break
+            for sid in ids:
+                if (sid == first) != (sid in members):
+                    (entered if sid == first else exited).append(sid)
     st.last_eval = t
     scratch = Ctx(st, t, rs.settings.resolution_ms, cands, rs.groups_before)
     if not entered and not exited:
@@ -308,12 +313,31 @@ def _set_dues(st: CustomerState, segs: Iterable[CompiledSegment], ctx: Ctx, scra
     """Store the due instant of each of segs (none for a segment time alone cannot change)."""
     due = st.due
     members = st.members
+    t = ctx.t
     for seg in segs:
         if seg.timeless:
             if due:
                 due.pop(seg.id, None)
             continue
-        at = segment_due(seg, ctx, scratch, members.get(seg.id), lookahead)
+        if lookahead:
+            at = segment_due(seg, ctx, scratch, members.get(seg.id), lookahead)
+        else:  # segment_due without probing ahead, inlined: the path of every event
+            entered_at = members.get(seg.id)
+            if entered_at is None:
+                expr = seg.when
+                at = None
+            else:
+                expr = seg.when if seg.exit_when is None else seg.exit_when
+                at = entered_at + seg.dwell if seg.dwell and t < entered_at + seg.dwell else None
+            parts = expr.parts_fn(ctx)
+            if parts is not None:
+                if parts.crossings:
+                    at = _next_at(parts, ctx, scratch, at)[0]
+                else:  # the next step instant, capped by the dwell end
+                    for nc in parts.step_fns:
+                        nxt = nc(ctx)
+                        if nxt is not None and nxt > t and (at is None or nxt < at):
+                            at = nxt
         if at is None:
             due.pop(seg.id, None)
         else:

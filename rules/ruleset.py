@@ -28,6 +28,7 @@ class CompiledSegment:
     reads: frozenset[str]
     deps: frozenset[str]  # segments whose membership this one reads (in_segment + their peers)
     timeless: bool = False  # no window, threshold or dwell: time alone never changes it
+    group: str | None = None  # = defn.group
 
 
 class RuleSet:
@@ -67,7 +68,7 @@ class RuleSet:
         return CompiledSegment(
             id=s.id, index=index, defn=s, when=when, exit_when=exit_when, group_before=before,
             group_peers=tuple(p for p in peers if p != s.id), dwell=s.min_dwell_ms, reads=reads,
-            deps=frozenset(refs),
+            deps=frozenset(refs), group=s.group,
             timeless=not s.min_dwell_ms and all(
                 not e.timed for e in (when, exit_when) if e is not None))
 

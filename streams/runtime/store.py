@@ -193,7 +193,7 @@ class RocksStore:
     def forget_checkpoint(self) -> None:
         """The changelog no longer has what the checkpoint points at: start from scratch."""
         self._offset_file.unlink(missing_ok=True)
-        for key in list(self._db.keys()):  # noqa: SIM118
+        for key in list(self._db.keys()):
             self._db.delete(key)
         self._cache.clear()
 

@@ -474,7 +474,7 @@ async def test_worker_with_event_clock_matches_simulate(
 
 
 # a killed member is noticed after 6 s (the broker's group.min.session.timeout.ms)
-FAST_FAILOVER = {"SEGMENTER_SESSION_TIMEOUT_MS": "6000"}
+FAST_FAILOVER = "6000"  # SEGMENTER_SESSION_TIMEOUT_MS
 
 
 @pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
@@ -490,7 +490,8 @@ async def test_kill_9_of_one_of_two_workers_loses_no_change(
     ref = simulate(RuleSet(load_rules(RETAIL)), [encode_event(e) for e in events])
     topic = f"{unique}.purchases"
     async with cluster(kafka_bootstrap, kafka_admin, f"{unique}.", tmp_path,
-                       SEGMENTER_PROCESSING_GUARANTEE=guarantee, **FAST_FAILOVER) as c, \
+                       SEGMENTER_PROCESSING_GUARANTEE=guarantee,
+                       SEGMENTER_SESSION_TIMEOUT_MS=FAST_FAILOVER) as c, \
             Collector(kafka_bootstrap, c.topic(SEGMENT_CHANGES)) as col:
         await produce(kafka_bootstrap, ((c.topic(t), k, v) for t, k, v in map(wire, events)))
         started = time.perf_counter()
