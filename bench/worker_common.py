@@ -116,7 +116,7 @@ async def preload(bootstrap: str, prefix: str, records: Sequence[Record], *,
 
 async def delete_prefixed_topics(bootstrap: str, prefix: str) -> list[str]:
     """Delete every topic whose name starts with `prefix` (inputs, internal, outputs and the
-    topics Faust made: changelog, assignor leader)."""
+    changelog)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:

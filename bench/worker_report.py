@@ -33,15 +33,13 @@ def run_all(quick: bool) -> None:
     steps = [
         ["bench.worker_throughput", *q, "--floor"],
         ["bench.worker_throughput", *q, "--events", "50000" if quick else "100000",
-         "--workers", "1", "--no-simulate", "--what-if", "SEGMENTER_PRODUCER_LINGER_MS=0", "--json",
-         rel(out / "worker_throughput_whatif.json")],
+         "--workers", "1", "--no-simulate", "--what-if", "SEGMENTER_COMMIT_INTERVAL_MS=1000",
+         "--json", rel(out / "worker_throughput_whatif.json")],
         ["bench.worker_latency", *q],
         ["bench.worker_latency", *q, "--rate", "1000", "--json",
          rel(out / "worker_latency_1000.json")],
         ["bench.worker_latency", *q, "--rate", "500", "--json",
          rel(out / "worker_latency_500.json")],
-        ["bench.worker_profile", *(["--events", "20000"] if quick else []), "--out",
-         rel(out / "worker_profile.txt")],
     ]
     for step in steps:
         print("$ python -m " + " ".join(step), file=sys.stderr)
@@ -119,10 +117,8 @@ def throughput_section(t: dict[str, Any], whatif: dict[str, Any] | None) -> list
         env = ", ".join(f"`{k}={v}`" for k, v in r.get("worker_env", {}).items())
         floor = r.get("worker_env", {}).get("BENCH_FLOOR")
         if floor:
-            label = (f"**floor**: `bench.faust_floor` with `BENCH_FLOOR={floor}` (the same "
-                     "worker, its engine replaced by a stub: "
-                     + ("a 1.2 kB table write per record" if floor == "write" else
-                        "no table write") + ", a change record per 8 inputs)")
+            label = ("**floor**: `bench.runtime_floor` (the same worker, its engine replaced "
+                     "by a stub: an empty state per customer, no change records)")
         else:
             label = f"{r['workers']} worker" + (f" with {env}" if env else "")
         where = (f"separate run of {whatif['events']:,} events: `{whatif['command']}`"
@@ -171,19 +167,10 @@ def latency_section(lats: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def profile_section(p: dict[str, Any], text: str) -> list[str]:
-    return ["## Where one worker spends its time", "",
-            f"`{p['command']}`: py-spy (`pip install py-spy` into the venv) attached while the "
-            "worker drains a preloaded log, idle stacks included, main thread only; then a "
-            "second drain under `bench.worker_awaits` (the worker plus a bench-only task that "
-            "samples where the agent coroutine is suspended). Full output: "
-            "`bench/results/worker_profile.txt`.", "", "```", text.rstrip(), "```", ""]
-
-
-def render(t: dict[str, Any] | None, lats: list[dict[str, Any]], p: dict[str, Any] | None,
-           ptext: str, whatif: dict[str, Any] | None, notes: str) -> str:
-    first = t or (lats[0] if lats else None) or p
-    lines = ["# Worker benchmarks (Kafka + Faust, end to end)", "",
+def render(t: dict[str, Any] | None, lats: list[dict[str, Any]],
+           whatif: dict[str, Any] | None, notes: str) -> str:
+    first = t or (lats[0] if lats else None)
+    lines = ["# Worker benchmarks (Kafka + the worker runtime, end to end)", "",
              f"Written by `python -m bench.worker_report` on {time.strftime('%Y-%m-%dT%H:%M:%S%z')}"
              ". Issue 4's measures: reported figures, never test assertions. See bench/README.md "
              "(worker section) for what each module does.", ""]
@@ -193,8 +180,6 @@ def render(t: dict[str, Any] | None, lats: list[dict[str, Any]], p: dict[str, An
         lines += throughput_section(t, whatif)
     if lats:
         lines += latency_section(lats)
-    if p:
-        lines += profile_section(p, ptext)
     if notes:
         lines += ["## Notes", "", notes.rstrip(), ""]
     return "\n".join(lines)
@@ -215,11 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     whatif = load(src / "worker_throughput_whatif.json")
     lats = sorted((x for x in (load(f) for f in src.glob("worker_latency*.json")) if x),
                   key=lambda r: -r["rate"])
-    p = load(src / "worker_profile.json")
-    ptext = (src / "worker_profile.txt").read_text() if p else ""
     notes = args.notes.read_text() if args.notes else ""
     out = args.out or src / "worker.md"
-    out.write_text(render(t, lats, p, ptext, whatif, notes))
+    out.write_text(render(t, lats, whatif, notes))
     print(f"wrote {rel(out)}", file=sys.stderr)
     return 0
 

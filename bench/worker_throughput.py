@@ -225,8 +225,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     if args.what_if:
         specs["1 " + " ".join(f"{k}={v}" for k, v in args.what_if.items())] = (1, args.what_if)
     if args.floor:
-        for mode in ("write", "ack"):
-            specs[f"1 floor ({mode})"] = (1, {"BENCH_FLOOR": mode})
+        specs["1 floor (stub engine)"] = (1, {"BENCH_FLOOR": "stub"})
     prefixes = {name: new_prefix(f"w{i}") for i, name in enumerate(specs, 1)}
     print(f"{len(records):,} records per run; prefixes {list(prefixes.values())}",
           file=sys.stderr)
@@ -251,7 +250,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         result["runs"] = {}
         for name, prefix in prefixes.items():
             count, env = specs[name]
-            module = "bench.faust_floor" if "BENCH_FLOOR" in env else "segmenter.commands.worker"
+            module = "bench.runtime_floor" if "BENCH_FLOOR" in env else "segmenter.commands.worker"
             r = await worker_run(args.bootstrap, prefix, count, args.partitions, len(records),
                                  args.rules, args.limit, env, module)
             r["worker_env"] = env
@@ -323,12 +322,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-simulate", dest="simulate", action="store_false",
                     help="skip the simulate replay of the same log")
     ap.add_argument("--what-if", action="append", default=[], metavar="NAME=VALUE",
-                    help="add a run of 1 worker with this extra environment (e.g. Faust's "
-                         "PRODUCER_LINGER=0.01, read from the environment by faust.Settings); "
+                    help="add a run of 1 worker with this extra environment (e.g. "
+                         "SEGMENTER_COMMIT_INTERVAL_MS=500); "
                          "repeatable: all go into one run")
     ap.add_argument("--floor", action="store_true",
-                    help="add two runs of bench.faust_floor (the worker with an engine that does "
-                         "nothing: with and without a table write per record)")
+                    help="add a run of bench.runtime_floor (the worker with an engine that does "
+                         "nothing: what the runtime itself costs)")
     ap.add_argument("--keep-topics", action="store_true")
     ap.add_argument("--quick", action="store_true", help="50k events, into bench/results/quick/")
     ap.add_argument("--json", type=Path, default=None)

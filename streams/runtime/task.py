@@ -113,7 +113,7 @@ class Task:
         for cid, st in self.store.items():
             customers += 1
             due.set(cid, st.next_due)
-            sizes.update(st.members)
+            sizes.update(st.members.keys())
             if st.last_eval is not None and st.last_eval > clock:
                 clock = st.last_eval
             if st.rules_version != version:

@@ -1,0 +1,62 @@
+"""The worker with an engine that does nothing: what the runtime itself costs per record.
+
+`python -m bench.runtime_floor` takes the worker's flags and environment (like
+`python -m segmenter.commands.worker`); every record is decoded, checked for its partition and
+handed to a stub engine that keeps an empty state per customer (so each commit still writes one
+changelog record per customer touched) and emits no change. Used by
+`python -m bench.worker_throughput --floor`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from rules.loader import load_rules
+from rules.ruleset import RuleSet
+from segmenter.metrics import Metrics
+from segmenter.settings import Settings
+from streams.app import ensure_topics, worker_datadir
+from streams.engine import Outcome
+from streams.events import Event
+from streams.runtime.worker import Worker
+from streams.state import CustomerState
+
+
+class StubEngine:
+    def __init__(self, rules: RuleSet) -> None:
+        self.rules = rules
+
+    def apply(self, st: CustomerState | None, ev: Event, now: int) -> Outcome:
+        return Outcome(st if st is not None else CustomerState(
+            ev.customer_id, rules_version=self.rules.version))
+
+    def fire(self, st: CustomerState, t: int) -> Outcome:
+        return Outcome(st)
+
+    def reevaluate(self, st: CustomerState, now: int, quiet: bool = False,
+                   previous: Any = None) -> Outcome:
+        st.rules_version = self.rules.version
+        return Outcome(st)
+
+
+async def main() -> None:
+    settings = Settings.from_env()
+    assert settings.rules_path is not None, "set SEGMENTER_RULES"
+    rules = RuleSet(load_rules(settings.rules_path))
+    worker_datadir(settings).mkdir(parents=True, exist_ok=True)
+    await ensure_topics(settings)
+    worker = Worker(settings, Metrics(CollectorRegistry()), rules)
+    assert worker.rulebook is not None
+    worker.rulebook.engine = StubEngine(rules)  # type: ignore[assignment]
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, worker.stop)
+    await worker.run()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
