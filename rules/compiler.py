@@ -49,6 +49,9 @@ class Crossing:
     form: str = "mono"
     half_life_ms: int = 0
     bounds: IFn | None = None  # (ctx at a, ctx at b) -> (low, high) of diff over [a, b]
+    # `days_since_*() <op> number`: diff = (t - anchor(ctx)) / DAY_MS - const, solved directly
+    anchor: Callable[[Ctx], int | None] | None = None
+    const: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +162,7 @@ class _Node:
     literal: Any = None
     is_literal: bool = False
     is_null: bool = False
+    anchor: Callable[[Ctx], int | None] | None = None  # a bare days_since_*() call
 
 
 def _combine(a: int | None, b: int | None) -> int | None:
@@ -260,7 +264,8 @@ class _Compiler:
             if type(x) not in _NUM or type(y) not in _NUM:
                 return None
             return (x, y) if x <= y else (y, x)
-        return _Node(f, term.mono, "lin" if term.mono > 0 else "exp", ifn=mono_bounds)
+        return _Node(f, term.mono, "lin" if term.mono > 0 else "exp", ifn=mono_bounds,
+                     anchor=term.anchor)
 
     def _unary(self, node: ast.Unary) -> _Node:
         inner = self.compile(node.operand)
@@ -300,10 +305,13 @@ class _Compiler:
             if mono is None:
                 self.out.coarse = True
                 bounds = _iarith("-", left.ifn, right.ifn)
+        anchor = None
+        if left.anchor is not None and right.is_literal and type(right.literal) in _NUM:
+            anchor = left.anchor
         self.out.crossings.append(Crossing(
             _arith("-", left.fn, right.fn, right), mono, form,
             self.settings.engagement.half_life_ms,
-            bounds))
+            bounds, anchor, right.literal if anchor is not None else 0.0))
 
     def _in(self, node: ast.In) -> _Node:
         inner = self.compile(node.operand)

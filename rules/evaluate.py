@@ -20,6 +20,7 @@ from typing import Any
 
 from rules.compiler import Crossing, DueParts
 from rules.context import Ctx
+from rules.model import DAY_MS
 from rules.ruleset import CompiledSegment, RuleSet
 from streams.changes import Cause, SegmentChange
 from streams.state import CustomerState
@@ -45,6 +46,28 @@ def _guess(c: Crossing, t0: int, d0: float, top: int, dtop: float) -> float | No
 
 
 _EPS = 1e-9
+
+
+def days_flip(ts: int, const: float, now: int) -> int | None:
+    """First instant t > now at which the sign of (t - ts) / DAY_MS - const differs from its
+    sign at now (the value only grows with t), None if never: what `_first_flip` finds by
+    galloping, without evaluating the expression."""
+    x0 = (now - ts) / DAY_MS
+    if x0 > const:
+        return None
+    if x0 == const:  # 0 now: the first instant past it
+        t = ts + int(const * DAY_MS)
+        while (t - ts) / DAY_MS > const:
+            t -= 1
+        while (t - ts) / DAY_MS <= const:
+            t += 1
+        return t
+    t = ts + int(const * DAY_MS)  # below now: the first instant at or past it
+    while (t - 1 - ts) / DAY_MS >= const:
+        t -= 1
+    while (t - ts) / DAY_MS < const:
+        t += 1
+    return t
 
 
 def _search(c: Crossing, s0: int, lo: int, hi: int, ca: Ctx, cb: Ctx) -> int | None:
@@ -78,6 +101,18 @@ def _first_flip(expr: DueParts, ctx: Ctx, scratch: Ctx, hi: int) -> int | None:
     best: int | None = None
     t0 = ctx.t
     for c in expr.crossings:
+        anchor = c.anchor
+        if anchor is not None:  # days_since_*() against a number: solved directly
+            ts = anchor(ctx)
+            if ts is None:
+                continue
+            top = hi if best is None else best - 1
+            if top <= t0:
+                break
+            flip = days_flip(ts, c.const, t0)
+            if flip is not None and flip <= top:
+                best = flip
+            continue
         d0 = c.diff(ctx)
         if d0 is None:
             continue

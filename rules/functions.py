@@ -41,6 +41,8 @@ class Term:
     next_change: Callable[[Ctx], int | None] | None = None
     mono: int = 0
     segment_ref: str | None = None  # for in_segment
+    # days_since_*: the instant counted from (value = (t - anchor) / DAY_MS), None if none
+    anchor: Callable[[Ctx], int | None] | None = None
 
 
 # ---------------------------------------------------------------- window machinery
@@ -307,7 +309,7 @@ def _days_since(text: str, pick: Callable[[Ctx], int | None], reads: Iterable[st
     def fn(ctx: Ctx) -> Value:
         ts = pick(ctx)
         return None if ts is None else (ctx.t - ts) / DAY_MS
-    return Term(text, fn, frozenset(reads), "cont", mono=1)
+    return Term(text, fn, frozenset(reads), "cont", mono=1, anchor=pick)
 
 
 def _days_last(etype: str) -> Callable[[Ctx], int | None]:

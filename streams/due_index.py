@@ -29,6 +29,12 @@ class DueIndex:
         if len(self._heap) > 4 * len(self._due) + 1024:
             self._compact()
 
+    def earliest_at_most(self, t: int) -> bool:
+        """Whether the heap may hold a key due at or before t (False: pop_due(t) yields
+        nothing)."""
+        heap = self._heap
+        return bool(heap) and heap[0][0] <= t
+
     def get(self, key: str) -> int | None:
         return self._due.get(key)
 

@@ -51,16 +51,18 @@ class Engine:
 
     # ------------------------------------------------------------------ events
     def apply(self, st: CustomerState | None, ev: Event, now: int) -> Outcome:
-        rej = check_time(ev, now_ms=now, retention_ms=self._retention,
-                         future_tolerance_ms=self._future)
-        if rej is not None:
-            return Outcome(st, (), rej)
+        ts = ev.ts
+        if ts < now - self._retention or ts > now + self._future:
+            rej = check_time(ev, now_ms=now, retention_ms=self._retention,
+                             future_tolerance_ms=self._future)
+            if rej is not None:
+                return Outcome(st, (), rej)
         if st is not None and st.dedup.get(ev.event_id, -1 << 62) >= now - self._dedup:
             return Outcome(st, (), Rejection(
                 RejectReason.DUPLICATE, f"event_id {ev.event_id!r} was already applied",
                 "event_id", ev.event_id, ev.customer_id))
         changes: list[SegmentChange] = []
-        if st is not None:
+        if st is not None and (st.due or st.pending):
             self._fire_into(st, now, changes)
         if ev.type == ERASED:
             if st is not None:

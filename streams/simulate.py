@@ -83,9 +83,11 @@ class Simulator:
 
     def advance(self, t: int) -> None:
         """Move the clock to t, firing everything due up to t in due order."""
-        for d, cid in self.index.pop_due(t):
-            st = self.states[cid]
-            self._settle(cid, self.engine.fire(st, d))
+        index = self.index
+        if index.earliest_at_most(t):
+            for d, cid in index.pop_due(t):
+                st = self.states[cid]
+                self._settle(cid, self.engine.fire(st, d))
         if self.clock is None or t > self.clock:
             self.clock = t
 
