@@ -341,9 +341,25 @@ def _first_instant_after(last: int, days: float) -> int:
     return t
 
 
-def _rfm_parts(settings: RuleSettings) -> tuple[Callable[[Ctx], Value], Callable[[Ctx], Value],
-                                                 Callable[[Ctx], Value],
-                                                 Callable[[Ctx], int | None]]:
+_RfmParts = tuple[Callable[[Ctx], Value], Callable[[Ctx], Value], Callable[[Ctx], Value],
+                  Callable[[Ctx], int | None]]
+_RFM_PARTS: dict[int, tuple[RuleSettings, _RfmParts]] = {}
+
+
+def _rfm_parts(settings: RuleSettings) -> _RfmParts:
+    """One set per settings object, so every rfm_*() call of a rule file shares the cached
+    values and next-change instants of one evaluation."""
+    hit = _RFM_PARTS.get(id(settings))
+    if hit is not None and hit[0] is settings:
+        return hit[1]
+    if len(_RFM_PARTS) > 64:
+        _RFM_PARTS.clear()
+    parts = _make_rfm_parts(settings)
+    _RFM_PARTS[id(settings)] = (settings, parts)
+    return parts
+
+
+def _make_rfm_parts(settings: RuleSettings) -> _RfmParts:
     rfm = settings.rfm
     nb = rfm.window_ms // settings.resolution_ms
     rec, freq, mon = rfm.recency_days, rfm.frequency, rfm.monetary
@@ -372,36 +388,69 @@ def _rfm_parts(settings: RuleSettings) -> tuple[Callable[[Ctx], Value], Callable
 
     window_exit = _window_exit((nb,), _has_purchase_or_refund)
 
+    instants: dict[int, tuple[int, ...]] = {}  # last purchase -> recency threshold instants
+
     def r_next(ctx: Ctx) -> int | None:
         last = ctx.st.last_ts.get("purchase")
         if last is None:
             return None
-        for th in rec:
-            at = _first_instant_after(last, th)
-            if at > ctx.t:
+        ats = instants.get(last)
+        if ats is None:
+            if len(instants) > 8192:
+                instants.clear()
+            ats = instants[last] = tuple(_first_instant_after(last, th) for th in rec)
+        t = ctx.t
+        for at in ats:
+            if at > t:
                 return at
         return None
 
+    key = object()
+
     def next_change(ctx: Ctx) -> int | None:
+        cache = ctx.cache
+        hit = cache.get(key, _MISS)
+        if hit is not _MISS:
+            return hit  # type: ignore[no-any-return]
         a, b = r_next(ctx), window_exit(ctx)
-        if a is None:
-            return b
-        return a if b is None or a < b else b
+        out = b if a is None else (a if b is None or a < b else b)
+        cache[key] = out
+        return out
 
     return r_score, f_score, m_score, next_change
+
+
+_RFM_SEGMENT: dict[int, tuple[RuleSettings, Callable[[Ctx], Value]]] = {}
+
+
+def _rfm_segment_fn(settings: RuleSettings, r_score: Callable[[Ctx], Value],
+                    f_score: Callable[[Ctx], Value]) -> Callable[[Ctx], Value]:
+    """rfm_segment(), one function per settings (its value is cached per evaluation)."""
+    hit = _RFM_SEGMENT.get(id(settings))
+    if hit is not None and hit[0] is settings:
+        return hit[1]
+    grid = settings.rfm.grid
+
+    def segment(ctx: Ctx) -> Value:
+        cache = ctx.cache
+        out = cache.get(segment, _MISS)
+        if out is _MISS:
+            r = r_score(ctx)
+            out = cache[segment] = None if r is None else grid.get((r, f_score(ctx)))
+        return out
+
+    if len(_RFM_SEGMENT) > 64:
+        _RFM_SEGMENT.clear()
+    _RFM_SEGMENT[id(settings)] = (settings, segment)
+    return segment
 
 
 def _rfm(which: str) -> Callable[[str, RuleSettings], Term]:
     def build(text: str, settings: RuleSettings) -> Term:
         r_score, f_score, m_score, next_change = _rfm_parts(settings)
-        grid = settings.rfm.grid
         fns: dict[str, Callable[[Ctx], Value]] = {"r": r_score, "f": f_score, "m": m_score}
 
-        def segment(ctx: Ctx) -> Value:
-            r = r_score(ctx)
-            return None if r is None else grid.get((r, f_score(ctx)))
-
-        fn = segment if which == "segment" else fns[which]
+        fn = _rfm_segment_fn(settings, r_score, f_score) if which == "segment" else fns[which]
         return Term(text, fn, PURCHASE_TYPES, "step", next_change)
     return build
 
