@@ -411,7 +411,7 @@ def _make_rfm_parts(settings: RuleSettings) -> _RfmParts:
         cache = ctx.cache
         hit = cache.get(key, _MISS)
         if hit is not _MISS:
-            return hit  # type: ignore[no-any-return]
+            return hit
         a, b = r_next(ctx), window_exit(ctx)
         out = b if a is None else (a if b is None or a < b else b)
         cache[key] = out
