@@ -71,7 +71,10 @@ def run_worker(settings: Settings) -> None:
 
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("aiokafka").setLevel(max(logging.WARNING, logging.getLogger().level))
+    kafka_log = logging.getLogger("aiokafka")
+    kafka_log.setLevel(max(logging.WARNING, logging.getLogger().level))
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(Throttle())
     worker_datadir(settings).mkdir(parents=True, exist_ok=True)
     try:
         rules = None
@@ -84,6 +87,30 @@ def run_worker(settings: Settings) -> None:
         asyncio.run(_run(settings, rules))
     except SegmenterError as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+class Throttle(logging.Filter):
+    """aiokafka logs every failed connection attempt (hundreds a second while a broker is
+    down): each of its messages is shown at most once per `seconds`, with a count of those
+    held back."""
+
+    def __init__(self, seconds: float = 10.0) -> None:
+        super().__init__()
+        self.seconds = seconds
+        self._last: dict[str, tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("aiokafka"):
+            return True
+        key = f"{record.name}:{record.msg}"
+        last, held = self._last.get(key, (0.0, 0))
+        if record.created - last < self.seconds:
+            self._last[key] = (last, held + 1)
+            return False
+        if held:
+            record.msg = f"{record.msg} ({held} more like it in the last {self.seconds:.0f} s)"
+        self._last[key] = (record.created, 0)
+        return True
 
 
 async def _run(settings: Settings, rules: Any) -> None:
