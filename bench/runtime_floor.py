@@ -3,13 +3,14 @@
 `python -m bench.runtime_floor` takes the worker's flags and environment (like
 `python -m segmenter.commands.worker`); every record is decoded, checked for its partition and
 handed to a stub engine that keeps an empty state per customer (so each commit still writes one
-changelog record per customer touched) and emits no change. Used by
+changelog record per customer touched) and emits one change record per new customer. Used by
 `python -m bench.worker_throughput --floor`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 from typing import Any
 
@@ -20,8 +21,10 @@ from rules.ruleset import RuleSet
 from segmenter.metrics import Metrics
 from segmenter.settings import Settings
 from streams.app import ensure_topics, worker_datadir
+from streams.changes import CAUSE_EVENT, Cause, SegmentChange
 from streams.engine import Outcome
 from streams.events import Event
+from streams.runtime.web import start_web
 from streams.runtime.worker import Worker
 from streams.state import CustomerState
 
@@ -31,8 +34,12 @@ class StubEngine:
         self.rules = rules
 
     def apply(self, st: CustomerState | None, ev: Event, now: int) -> Outcome:
-        return Outcome(st if st is not None else CustomerState(
-            ev.customer_id, rules_version=self.rules.version))
+        if st is not None:
+            return Outcome(st)
+        # a new customer: one change record (about one per ten inputs in the bench's log)
+        st = CustomerState(ev.customer_id, rules_version=self.rules.version, seq=1)
+        return Outcome(st, (SegmentChange(ev.customer_id, 1, now, Cause(CAUSE_EVENT),
+                                          self.rules.version, ("seen",), (), ("seen",)),))
 
     def fire(self, st: CustomerState, t: int) -> Outcome:
         return Outcome(st)
@@ -45,6 +52,8 @@ class StubEngine:
 
 async def main() -> None:
     settings = Settings.from_env()
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     assert settings.rules_path is not None, "set SEGMENTER_RULES"
     rules = RuleSet(load_rules(settings.rules_path))
     worker_datadir(settings).mkdir(parents=True, exist_ok=True)
@@ -55,7 +64,12 @@ async def main() -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stop)
-    await worker.run()
+    runner = await start_web(worker)
+    try:
+        await worker.run()
+    finally:
+        if runner is not None:
+            await runner.cleanup()
 
 
 if __name__ == "__main__":

@@ -118,7 +118,7 @@ def throughput_section(t: dict[str, Any], whatif: dict[str, Any] | None) -> list
         floor = r.get("worker_env", {}).get("BENCH_FLOOR")
         if floor:
             label = ("**floor**: `bench.runtime_floor` (the same worker, its engine replaced "
-                     "by a stub: an empty state per customer, no change records)")
+                     "by a stub: an empty state per customer, a change record per new customer)")
         else:
             label = f"{r['workers']} worker" + (f" with {env}" if env else "")
         where = (f"separate run of {whatif['events']:,} events: `{whatif['command']}`"
