@@ -5,7 +5,8 @@
 - `GET /v1/segments`: the definitions in force with sizes (all workers' from the Redis view
   when it is there, else this worker's);
 - `GET /healthz`, `GET /readyz` (restore progress included), `GET /metrics`.
-Every endpoint but `/healthz` and `/metrics` requires the bearer token when one is set.
+Every endpoint but `/healthz` and `/metrics` requires the bearer token when one is set, except
+that `/readyz` without it still answers 200 or 503 with `{"ready": ...}` only (for probes).
 """
 
 from __future__ import annotations
@@ -89,15 +90,16 @@ def build_app(worker: Worker) -> web.Application:
         return web.json_response({"status": "ok", "worker_id": s.worker_id})
 
     async def readyz(request: web.Request) -> web.Response:
-        if not authorized(request):
-            return unauthorized()
+        status = 200 if worker.ready else 503
+        if not authorized(request):  # probes carry no token: the verdict, no details
+            return web.json_response({"ready": worker.ready}, status=status)
         rb = worker.rulebook
         body = {"ready": worker.ready, "worker_id": s.worker_id,
                 "rules_version": rb.rules.version if rb is not None else None,
                 "partitions": sorted(worker.assigned or ()),
                 "restoring": {str(p): {"read": done, "total": total}
                               for p, (done, total) in sorted(worker.progress.items())}}
-        return web.json_response(body, status=200 if worker.ready else 503)
+        return web.json_response(body, status=status)
 
     async def metrics(request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(worker.metrics.registry),

@@ -15,6 +15,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from segmenter.settings import Settings
 from streams.app import ensure_topics
 from streams.query import customer_view, segments_view
+from streams.runtime.records import partition_for
 from tests.factories import T0, EngineRun, days, purchase, rules_from_yaml, segment
 from tests.kafka_helpers import produce_json, worker_process
 
@@ -121,3 +122,56 @@ async def test_worker_serves_the_query_api(kafka_bootstrap: str, kafka_admin: AI
         ours = [t for t in await kafka_admin.list_topics() if t.startswith(prefix)]
         await kafka_admin.delete_topics(ours)
     assert orjson.dumps(body)  # the answer is plain JSON
+
+
+@pytest.mark.integration
+async def test_a_worker_forwards_a_customer_to_the_worker_that_owns_it(
+        kafka_bootstrap: str, kafka_admin: AIOKafkaAdminClient, unique: str,
+        tmp_path: Path) -> None:
+    """Two workers share 4 partitions; asking either one about any customer gives the owner's
+    answer (the other one forwards it, token included, and says who served it)."""
+    from tests.streams.workers import cluster, owned, split_between
+
+    rules_file = tmp_path / "rules.yaml"
+    rules_file.write_text(RULES_YAML)
+    customers = [f"fw-{i}" for i in range(12)]
+    ports = [_free_port(), _free_port()]
+    async with cluster(kafka_bootstrap, kafka_admin, f"{unique}.", tmp_path,
+                       SEGMENTER_API_TOKEN="t0ken", SEGMENTER_RULES=str(rules_file),
+                       SEGMENTER_REDIS_URL="redis://127.0.0.1:1/0") as c:
+        a = c.start(name="qa", SEGMENTER_WEB_PORT=str(ports[0]))
+        b = c.start(name="qb", SEGMENTER_WEB_PORT=str(ports[1]))
+        topic = c.topic("purchases")
+        deadline = time.monotonic() + 90
+        while not split_between([a, b], topic, 4):
+            assert time.monotonic() < deadline and a.alive() and b.alive(), c.logs()
+            await asyncio.sleep(0.2)
+        await produce_json(kafka_bootstrap, topic, [
+            (cid, {"event_id": f"e-{cid}", "customer_id": cid, "type": "purchase",
+                   "ts": T0 + i, "amount": 600, "currency": "PLN"})
+            for i, cid in enumerate(customers)])
+        owner = {cid: ("qa" if partition_for(cid.encode(), 4) in owned(a) else "qb")
+                 for cid in customers}
+        assert set(owner.values()) == {"qa", "qb"}
+        auth = {"Authorization": "Bearer t0ken"}
+        answers: dict[tuple[str, int], tuple[int, str | None, dict]] = {}
+        async with aiohttp.ClientSession() as s:
+            deadline = time.monotonic() + 90
+            for cid in customers:
+                for port in ports:
+                    while True:
+                        async with s.get(f"http://127.0.0.1:{port}/v1/customers/{cid}",
+                                         headers=auth) as r:
+                            body = await r.json()
+                            if r.status == 200 or time.monotonic() > deadline:
+                                answers[(cid, port)] = (r.status, r.headers.get(
+                                    "X-Segmenter-Served-By"), body)
+                                break
+                        await asyncio.sleep(0.2)
+            async with s.get(f"http://127.0.0.1:{ports[0]}/v1/customers/{customers[0]}") as r:
+                assert r.status == 401
+    for (cid, port), (status, served_by, body) in answers.items():
+        assert status == 200, (cid, port, body)
+        assert [x["id"] for x in body["segments"]] == ["vip"], body
+        local = "qa" if port == ports[0] else "qb"
+        assert served_by == (None if owner[cid] == local else owner[cid]), (cid, port)
