@@ -51,18 +51,17 @@ class TimestampMerger:
         """Buffered items that may be processed now, in event-time order.
 
         `drained(source)`: True when the source has nothing more to deliver, False when it is
-        known to have more (wait up to pending_ms), None when that is not known (idle_ms)."""
+        known to have more (wait up to pending_ms), None when that is not known (idle_ms).
+        Asked again only when a source's queue runs empty."""
         queues = self._queues.get(partition)
         if not queues:
             return []
         out: list[Any] = []
+        append = out.append
         sources = tuple(sources)
         while True:
-            best: deque[tuple[int, int, Any]] | None = None
-            for q in queues.values():
-                if q and (best is None or q[0][:2] < best[0][:2]):
-                    best = q
-            if best is None:
+            nonempty = [q for q in queues.values() if q]
+            if not nonempty:
                 break
             states = [drained(s) for s in sources if not queues.get(s)]
             if not all(states):
@@ -72,7 +71,21 @@ class TimestampMerger:
                     break
             else:
                 self._blocked_since.pop(partition, None)
-            out.append(best.popleft()[2])
+            if len(nonempty) == 1:
+                q = nonempty[0]
+                while q:
+                    append(q.popleft()[2])
+                continue
+            while True:  # until one of the queues runs empty: then ask `drained` again
+                best = min(nonempty, key=_head)
+                append(best.popleft()[2])
+                if not best:
+                    break
         if out:
             self._blocked_since.pop(partition, None)
         return out
+
+
+def _head(q: deque[tuple[int, int, Any]]) -> tuple[int, int]:
+    ts, seq, _ = q[0]
+    return ts, seq

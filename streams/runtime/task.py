@@ -166,9 +166,12 @@ class Task:
         stats.consumed[(topic, ev.type)] += 1
         cid = ev.customer_id
         cid_bytes = cid.encode()
-        owner = partition_for(cid_bytes, self.partitions)
-        if rec.key != cid_bytes or owner != self.partition:
+        st = self.store.get(cid)
+        # a customer with state here was checked on its first record: skip the hash then
+        if rec.key != cid_bytes or (st is None and partition_for(
+                cid_bytes, self.partitions) != self.partition):
             # not on the partition that owns this customer: send it there
+            owner = partition_for(cid_bytes, self.partitions)
             pending.rekey.append((owner, cid_bytes, rec.value or b""))
             stats.rekeyed[topic] += 1
             return
@@ -176,8 +179,8 @@ class Task:
             if ev.ts > self.clock:
                 self.clock = ev.ts
             now = self.clock
-        self._maybe_rollout_one(cid, now)
-        st = self.store.get(cid)
+        if st is not None and st.rules_version != self.rulebook.rules.version:
+            self._maybe_rollout_one(cid, now, st)
         out = self.rulebook.engine.apply(st, ev, now)
         stats.handled += 1
         if out.rejection is not None:
