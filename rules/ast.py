@@ -70,7 +70,26 @@ class In:
     pos: Pos
 
 
-Expr = Literal | Duration | Call | Unary | Binary | In
+@dataclass(frozen=True, slots=True)
+class Items:
+    """A list of literals `["page_view", "product_view"]`, only allowed as a function argument
+    (`count(["page_view", "product_view"], 30d)`)."""
+
+    items: tuple[Literal, ...]
+    pos: Pos
+
+
+@dataclass(frozen=True, slots=True)
+class Keyword:
+    """`name=value`, only allowed as a function argument (`purchase_amount(30d,
+    category="books")`); `pos` is the name's."""
+
+    name: str
+    value: Expr
+    pos: Pos
+
+
+Expr = Literal | Duration | Call | Unary | Binary | In | Items | Keyword
 
 COMPARISONS = frozenset({"==", "!=", "<", "<=", ">", ">="})
 ARITHMETIC = frozenset({"+", "-", "*", "/"})
@@ -93,4 +112,6 @@ def calls(expr: Expr) -> list[Call]:
             stack.append(node.left)
         elif isinstance(node, In):
             stack.append(node.operand)
+        elif isinstance(node, Keyword):
+            stack.append(node.value)
     return out

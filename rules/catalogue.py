@@ -43,7 +43,8 @@ _SIGS = [
     Signature("days_since_last_purchase", (), "number?", "days since the last purchase"),
     Signature("days_since_first_purchase", (), "number?", "days since the first purchase"),
     Signature("growth_ratio", ("window",), "number?", "amount in last w / amount in the w before"),
-    Signature("count", ("event_type", "window"), "number", "events of a type in the window"),
+    Signature("count", ("event_type", "window"), "number",
+              "events of a type (or of a list of types) in the window; count(w): of any type"),
     Signature("days_since_last", ("event_type",), "number?", "days since the last event of a type"),
     Signature("days_since_first_seen", (), "number?", "days since the first event of any type"),
     Signature("email_opens", ("window",), "number", "email_open events"),
@@ -64,3 +65,8 @@ _SIGS = [
 ]
 
 FUNCTIONS: dict[str, Signature] = {s.name: s for s in _SIGS}
+
+# name=value arguments a function accepts (after its other arguments), and their kind.
+KEYWORDS: dict[str, dict[str, str]] = {
+    "purchase_amount": {"category": "category"},
+}

@@ -247,9 +247,10 @@ class _Compiler:
     def _call(self, node: ast.Call) -> _Node:
         term = self._terms.get(node.text)
         if term is None:
-            args = tuple(a.ms if isinstance(a, ast.Duration) else a.value  # type: ignore[union-attr]
-                         for a in node.args)
-            term = build_term(node.name, args, node.text, self.settings)
+            args = tuple(_arg_value(a) for a in node.args if not isinstance(a, ast.Keyword))
+            kwargs = {a.name: _arg_value(a.value) for a in node.args
+                      if isinstance(a, ast.Keyword)}
+            term = build_term(node.name, args, node.text, self.settings, kwargs)
             self._terms[node.text] = term
             self.out.terms.append(term)
         f = term.fn
@@ -336,6 +337,15 @@ class _Compiler:
                 if type(i.value) in _NUM:
                     self._crossing(inner, self._literal(i), inner.mono)
         return _Node(member, 0)
+
+
+def _arg_value(a: ast.Expr) -> Any:
+    """The value of a function argument: ms for a duration, a tuple for a list."""
+    if isinstance(a, ast.Duration):
+        return a.ms
+    if isinstance(a, ast.Items):
+        return tuple(i.value for i in a.items)
+    return a.value  # type: ignore[union-attr]
 
 
 def _ineg(f: IFn | None) -> IFn | None:

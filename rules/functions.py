@@ -199,11 +199,19 @@ def _ratio(num: float, den: float) -> float | None:
 
 # ---------------------------------------------------------------- builders
 
-def build_term(name: str, args: tuple[Any, ...], text: str, settings: RuleSettings) -> Term:
-    """A Term for call `name(*args)`; window args are in ms, string args are str."""
+def build_term(name: str, args: tuple[Any, ...], text: str, settings: RuleSettings,
+               kwargs: dict[str, Any] | None = None) -> Term:
+    """A Term for call `name(*args, **kwargs)`; window args are in ms, string args are str, a
+    list is a tuple."""
     r = settings.resolution_ms
     if name in _WINDOWED:
         nb = args[-1] // r
+        if name == "purchase_amount" and kwargs and "category" in kwargs:
+            return _category_amount(text, nb, kwargs["category"])
+        if name == "count" and len(args) == 1:
+            return _count_all(text, nb)
+        if name == "count" and type(args[0]) is tuple:
+            return _count_types(text, nb, args[0])
         return _WINDOWED[name](text, nb, *args[:-1])
     if name in _SIMPLE:
         return _SIMPLE[name](text, settings, *args)
@@ -272,6 +280,70 @@ def _count_of(etype: str) -> Callable[[str, int], Term]:
 
 def _count(text: str, nb: int, etype: str) -> Term:
     return _count_of(etype)(text, nb)
+
+
+def _total_count(ctx: Ctx, nb: int) -> int:
+    key = ("*", nb)
+    hit = ctx.cache.get(key)
+    if hit is not None:
+        return hit
+    lo = ctx.bnow - nb
+    n = 0
+    for b, bk in ctx.st.buckets.items():
+        if b > lo:
+            n += sum(bk.types.values())
+    ctx.cache[key] = n
+    return n
+
+
+def _has_events(bk: Bucket) -> Any:
+    return bk.types
+
+
+def _count_all(text: str, nb: int) -> Term:
+    """count(w): events of every type in the window."""
+    return _w(text, lambda ctx: _total_count(ctx, nb), ALL_TYPES, (nb,), _has_events)
+
+
+def _count_types(text: str, nb: int, etypes: tuple[str, ...]) -> Term:
+    """count(["a", "b"], w): events of any of the listed types."""
+    types = tuple(dict.fromkeys(etypes))
+
+    def fn(ctx: Ctx) -> Value:
+        n = 0
+        for t in types:
+            n += _type_count(ctx, t, nb)
+        return n
+    return _w(text, fn, types, (nb,), _has_types(types))
+
+
+def _category_amount(text: str, nb: int, category: str) -> Term:
+    """purchase_amount(w, category="c"): quantity x price of the items of category c bought in
+    the window (refunds carry no items: they are not subtracted)."""
+    def fn(ctx: Ctx) -> Value:
+        lo = ctx.bnow - nb
+        total = 0.0
+        for b, bk in ctx.st.buckets.items():
+            if b > lo:
+                spent = bk.camt
+                if spent:
+                    total += spent.get(category, 0.0)
+        return total
+    return _w(text, fn, ("purchase",), (nb,), _has_category(category))
+
+
+_HAS_CATEGORY: dict[str, Callable[[Bucket], Any]] = {}
+
+
+def _has_category(category: str) -> Callable[[Bucket], Any]:
+    """One predicate per category, so terms over the same category share cached instants."""
+    pred = _HAS_CATEGORY.get(category)
+    if pred is None:
+        def pred(bk: Bucket) -> Any:
+            spent = bk.camt
+            return spent and category in spent
+        _HAS_CATEGORY[category] = pred
+    return pred
 
 
 def _rate(num_type: str) -> Callable[[str, int], Term]:

@@ -24,8 +24,8 @@ import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from rules.ast import Binary, Call, Duration, Expr, In, Literal, Pos, Unary, calls
-from rules.catalogue import EVENT_TYPES, FUNCTIONS
+from rules.ast import Binary, Call, Duration, Expr, In, Items, Keyword, Literal, Pos, Unary, calls
+from rules.catalogue import EVENT_TYPES, FUNCTIONS, KEYWORDS
 from rules.model import (
     DAY_MS,
     DEFAULT_RFM_GRID,
@@ -36,7 +36,7 @@ from rules.model import (
     RuleSettings,
     SegmentDef,
 )
-from rules.parser import UNIT_MS, Locate, parse_expression, to_source
+from rules.parser import UNIT_MS, Locate, parse_expression, string_source, to_source
 from segmenter.errors import RuleFileError, RuleProblem
 
 __all__ = ["dependency_order", "format_duration", "load_rules", "load_rules_text"]
@@ -708,6 +708,7 @@ _KIND_HELP = {
     "event_type": 'an event type in quotes, e.g. "email_click"',
     "segment": 'a segment id in quotes, e.g. "vip"',
     "string": 'a text in quotes, e.g. "region"',
+    "category": 'a product category in quotes, e.g. "books"',
 }
 _TYPE_NAMES = {"number": "a number", "string": "a text", "bool": "a condition (true/false)",
                "null": "null", "duration": "a duration"}
@@ -738,6 +739,13 @@ class _ExprChecker:
             return _literal_type(expr)
         if isinstance(expr, Duration):
             return "duration"
+        if isinstance(expr, Items):
+            self.loader.add(expr.pos, "a list is only allowed as the event types of count(), "
+                                      'e.g. count(["page_view", "product_view"], 30d)')
+            return "any"
+        if isinstance(expr, Keyword):
+            self.loader.add(expr.pos, f"{expr.name}=... is only allowed as a function argument")
+            return "any"
         if isinstance(expr, Call):
             return self._call(expr)
         if isinstance(expr, Unary):
@@ -817,17 +825,27 @@ class _ExprChecker:
             near = difflib.get_close_matches(call.name, list(FUNCTIONS), n=1)
             self.loader.add(call.pos, f"unknown function {call.name!r}", near[0] if near else None)
             for arg in call.args:
-                if not isinstance(arg, Duration):
+                if isinstance(arg, Keyword):
+                    self.type_of(arg.value)
+                elif not isinstance(arg, Duration | Items):
                     self.type_of(arg)
             return "any"
-        if len(call.args) != len(sig.params):
-            wanted = ", ".join(sig.params) or "none"
-            count = len(sig.params)
+        args = tuple(a for a in call.args if not isinstance(a, Keyword))
+        self._keywords(call)
+        params = sig.params
+        if call.name == "count" and len(args) == 1 and isinstance(args[0], Duration):
+            params = ("window",)  # count(w): events of every type
+        if len(args) != len(params):
+            wanted = ", ".join(params) or "none"
+            count = len(params)
             self.loader.add(call.pos, f"{call.name}() takes {count} argument"
                                       f"{'' if count == 1 else 's'} ({wanted}), got "
-                                      f"{len(call.args)}", _example_call(call, sig.params))
-        for kind, arg in zip(sig.params, call.args, strict=False):
-            self._argument(call, kind, arg)
+                                      f"{len(args)}", _example_call(call, params))
+        for kind, arg in zip(params, args, strict=False):
+            if call.name == "count" and kind == "event_type" and isinstance(arg, Items):
+                self._event_types(call, arg)
+            else:
+                self._argument(call, kind, arg)
         if call.name in ("rfm_f", "rfm_m", "rfm_segment") and self.settings is not None:
             # the default rfm.window (365d) must fit the file's resolution and retention too
             self.loader.window_fits(self.settings.rfm.window_ms, call.pos,
@@ -837,6 +855,64 @@ class _ExprChecker:
             self.loader.add(call.pos, "engagement_score() is always 0: settings.engagement.points "
                                       "gives no event any points")
         return _RESULT_TYPES[sig.result]
+
+    def _keywords(self, call: Call) -> None:
+        """name=value arguments: known for the function, given once, after the others."""
+        allowed = KEYWORDS.get(call.name, {})
+        seen: set[str] = set()
+        after_keyword = False
+        for arg in call.args:
+            if not isinstance(arg, Keyword):
+                if after_keyword:
+                    self.loader.add(_start(arg), f"in {call.name}(), the arguments without a "
+                                                 "name come first, then name=value")
+                continue
+            after_keyword = True
+            if not allowed:
+                self.loader.add(arg.pos, f"{call.name}() takes no name=value arguments",
+                                _example_call(call, FUNCTIONS[call.name].params))
+                continue
+            if arg.name not in allowed:
+                near = difflib.get_close_matches(arg.name, list(allowed), n=1)
+                self.loader.add(arg.pos, f"{call.name}() has no argument {arg.name!r}: it "
+                                         f"takes {', '.join(sorted(allowed))}",
+                                near[0] if near else None)
+                continue
+            if arg.name in seen:
+                self.loader.add(arg.pos, f"{arg.name}= is given twice in {call.name}()")
+            seen.add(arg.name)
+            value = arg.value
+            if not (isinstance(value, Literal) and isinstance(value.value, str)):
+                source = to_source(value)
+                self.loader.add(_start(value), f"the {arg.name} of {call.name}() must be "
+                                               f"{_KIND_HELP[allowed[arg.name]]}, not {source}",
+                                string_source(str(value.value))
+                                if isinstance(value, Literal) and value.value is not None
+                                and not isinstance(value.value, bool) else None)
+            elif not value.value:
+                self.loader.add(value.pos, f"the {arg.name} of {call.name}() is empty")
+
+    def _event_types(self, call: Call, arg: Items) -> None:
+        """The list of count(["a", "b"], w): known event types, each once."""
+        if not arg.items:
+            self.loader.add(arg.pos, "the list of event types of count() is empty",
+                            'count(["page_view", "product_view"], 30d)')
+            return
+        seen: set[object] = set()
+        for item in arg.items:
+            value = item.value
+            if not isinstance(value, str):
+                self.loader.add(item.pos, "the list of count() must hold event types in quotes, "
+                                          f"not {to_source(item)}",
+                                string_source(str(value)) if value is not None
+                                and not isinstance(value, bool) else None)
+            elif value not in EVENT_TYPES:
+                near = difflib.get_close_matches(value, EVENT_TYPES, n=1)
+                self.loader.add(item.pos, f"unknown event type {value!r}",
+                                near[0] if near else None)
+            elif value in seen:
+                self.loader.add(item.pos, f"event type {value!r} is listed twice")
+            seen.add(value)
 
     def _argument(self, call: Call, kind: str, arg: Expr) -> None:
         if kind == "window":
@@ -856,6 +932,11 @@ class _ExprChecker:
                                          f"{_KIND_HELP[kind]}, not {to_source(arg)}", suggestion)
             return
         if not (isinstance(arg, Literal) and isinstance(arg.value, str)):
+            if isinstance(arg, Items):
+                self.loader.add(arg.pos, f"the argument of {call.name}() must be "
+                                         f"{_KIND_HELP[kind]}, not a list (a list is only "
+                                         "allowed as the event types of count())")
+                return
             self.loader.add(_start(arg), f"the argument of {call.name}() must be "
                                          f"{_KIND_HELP[kind]}, not {to_source(arg)}")
             return

@@ -29,7 +29,7 @@ from lark.exceptions import (
     VisitError,
 )
 
-from rules.ast import Binary, Call, Duration, Expr, In, Literal, Pos, Unary, Value
+from rules.ast import Binary, Call, Duration, Expr, In, Items, Keyword, Literal, Pos, Unary, Value
 from rules.catalogue import FUNCTIONS
 from rules.model import DAY_MS, HOUR_MS, MINUTE_MS
 from segmenter.errors import RuleFileError, RuleProblem
@@ -59,6 +59,7 @@ _TERMINALS: dict[str, str] = {
     "LSQB": "'['",
     "RSQB": "']'",
     "COMMA": "','",
+    "EQ": "'='",
     "DURATION": "a duration",
     "NUMBER": "a number",
     "STRING": "a string",
@@ -148,6 +149,12 @@ def _offset_locator(text: str, line: int, column: int) -> Locate:
 # --- tree -> AST -----------------------------------------------------------------------------
 
 
+class _Listed(list[Literal]):
+    """The items of a `[...]` list, with the position of its `[`."""
+
+    pos: Pos | None = None
+
+
 class _ToAst(Transformer[Token, Expr]):
     def __init__(self, file: str, locate: Locate) -> None:
         super().__init__(visit_tokens=False)
@@ -209,6 +216,15 @@ class _ToAst(Transformer[Token, Expr]):
     def args(self, children: list[Any]) -> list[Expr]:
         return [c for c in children if not isinstance(c, Token)]
 
+    def list_arg(self, children: list[Any]) -> Items:
+        (items,) = children
+        pos = getattr(items, "pos", None) or (items[0].pos if items else Pos(1, 1))
+        return Items(tuple(items), pos)
+
+    def keyword(self, children: list[Any]) -> Keyword:
+        name, _eq, value = children
+        return Keyword(str(name), value, self._pos(name))
+
     def bare_name(self, children: list[Token]) -> Expr:
         (name,) = children
         text = str(name)
@@ -248,7 +264,9 @@ class _ToAst(Transformer[Token, Expr]):
         return In(operand, tuple(items), True, self._pos(op))
 
     def list(self, children: list[Any]) -> list[Literal]:
-        return [c for c in children if isinstance(c, Literal)]
+        out = _Listed(c for c in children if isinstance(c, Literal))
+        out.pos = self._pos(children[0]) if isinstance(children[0], Token) else None
+        return out
 
 
 def _check_durations(expr: Expr, file: str) -> None:
@@ -303,7 +321,9 @@ def _syntax_error(exc: UnexpectedInput, text: str, file: str, locate: Locate) ->
             offset = token.start_pos if token.start_pos is not None else 0
             message = f"unexpected {_describe_token(token)}"
             before = text[:offset].rstrip()
-            if token.type in ("COMP_OP", "IN") and "AND" in expected:
+            if token.type == "EQ":
+                suggestion = "=="
+            elif token.type in ("COMP_OP", "IN") and "AND" in expected:
                 hint = " (comparisons do not chain: combine them with 'and')"
             elif token.type == "NAME" and offset > 0 and text[offset - 1].isdigit():
                 hint = " (a duration is a whole number followed by m, h, d or w, e.g. 30d)"
@@ -392,6 +412,10 @@ def _render_bare(expr: Expr) -> str:
         # associate at all, so both sides do.
         left_min = level + 1 if level == 4 else level
         return f"{_render(expr.left, left_min)} {expr.op} {_render(expr.right, level + 1)}"
+    if isinstance(expr, Items):
+        return "[" + ", ".join(_literal_source(i.value) for i in expr.items) + "]"
+    if isinstance(expr, Keyword):
+        return f"{expr.name}={_render(expr.value, 0)}"
     op = "not in" if expr.negated else "in"
     items = ", ".join(_literal_source(i.value) for i in expr.items)
     return f"{_render(expr.operand, 5)} {op} [{items}]"

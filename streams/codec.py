@@ -21,6 +21,8 @@ def _bucket_out(b: int, bk: Bucket) -> list[Any]:
     if bk.pc or bk.rc or bk.cats or bk.sessions:
         out += [bk.pa, bk.pc, bk.ra, bk.rc, bk.items, sorted(bk.cats) if bk.cats else 0,
                 sorted(bk.sessions) if bk.sessions else 0]
+        if bk.camt:
+            out.append(bk.camt)
     return out
 
 
@@ -31,6 +33,8 @@ def _bucket_in(raw: list[Any]) -> tuple[int, Bucket]:
         bk.pa, bk.pc, bk.ra, bk.rc, bk.items = raw[2], raw[3], raw[4], raw[5], raw[6]
         bk.cats = set(raw[7]) if raw[7] else None
         bk.sessions = set(raw[8]) if raw[8] else None
+        if len(raw) > 9:
+            bk.camt = raw[9]
     return raw[0], bk
 
 

@@ -21,7 +21,7 @@ REFUND = "refund"
 class Bucket:
     """Aggregates of the events of one customer in one time bucket."""
 
-    __slots__ = ("cats", "items", "pa", "pc", "ra", "rc", "sessions", "types")
+    __slots__ = ("camt", "cats", "items", "pa", "pc", "ra", "rc", "sessions", "types")
 
     def __init__(self) -> None:
         self.pa = 0.0  # purchase amount (gross)
@@ -32,6 +32,7 @@ class Bucket:
         self.cats: set[str] | None = None  # categories bought
         self.sessions: set[str] | None = None  # web session ids
         self.types: dict[str, int] = {}  # events per type
+        self.camt: dict[str, float] | None = None  # category -> quantity x price of items bought
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Bucket) and all(
@@ -103,9 +104,13 @@ def fold_event(st: CustomerState, ev: Any, resolution_ms: int, points: dict[str,
             cats = bucket.cats
             if cats is None:
                 cats = bucket.cats = set()
+            camt = bucket.camt
+            if camt is None:
+                camt = bucket.camt = {}
             for item in ev.items:
                 bucket.items += item.quantity
                 cats.add(item.category)
+                camt[item.category] = camt.get(item.category, 0.0) + item.quantity * item.price
     elif etype == REFUND:
         bucket.ra += ev.amount
         bucket.rc += 1

@@ -256,8 +256,13 @@ class _Env:
 
     def call(self, node: ast.Call) -> Any:
         name = node.name
-        args: list[Any] = [a.ms if isinstance(a, ast.Duration) else a.value  # type: ignore[union-attr]
-                           for a in node.args]
+        args: list[Any] = [
+            a.ms if isinstance(a, ast.Duration)
+            else tuple(i.value for i in a.items) if isinstance(a, ast.Items)
+            else a.value  # type: ignore[union-attr]
+            for a in node.args if not isinstance(a, ast.Keyword)]
+        kwargs = {a.name: a.value.value  # type: ignore[union-attr]
+                  for a in node.args if isinstance(a, ast.Keyword)}
         t = self.t
         evs = self.cust.events
         if name == "in_segment":
@@ -295,6 +300,9 @@ class _Env:
         purchases = [e for e in win if e.type == "purchase"]
         refunds = [e for e in win if e.type == "refund"]
         net = sum(e.amount for e in purchases) - sum(e.amount for e in refunds)
+        if name == "purchase_amount" and "category" in kwargs:
+            return sum(i.quantity * i.price for e in purchases for i in e.items
+                       if i.category == kwargs["category"])
         if name == "purchase_amount":
             return net
         if name == "purchase_count":
@@ -314,6 +322,10 @@ class _Env:
             p = sum(e.amount if e.type == "purchase" else -e.amount for e in prev
                     if e.type in ("purchase", "refund"))
             return net / p if p else None
+        if name == "count" and len(args) == 1:  # count(w): every event
+            return len(win)
+        if name == "count" and isinstance(args[0], tuple):
+            return sum(1 for e in win if e.type in args[0])
         counts = {"count": args[0] if name == "count" else None, "email_opens": "email_open",
                   "email_clicks": "email_click", "emails_sent": "email_sent",
                   "page_views": "page_view"}
