@@ -35,14 +35,6 @@ class Metrics:
         self.rekeyed = Counter(
             "segmenter_rekeyed", "Input records re-keyed to the partition owning the customer.",
             ["topic"], registry=r)
-        self.replayed = Counter(
-            "segmenter_replayed", "Input records delivered again after a crash or rebalance and "
-            "skipped because the customer's state already has them, by topic.", ["topic"],
-            registry=r)
-        self.input_gaps = Counter(
-            "segmenter_input_gaps", "Input records the transport skipped: 'seek' when the worker "
-            "sought the partition back to read it, 'accepted' when Kafka has no record at that "
-            "offset (transaction markers, retention)", ["topic", "outcome"], registry=r)
         self.segment_changes = Counter(
             "segmenter_segment_changes", "Segment transitions emitted, by segment and direction "
             "(entered/exited).", ["segment", "direction"], registry=r)
@@ -56,7 +48,8 @@ class Metrics:
             "segmenter_event_to_change_seconds", "From an event's arrival in Kafka to its "
             "segment-change record being sent.", buckets=LATENCY_BUCKETS, registry=r)
         self.evaluation = Histogram(
-            "segmenter_engine_evaluation_seconds", "Engine time per record (apply or timer).",
+            "segmenter_engine_evaluation_seconds", "Time per record or timer handled (decode "
+            "and engine), averaged over each fetch.",
             buckets=EVAL_BUCKETS, registry=r)
         self.due_index_size = Gauge(
             "segmenter_due_index_size", "Customers waiting for a time-driven re-evaluation.",
@@ -65,16 +58,15 @@ class Metrics:
             "segmenter_timer_lag_seconds", "Now minus the oldest due instant not yet fired.",
             registry=r)
         self.timer_ticks = Counter(
-            "segmenter_timer_ticks", "Time-driven re-evaluations scheduled.", registry=r)
+            "segmenter_timer_ticks", "Time-driven re-evaluations of a customer (timers fired).",
+            registry=r)
         self.consumer_lag = Gauge(
             "segmenter_consumer_lag", "Records behind the end of each input partition.",
             ["topic", "partition"], registry=r)
         self.recovering = Gauge(
-            "segmenter_table_recovery_in_progress", "1 while the state table is recovering.",
+            "segmenter_table_recovery_in_progress", "1 while a task of this worker restores its "
+            "state from the changelog.",
             registry=r)
-        self.input_holes = Gauge(
-            "segmenter_input_holes", "Input partitions paused while a record the transport "
-            "skipped is read again (see segmenter_input_gaps_total).", registry=r)
         self.customers = Gauge(
             "segmenter_customers", "Customers with state on this worker's partitions.",
             registry=r)
