@@ -2,7 +2,8 @@
 benchmarks and the property tests. No clock and no I/O: every call is told what instant it is.
 
 - `apply(state, event, now)`: checks time and duplicates, first fires what was due up to `now`,
-  then folds the event in and re-evaluates only the segments it can affect;
+  then folds the event in and re-evaluates only the segments it can affect (`apply_batch`: the
+  same over a run of records);
 - `fire(state, t)`: time-driven re-evaluation of everything due at or before `t`;
 - `switch_rules(state, ruleset, now, quiet)`: re-evaluate every segment under a new rule version.
 Each returns an `Outcome`: the new state (None once a customer is erased), the segment changes
@@ -12,6 +13,7 @@ Each returns an `Outcome`: the new state (None once a customer is erased), the s
 from __future__ import annotations
 
 import bisect
+from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass
 
 from rules.evaluate import TIMER_LOOKAHEAD, display, evaluate
@@ -86,6 +88,23 @@ class Engine:
         if change is not None:
             changes.append(change)
         return Outcome(st, tuple(changes))
+
+    def apply_batch(self, states: MutableMapping[str, CustomerState],
+                    records: Iterable[tuple[Event, int]]) -> list[Outcome]:
+        """`apply` over records in order (e.g. one fetch of a task), each at its instant: the
+        customer's state is taken from `states` and put back (removed once erased). The same
+        outcomes as calling `apply` record by record."""
+        out: list[Outcome] = []
+        apply = self.apply
+        for ev, now in records:
+            cid = ev.customer_id
+            o = apply(states.get(cid), ev, now)
+            if o.state is None:
+                states.pop(cid, None)
+            else:
+                states[cid] = o.state
+            out.append(o)
+        return out
 
     # ------------------------------------------------------------------ time
     def fire(self, st: CustomerState, t: int) -> Outcome:
