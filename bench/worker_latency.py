@@ -78,7 +78,8 @@ class Changes:
     def __init__(self, bootstrap: str, topic: str, partitions: int) -> None:
         self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
                                          enable_auto_commit=False,
-                                         auto_offset_reset="earliest")
+                                         auto_offset_reset="earliest",
+                                         isolation_level="read_committed")
         self.tps = [TopicPartition(topic, p) for p in range(partitions)]
         self.event: list[tuple[str, int, float]] = []  # (event_id, record ts ms, receive ms)
         self.kinds: dict[str, int] = {}

@@ -2,8 +2,8 @@
 number, and the loop that feeds them.
 
     loop:  fetch (getmany) -> each task handles its records (event clock: merged in event-time
-           order) -> timers fire -> a slice of any rule roll-out -> every `commit_interval_ms`:
-           commit (streams/runtime/commit.py)
+           order) -> timers fire -> a slice of any rule roll-out -> commit (streams/runtime/
+           commit.py) every `commit_interval_ms`, or at once when the fetch came back short
     assignment:  pause the new partitions; per task, in the background: a transactional
            producer (fences the previous owner and ends its transaction), the state restored
            from the changelog, the input positions from the committed offsets; then resume
@@ -52,6 +52,7 @@ from streams.runtime.task import Task
 
 log = logging.getLogger(__name__)
 MAX_RECORDS = 10_000  # per fetch
+CAUGHT_UP = 1_000  # a fetch with fewer records: the worker keeps up, commit without waiting
 RESTART_DELAY = 1.0  # seconds before a failed task is started again
 
 
@@ -95,6 +96,7 @@ class Worker:
         self._stop = asyncio.Event()
         self._background: list[asyncio.Task[None]] = []
         self._last_lag = 0.0
+        self._last_metrics = 0.0
 
     # ------------------------------------------------------------------ rules
     def use_rules(self, rules: RuleSet, quiet: bool = False) -> None:
@@ -164,6 +166,7 @@ class Worker:
             wall = int(time.time() * 1000)
             started = time.perf_counter()
             tasks = self.tasks
+            before = sum(t.stats.handled for t in tasks.values())
             for tp, records in batch.items():
                 task = tasks.get(tp.partition)
                 if task is not None:  # else not ours any more: the owner reads them again
@@ -179,10 +182,14 @@ class Worker:
                     task.fire_due(wall)
             for task in tasks.values():
                 task.rollout_step(wall)
-            handled = sum(t.stats.handled for t in tasks.values())
-            if handled:
+            handled = sum(t.stats.handled for t in tasks.values()) - before
+            if handled > 0:
                 metrics.evaluation.observe((time.perf_counter() - started) / handled)
-            if time.monotonic() >= next_commit:
+            # a full interval under a backlog (bigger transactions, more throughput); as soon
+            # as the fetch came back short, i.e. the worker is keeping up (latency)
+            fetched = sum(len(records) for records in batch.values())
+            if time.monotonic() >= next_commit or (fetched < CAUGHT_UP and any(
+                    t.pending for t in tasks.values())):
                 await self.commit()
                 next_commit = time.monotonic() + interval
 
@@ -225,7 +232,9 @@ class Worker:
             if self.tasks.get(task.partition) is task:
                 for ts in pending.latencies_ms:
                     self.metrics.event_to_change.observe(max(0.0, now - ts) / 1000)
-        await self._flush_metrics()
+        if time.monotonic() - self._last_metrics >= 0.1:
+            self._last_metrics = time.monotonic()
+            await self._flush_metrics()
 
     async def _commit_task(self, task: Task, pending: Any) -> None:
         producer = self.producers.get(task.partition)
