@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import datetime
 import json
+import logging
 import os
 import shlex
 import shutil
@@ -369,6 +370,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 async def bench(args: argparse.Namespace, chosen: Sequence[Contender]) -> list[dict[str, Any]]:
+    logging.getLogger("aiokafka").setLevel(logging.ERROR)  # retries right after topic creation
     unavailable = peers_python() if any(c.kind in ("quix", "bytewax") for c in chosen) else {}
     for name, reason in unavailable.items():
         say(f"{name} unavailable: {reason}")
