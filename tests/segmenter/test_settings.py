@@ -60,7 +60,10 @@ def test_every_variable_is_read() -> None:
         "SEGMENTER_STATE_DIR": "/tmp/somewhere",
         "SEGMENTER_CLOCK": "event",
         "SEGMENTER_RULES": "rules.yaml",
-        "SEGMENTER_PROCESSING_GUARANTEE": "exactly_once",
+        "SEGMENTER_PROCESSING_GUARANTEE": "at_least_once",
+        "SEGMENTER_COMMIT_INTERVAL_MS": "250",
+        "SEGMENTER_SESSION_TIMEOUT_MS": "6000",
+        "SEGMENTER_REDIS_PREFIX": "view:",
         "SEGMENTER_STORE": "rocksdb://",
         "SEGMENTER_STATE_CACHE": "500",
         "SEGMENTER_PRODUCER_LINGER_MS": "2.5",
@@ -78,7 +81,8 @@ def test_every_variable_is_read() -> None:
     assert (s.web_bind, s.api_token) == ("0.0.0.0", "secret")
     assert s.state_dir == Path("/tmp/somewhere")
     assert s.clock == "event" and s.rules_path == Path("rules.yaml")
-    assert s.processing_guarantee == "exactly_once" and s.store == "rocksdb://"
+    assert s.processing_guarantee == "at_least_once" and s.store == "rocksdb://"
+    assert (s.commit_interval_ms, s.session_timeout_ms, s.redis_prefix) == (250, 6000, "view:")
     assert s.state_cache == 500 and s.producer_linger_ms == 2.5
     assert (s.partitions, s.replication_factor) == (6, 3)
     assert s.log_level == "warning" and s.startup_timeout == 12.5
@@ -96,6 +100,8 @@ def test_every_variable_is_read() -> None:
         ("SEGMENTER_STATE_CACHE", "-1", "state_cache"),
         ("SEGMENTER_PRODUCER_LINGER_MS", "5000", "producer_linger_ms"),
         ("SEGMENTER_REDIS_URL", "http://x", "redis_url"),
+        ("SEGMENTER_COMMIT_INTERVAL_MS", "5", "commit_interval_ms"),
+        ("SEGMENTER_SESSION_TIMEOUT_MS", "100", "session_timeout_ms"),
     ],
 )
 def test_bad_values_raise_config_error(var: str, value: str, fragment: str) -> None:

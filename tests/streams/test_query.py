@@ -100,6 +100,11 @@ async def test_worker_serves_the_query_api(kafka_bootstrap: str, kafka_admin: AI
                     pass
                 await asyncio.sleep(0.5)
             assert body, (tmp_path / "worker.log").read_text()[-3000:]
+            while time.monotonic() < deadline:  # c-2 may be on a partition handled later
+                async with s.get(f"{base}/v1/customers/c-2", headers=auth) as r:
+                    if r.status == 200:
+                        break
+                await asyncio.sleep(0.2)
             assert [x["id"] for x in body["segments"]] == ["vip"]
             assert body["segments"][0]["color"] == "#C9A227"
             assert body["segments"][0]["why"]["purchase_amount(30d)"] == 700
