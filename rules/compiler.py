@@ -26,8 +26,9 @@ from typing import Any
 
 from rules import ast
 from rules.context import Ctx
-from rules.functions import Term, build_term
+from rules.functions import Term, build_term, counter_flip
 from rules.model import RuleSettings
+from streams.state import Bucket
 
 Fn = Callable[[Ctx], Any]
 Interval = tuple[float, float]
@@ -52,6 +53,7 @@ class Crossing:
     # `days_since_*() <op> number`: diff = (t - anchor(ctx)) / DAY_MS - const, solved directly
     anchor: Callable[[Ctx], int | None] | None = None
     const: float = 0.0
+    op: str = ""  # the comparison (== for an `in` item): only its flips count
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +63,8 @@ class DueParts:
 
     step_fns: tuple[Callable[[Ctx], int | None], ...]
     crossings: tuple[Crossing, ...]
+    # exact next-change instants of comparisons over window counts (`counter_flip`)
+    atoms: tuple[Callable[[Ctx], int | None], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +74,7 @@ class _Leaf:
     index: int
     steps: tuple[Callable[[Ctx], int | None], ...]
     crossings: tuple[Crossing, ...]
+    atoms: tuple[Callable[[Ctx], int | None], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,13 +149,16 @@ def _leaves(node: _Leaf | _Junction) -> list[_Leaf]:
 def _parts_of(leaves: list[_Leaf], mask: int) -> DueParts | None:
     steps: list[Callable[[Ctx], int | None]] = []
     cross: list[Crossing] = []
+    atoms: list[Callable[[Ctx], int | None]] = []
     for i, leaf in enumerate(leaves):
         if mask >> i & 1:
             for f in leaf.steps:
                 if f not in steps:
                     steps.append(f)
             cross.extend(leaf.crossings)
-    return DueParts(tuple(steps), tuple(cross)) if steps or cross else None
+            atoms.extend(leaf.atoms)
+    return DueParts(tuple(steps), tuple(cross), tuple(atoms)) if steps or cross or atoms \
+        else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +171,8 @@ class _Node:
     is_literal: bool = False
     is_null: bool = False
     anchor: Callable[[Ctx], int | None] | None = None  # a bare days_since_*() call
+    # a window count or a sum of counts over the same window: (buckets, per-bucket parts)
+    counter: tuple[int, tuple[Callable[[Bucket], int], ...]] | None = None
 
 
 def _combine(a: int | None, b: int | None) -> int | None:
@@ -185,6 +195,7 @@ class _Compiler:
         self.out = CompiledExpr(fn=lambda ctx: None, text=text)
         self._terms: dict[str, Term] = {}
         self._nodes: dict[int, tuple[_Node, int, int]] = {}
+        self._atoms: dict[int, Callable[[Ctx], int | None]] = {}
         self._leaf_count = 0
 
     def compile(self, node: ast.Expr) -> _Node:
@@ -222,6 +233,10 @@ class _Compiler:
             if not timed:
                 return None
             return _Junction(op, tuple(fixed) if op != "not" else (), tuple(timed))
+        atom = self._atoms.get(id(node))
+        if atom is not None:  # a comparison over window counts: its exact next change
+            self._leaf_count += 1
+            return _Leaf(self._leaf_count, (), (), (atom,))
         steps: list[Callable[[Ctx], int | None]] = []
         for c in ast.calls(node):
             nc = self._terms[c.text].next_change
@@ -258,7 +273,8 @@ class _Compiler:
             def const_bounds(a: Ctx, b: Ctx) -> Interval | None:
                 v = f(a)
                 return (v, v) if type(v) in _NUM else None
-            return _Node(f, 0, ifn=const_bounds)
+            counter = None if term.counter is None else (term.counter[0], (term.counter[1],))
+            return _Node(f, 0, ifn=const_bounds, counter=counter)
 
         def mono_bounds(a: Ctx, b: Ctx) -> Interval | None:
             x, y = f(a), f(b)
@@ -289,16 +305,33 @@ class _Compiler:
         if op in ast.LOGICAL:
             return _Node(_logical(op, left.fn, right.fn), 0)
         if op in ast.ARITHMETIC:
+            counter = None
+            if op == "+" and left.counter and right.counter \
+                    and left.counter[0] == right.counter[0]:
+                counter = (left.counter[0], left.counter[1] + right.counter[1])
             return _Node(_arith(op, left.fn, right.fn, right), _arith_mono(op, left, right),
                          _arith_form(op, left.form, right.form),
-                         ifn=_iarith(op, left.ifn, right.ifn))
+                         ifn=_iarith(op, left.ifn, right.ifn), counter=counter)
         fn = _compare(op, left, right)
+        self._counter_atom(node, left, right)
         mono = _combine(left.mono, _neg(right.mono))
         if left.mono != 0 or right.mono != 0:
-            self._crossing(left, right, mono)
+            self._crossing(left, right, mono, op)
         return _Node(fn, 0)
 
-    def _crossing(self, left: _Node, right: _Node, mono: int | None) -> None:
+    def _counter_atom(self, node: ast.Binary, left: _Node, right: _Node) -> None:
+        """`count op number` (either side): its next change is computed exactly."""
+        pyop = _PYOPS[node.op]
+        if left.counter and right.is_literal and type(right.literal) in _NUM:
+            nb, parts = left.counter
+            y = right.literal
+            self._atoms[id(node)] = counter_flip(nb, parts, lambda v: bool(pyop(v, y)))
+        elif right.counter and left.is_literal and type(left.literal) in _NUM:
+            nb, parts = right.counter
+            x = left.literal
+            self._atoms[id(node)] = counter_flip(nb, parts, lambda v: bool(pyop(x, v)))
+
+    def _crossing(self, left: _Node, right: _Node, mono: int | None, op: str = "") -> None:
         form = _arith_form("-", left.form, right.form)
         bounds = None
         if form not in ("lin", "exp"):
@@ -312,7 +345,8 @@ class _Compiler:
         self.out.crossings.append(Crossing(
             _arith("-", left.fn, right.fn, right), mono, form,
             self.settings.engagement.half_life_ms,
-            bounds, anchor, right.literal if anchor is not None else 0.0))
+            bounds, anchor, right.literal if anchor is not None else 0.0,
+            op if anchor is not None else ""))
 
     def _in(self, node: ast.In) -> _Node:
         inner = self.compile(node.operand)
@@ -335,7 +369,7 @@ class _Compiler:
         if inner.mono != 0:  # a time-dependent value meets each listed number at an instant
             for i in node.items:
                 if type(i.value) in _NUM:
-                    self._crossing(inner, self._literal(i), inner.mono)
+                    self._crossing(inner, self._literal(i), inner.mono, "==")
         return _Node(member, 0)
 
 

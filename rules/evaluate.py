@@ -15,7 +15,7 @@ re-evaluates a segment at or before that instant, never later.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from rules.compiler import Crossing, DueParts
@@ -48,26 +48,39 @@ def _guess(c: Crossing, t0: int, d0: float, top: int, dtop: float) -> float | No
 _EPS = 1e-9
 
 
-def days_flip(ts: int, const: float, now: int) -> int | None:
-    """First instant t > now at which the sign of (t - ts) / DAY_MS - const differs from its
-    sign at now (the value only grows with t), None if never: what `_first_flip` finds by
+def days_flip(ts: int, const: float, now: int, op: str = "") -> int | None:
+    """First instant t > now at which `(t - ts) / DAY_MS <op> const` changes (with no `op`: at
+    which the sign of (t - ts) / DAY_MS - const changes), None if never. The value only grows
+    with t, so its sign goes -1, 0, +1 at two known instants: what `_first_flip` finds by
     galloping, without evaluating the expression."""
-    x0 = (now - ts) / DAY_MS
-    if x0 > const:
-        return None
-    if x0 == const:  # 0 now: the first instant past it
-        t = ts + int(const * DAY_MS)
-        while (t - ts) / DAY_MS > const:
-            t -= 1
-        while (t - ts) / DAY_MS <= const:
-            t += 1
-        return t
-    t = ts + int(const * DAY_MS)  # below now: the first instant at or past it
-    while (t - 1 - ts) / DAY_MS >= const:
-        t -= 1
-    while (t - ts) / DAY_MS < const:
-        t += 1
-    return t
+    truth = _TRUTH.get(op)
+    d = (now - ts) / DAY_MS - const
+    s = (d > 0) - (d < 0)
+    first = s if truth is None else truth(s)
+    t = now
+    while s < 1:
+        if s < 0:  # the first instant at or past const
+            t = ts + int(const * DAY_MS)
+            while (t - 1 - ts) / DAY_MS >= const:
+                t -= 1
+            while (t - ts) / DAY_MS < const:
+                t += 1
+            s = 0 if (t - ts) / DAY_MS == const else 1
+        else:  # at const now: the first instant past it
+            t = ts + int(const * DAY_MS)
+            while (t - ts) / DAY_MS > const:
+                t -= 1
+            while (t - ts) / DAY_MS <= const:
+                t += 1
+            s = 1
+        if (s if truth is None else truth(s)) != first:
+            return t
+    return None
+
+
+_TRUTH: dict[str, Callable[[int], bool]] = {
+    "<": lambda s: s < 0, "<=": lambda s: s <= 0, ">": lambda s: s > 0,
+    ">=": lambda s: s >= 0, "==": lambda s: s == 0, "!=": lambda s: s != 0}
 
 
 def _search(c: Crossing, s0: int, lo: int, hi: int, ca: Ctx, cb: Ctx) -> int | None:
@@ -109,7 +122,7 @@ def _first_flip(expr: DueParts, ctx: Ctx, scratch: Ctx, hi: int) -> int | None:
             top = hi if best is None else best - 1
             if top <= t0:
                 break
-            flip = days_flip(ts, c.const, t0)
+            flip = days_flip(ts, c.const, t0, c.op)
             if flip is not None and flip <= top:
                 best = flip
             continue
@@ -215,6 +228,10 @@ def _next_at(expr: DueParts, here: Ctx, scratch: Ctx,
     """From `here`: the first crossing, else the next step instant of the expression (capped by
     the dwell end). `final` is False only for a step instant, where the value may not change."""
     now = here.t
+    for af in expr.atoms:  # exact: cap everything after them, like a dwell end
+        at = af(here)
+        if at is not None and (dwell_at is None or at < dwell_at):
+            dwell_at = at
     nxt: int | None = None
     for nc in expr.step_fns:
         at = nc(here)
@@ -366,7 +383,7 @@ def _set_dues(st: CustomerState, segs: Iterable[CompiledSegment], ctx: Ctx, scra
                 at = entered_at + seg.dwell if seg.dwell and t < entered_at + seg.dwell else None
             parts = expr.parts_fn(ctx)
             if parts is not None:
-                if parts.crossings:
+                if parts.crossings or parts.atoms:
                     at = _next_at(parts, ctx, scratch, at)[0]
                 else:  # the next step instant, capped by the dwell end
                     for nc in parts.step_fns:

@@ -43,6 +43,9 @@ class Term:
     segment_ref: str | None = None  # for in_segment
     # days_since_*: the instant counted from (value = (t - anchor) / DAY_MS), None if none
     anchor: Callable[[Ctx], int | None] | None = None
+    # a count over a window (an int that only drops as buckets leave it): (buckets in the
+    # window, what one bucket adds)
+    counter: tuple[int, Callable[[Bucket], int]] | None = None
 
 
 # ---------------------------------------------------------------- window machinery
@@ -152,6 +155,36 @@ def _window_exit(edges: tuple[int, ...],
     return next_change
 
 
+def _pc_of(bk: Bucket) -> int:
+    return bk.pc
+
+
+def _rc_of(bk: Bucket) -> int:
+    return bk.rc
+
+
+def _items_of(bk: Bucket) -> int:
+    return bk.items if bk.pc or bk.rc else 0  # what _sums adds
+
+
+def _total_of(bk: Bucket) -> int:
+    return sum(bk.types.values())
+
+
+def _type_of(etype: str) -> Callable[[Bucket], int]:
+    return lambda bk: bk.types.get(etype, 0)
+
+
+def _types_of(types: tuple[str, ...]) -> Callable[[Bucket], int]:
+    def count(bk: Bucket) -> int:
+        got = bk.types
+        n = 0
+        for t in types:
+            n += got.get(t, 0)
+        return n
+    return count
+
+
 def _has_purchase_or_refund(bk: Bucket) -> Any:
     return bk.pc or bk.rc
 
@@ -219,8 +252,40 @@ def build_term(name: str, args: tuple[Any, ...], text: str, settings: RuleSettin
 
 
 def _w(text: str, fn: Callable[[Ctx], Value], reads: Iterable[str], edges: tuple[int, ...],
-       has: Callable[[Bucket], Any]) -> Term:
-    return Term(text, fn, frozenset(reads), "step", _window_exit(edges, has))
+       has: Callable[[Bucket], Any], counter: Callable[[Bucket], int] | None = None) -> Term:
+    return Term(text, fn, frozenset(reads), "step", _window_exit(edges, has),
+                counter=None if counter is None else (edges[0], counter))
+
+
+def counter_flip(nb: int, parts: tuple[Callable[[Bucket], int], ...],
+                 test: Callable[[int], bool]) -> Callable[[Ctx], int | None]:
+    """For `c op number` where c is a count over a window of nb buckets (or a sum of such
+    counts): the first instant at which time alone changes the comparison, or None. The count
+    only drops, one bucket at a time as the window slides past it, so its values ahead are known
+    from the buckets now (ints: exactly the values the condition will compute there)."""
+    def flip(ctx: Ctx) -> int | None:
+        lo = ctx.bnow - nb
+        found: list[tuple[int, int]] = []
+        total = 0
+        for b, bk in ctx.st.buckets.items():
+            if b > lo:
+                c = 0
+                for part in parts:
+                    c += part(bk)
+                if c:
+                    found.append((b, c))
+                    total += c
+        if not found:
+            return None
+        now = test(total)
+        if len(found) > 1:
+            found.sort()
+        for b, c in found:
+            total -= c
+            if test(total) != now:
+                return (b + nb) * ctx.r
+        return None
+    return flip
 
 
 def _purchase_amount(text: str, nb: int) -> Term:
@@ -231,7 +296,8 @@ def _purchase_amount(text: str, nb: int) -> Term:
 
 
 def _purchase_count(text: str, nb: int) -> Term:
-    return _w(text, lambda ctx: _sums(ctx, nb)[1], PURCHASE_TYPES, (nb,), _has_purchase)
+    return _w(text, lambda ctx: _sums(ctx, nb)[1], PURCHASE_TYPES, (nb,), _has_purchase,
+              _pc_of)
 
 
 def _avg_order_value(text: str, nb: int) -> Term:
@@ -242,7 +308,8 @@ def _avg_order_value(text: str, nb: int) -> Term:
 
 
 def _items_count(text: str, nb: int) -> Term:
-    return _w(text, lambda ctx: _sums(ctx, nb)[4], PURCHASE_TYPES, (nb,), _has_items)
+    return _w(text, lambda ctx: _sums(ctx, nb)[4], PURCHASE_TYPES, (nb,), _has_items,
+              _items_of)
 
 
 def _refund_amount(text: str, nb: int) -> Term:
@@ -250,7 +317,8 @@ def _refund_amount(text: str, nb: int) -> Term:
 
 
 def _refund_count(text: str, nb: int) -> Term:
-    return _w(text, lambda ctx: _sums(ctx, nb)[3], PURCHASE_TYPES, (nb,), _has_refund)
+    return _w(text, lambda ctx: _sums(ctx, nb)[3], PURCHASE_TYPES, (nb,), _has_refund,
+              _rc_of)
 
 
 def _distinct_categories(text: str, nb: int) -> Term:
@@ -274,7 +342,7 @@ def _growth_ratio(text: str, nb: int) -> Term:
 def _count_of(etype: str) -> Callable[[str, int], Term]:
     def build(text: str, nb: int) -> Term:
         return _w(text, lambda ctx: _type_count(ctx, etype, nb), (etype,), (nb,),
-                  _has_types((etype,)))
+                  _has_types((etype,)), _type_of(etype))
     return build
 
 
@@ -302,7 +370,8 @@ def _has_events(bk: Bucket) -> Any:
 
 def _count_all(text: str, nb: int) -> Term:
     """count(w): events of every type in the window."""
-    return _w(text, lambda ctx: _total_count(ctx, nb), ALL_TYPES, (nb,), _has_events)
+    return _w(text, lambda ctx: _total_count(ctx, nb), ALL_TYPES, (nb,), _has_events,
+              _total_of)
 
 
 def _count_types(text: str, nb: int, etypes: tuple[str, ...]) -> Term:
@@ -314,7 +383,7 @@ def _count_types(text: str, nb: int, etypes: tuple[str, ...]) -> Term:
         for t in types:
             n += _type_count(ctx, t, nb)
         return n
-    return _w(text, fn, types, (nb,), _has_types(types))
+    return _w(text, fn, types, (nb,), _has_types(types), _types_of(types))
 
 
 def _category_amount(text: str, nb: int, category: str) -> Term:

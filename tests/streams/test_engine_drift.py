@@ -215,22 +215,31 @@ def test_rule_roll_out_mid_stream_matches_reference(old: RuleFile, new: RuleFile
     _assert_same(got, sim, _reference(old, events, end, switch))
 
 
-@settings(max_examples=500, deadline=None)
+_OPS = {"": None, "<": lambda s: s < 0, "<=": lambda s: s <= 0, ">": lambda s: s > 0,
+        ">=": lambda s: s >= 0, "==": lambda s: s == 0, "!=": lambda s: s != 0}
+
+
+@settings(max_examples=800, deadline=None)
 @given(ts=st.integers(0, 10**13), const=st.one_of(
     st.sampled_from([0, 0.05, 0.2, 0.5, 1, 1.5, 14, 30, 45, 60, 180, 0.3333, 1e-9]),
-    st.floats(-5, 400, allow_nan=False)), ahead=st.integers(-3 * DAY_MS, 400 * DAY_MS))
-def test_days_flip_is_the_first_instant_the_sign_changes(ts: int, const: float,
-                                                         ahead: int) -> None:
+    st.floats(-5, 400, allow_nan=False)), ahead=st.integers(-3 * DAY_MS, 400 * DAY_MS),
+    exact=st.booleans(), op=st.sampled_from(sorted(_OPS)))
+def test_days_flip_is_the_first_instant_the_comparison_changes(
+        ts: int, const: float, ahead: int, exact: bool, op: str) -> None:
     now = ts + ahead
+    if exact:  # land exactly on the threshold now (sign 0), where the next instant matters
+        now = days_flip(ts, const, ts - 10 * DAY_MS) or now
+    truth = _OPS[op]
 
-    def sign(t: int) -> int:
+    def value(t: int) -> object:
         d = (t - ts) / DAY_MS - const
-        return (d > 0) - (d < 0)
+        s = (d > 0) - (d < 0)
+        return s if truth is None else truth(s)
 
-    at = days_flip(ts, const, now)
-    if at is None:
-        assert sign(now) > 0  # the value only grows: it never leaves the positive side
+    at = days_flip(ts, const, now, op)
+    if at is None:  # never: past the threshold already, or no later change matters
+        assert value(now) == value(now + 1000 * DAY_MS)
         return
     assert at > now
-    assert sign(at) != sign(now)
-    assert at - 1 == now or sign(at - 1) == sign(now)
+    assert value(at) != value(now)
+    assert at - 1 == now or value(at - 1) == value(now)
