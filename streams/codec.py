@@ -44,7 +44,7 @@ def encode_state(st: CustomerState) -> bytes:
         st.first_ts, st.last_ts, st.first_seen, st.lifetime_amount, st.lifetime_orders,
         st.eng_score, st.eng_ref, st.unsubscribed, st.attributes,
         [event_to_wire(e) for e in st.pending], st.dedup, st.members, sorted(st.cands), st.due,
-        st.seq, st.rules_version, st.last_eval, st.offsets, st.outbox,
+        st.seq, st.rules_version, st.last_eval,
     ])
 
 
@@ -63,6 +63,4 @@ def decode_state(data: bytes) -> CustomerState:
         eng_score=raw[8], eng_ref=raw[9], unsubscribed=raw[10], attributes=raw[11],
         pending=pending, dedup=raw[13], members=raw[14], cands=set(raw[15]), due=raw[16],
         seq=raw[17], rules_version=raw[18], last_eval=raw[19],
-        offsets=raw[20] if len(raw) > 20 else {},
-        outbox=raw[21] if len(raw) > 21 else [],
-    )
+    )  # states written by the Faust worker have two more slots (replay guard, outbox): ignored

@@ -66,12 +66,6 @@ class CustomerState:
     seq: int = 0
     rules_version: str = ""
     last_eval: int | None = None
-    # input source -> offset of the last record applied (the worker's replay guard; not part of
-    # the customer's logical state, hence not compared)
-    offsets: dict[str, int] = field(default_factory=dict, compare=False)
-    # the change records sent for the records applied last, kept for a while so that a replay
-    # can send them again: [source, offset, wall ms when sent, record JSON] (worker only)
-    outbox: list[list[Any]] = field(default_factory=list, compare=False)
 
     @property
     def next_due(self) -> int | None:

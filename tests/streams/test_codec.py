@@ -133,8 +133,8 @@ def test_round_trip_of_edge_states() -> None:
     assert round_trip(st) == st
     assert round_trip(st).lifetime_amount == st.lifetime_amount
     assert round_trip(st).unsubscribed
-    st.offsets = {"0": 17, "3": 2**40}  # the replay guard is kept too (not part of ==)
-    assert round_trip(st).offsets == st.offsets
+    old = [*orjson.loads(encode_state(st)), {"0": 17}, []]  # written by the Faust worker
+    assert decode_state(orjson.dumps(old)) == st
 
 
 def test_web_only_buckets_stay_small() -> None:
