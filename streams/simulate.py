@@ -17,7 +17,7 @@ from rules.ruleset import RuleSet
 from streams.changes import SegmentChange
 from streams.due_index import DueIndex
 from streams.engine import Engine, Outcome
-from streams.events import Event, Rejection, parse_event
+from streams.events import Event, Rejection, check_time, parse_event
 from streams.state import CustomerState
 
 OnChange = Callable[[SegmentChange], None]
@@ -43,9 +43,14 @@ def _ignore_reject(raw: bytes, rejection: Rejection) -> None:
 
 class Simulator:
     def __init__(self, rules: RuleSet, *, until: int | None = None,
+                 wall_now: int | None = None,
                  on_change: OnChange = _ignore_change,
                  on_reject: OnReject = _ignore_reject) -> None:
+        """`wall_now`: the wall-clock instant the log is replayed at; an event more than the
+        future tolerance past it is refused (`too_far_in_future`) and does not move the
+        clock, as in the worker. None: no such check (synthetic logs in tests)."""
         self.rules = rules
+        self.wall_now = wall_now
         self.engine = Engine(rules)
         self.currency = rules.settings.currency
         self.states: dict[str, CustomerState] = {}
@@ -72,6 +77,12 @@ class Simulator:
         if self.until is not None and ev.ts > self.until:
             self.stats.after_until += 1
             return
+        if self.wall_now is not None and (self.clock is None or ev.ts > self.clock):
+            rej = check_time(ev, now_ms=self.wall_now, retention_ms=1 << 62,
+                             future_tolerance_ms=self.rules.settings.future_tolerance_ms)
+            if rej is not None:
+                self._reject(raw, rej)
+                return
         now = ev.ts if self.clock is None or ev.ts > self.clock else self.clock
         self.advance(now)
         out = self.engine.apply(self.states.get(ev.customer_id), ev, now)

@@ -50,12 +50,16 @@ def _lines(src: IO[bytes], total: int | None, show: bool) -> Iterator[bytes]:
               help="JSONL event log, one event per line, or - for standard input.")
 @click.option("--until", help="RFC 3339 instant: apply events up to it, then advance the clock "
                               "to it and fire what is due (default: the last event's time).")
+@click.option("--wall-now", help="RFC 3339 instant taken as the wall clock (default: now): an "
+                                 "event more than the rules' future_tolerance past it is "
+                                 "rejected too_far_in_future, as the worker does.")
 @click.option("--out-state", help="Write one JSON line per customer with state.")
 @click.option("--out-changes", help="Write every segment change as a JSON line.")
 @click.option("--out-rejects", help="Write every rejected event with its reason as a JSON line.")
 @click.option("--quiet", is_flag=True, help="No summary, no progress bar.")
-def simulate(rules_path: str, events_path: str, until: str | None, out_state: str | None,
-             out_changes: str | None, out_rejects: str | None, quiet: bool) -> None:
+def simulate(rules_path: str, events_path: str, until: str | None, wall_now: str | None,
+             out_state: str | None, out_changes: str | None, out_rejects: str | None,
+             quiet: bool) -> None:
     """Replay an event log with an event clock and report the segment changes.
 
     now = the largest event time seen so far; due timers fire as the clock advances. Rejected
@@ -78,6 +82,14 @@ def simulate(rules_path: str, events_path: str, until: str | None, out_state: st
         if until_ms is None:
             click.echo(f"error: --until {until!r} is not an RFC 3339 instant with a zone", err=True)
             sys.exit(2)
+    wall_ms = int(time.time() * 1000)
+    if wall_now is not None:
+        parsed = parse_rfc3339(wall_now)
+        if parsed is None:
+            click.echo(f"error: --wall-now {wall_now!r} is not an RFC 3339 instant with a zone",
+                       err=True)
+            sys.exit(2)
+        wall_ms = parsed
     with ExitStack() as stack:
         try:
             if events_path == "-":
@@ -104,7 +116,8 @@ def simulate(rules_path: str, events_path: str, until: str | None, out_state: st
                     "event_id": rej.event_id, "customer_id": rej.customer_id,
                     "raw": raw.decode("utf-8", "replace").rstrip("\n")}) + b"\n")
 
-        sim = Simulator(rules, until=until_ms, on_change=on_change, on_reject=on_reject)
+        sim = Simulator(rules, until=until_ms, wall_now=wall_ms, on_change=on_change,
+                        on_reject=on_reject)
         show = not quiet and sys.stderr.isatty()
         started = time.perf_counter()
         sim.feed_lines(_lines(src, total, show))

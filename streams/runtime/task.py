@@ -21,7 +21,7 @@ from typing import Protocol
 from streams.changes import SegmentChange
 from streams.due_index import DueIndex
 from streams.engine import Outcome
-from streams.events import Event, Rejection, parse_event
+from streams.events import Event, Rejection, check_time, parse_event
 from streams.merge import TimestampMerger
 from streams.runtime.records import dead_letter, partition_for
 from streams.runtime.rulebook import Rulebook
@@ -177,6 +177,14 @@ class Task:
             return
         if self.event_clock:
             if ev.ts > self.clock:
+                # one event far in the future must not move the partition's clock there (and
+                # time every customer of the partition out): measured against the wall clock
+                settings = self.rulebook.rules.settings
+                rej = check_time(ev, now_ms=wall_ms, retention_ms=1 << 62,
+                                 future_tolerance_ms=settings.future_tolerance_ms)
+                if rej is not None:
+                    self._dead(rec, rej, wall_ms)
+                    return
                 self.clock = ev.ts
             now = self.clock
         if st is not None and st.rules_version != self.rulebook.rules.version:

@@ -336,3 +336,25 @@ def test_invalid_until_exits_2(tmp_path: Path) -> None:
                             "--until", "2026-01-01T00:00:00")
     assert code == 2
     assert "--until" in err
+
+
+def test_an_event_past_the_wall_clock_is_refused_and_moves_no_clock(tmp_path: Path) -> None:
+    """A log with one event at 9999-12-31: refused too_far_in_future against --wall-now (the
+    real clock by default), and the other customer still leaves its window at the instant its
+    own log says, not at year 9999."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(rules_yaml(segment("buyer", "purchase_count(1d) >= 1")))
+    log = write_events(tmp_path / "events.jsonl", [
+        purchase(T0, customer_id="a"), purchase(253_402_300_799_000, customer_id="poison"),
+        purchase(T0 + 2 * DAY, customer_id="b")])
+    for extra in ([], ["--wall-now", format_ts(T0 + 3 * DAY)]):
+        out, rej = tmp_path / "changes.jsonl", tmp_path / "rejects.jsonl"
+        code, _, _ = simulate("--rules", str(rules), "--events", str(log), "--out-changes",
+                              str(out), "--out-rejects", str(rej), *extra)
+        assert code == 0
+        assert [r["reason"] for r in jsonl(rej)] == ["too_far_in_future"]
+        assert [(c["customer_id"], c["at"], c["exited"]) for c in jsonl(out)
+                if c["exited"]] == [("a", format_ts(T0 + DAY), ["buyer"])]
+    code, _, _ = simulate("--rules", str(rules), "--events", str(log), "--out-rejects",
+                          str(rej), "--wall-now", format_ts(T0 + DAY))  # b is now 1 day ahead
+    assert [r["reason"] for r in jsonl(rej)] == ["too_far_in_future"] * 2

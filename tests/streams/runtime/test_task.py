@@ -20,6 +20,7 @@ from tests.factories import DAY, MINUTE, SECOND, T0, event, purchase, rules_from
 
 RETAIL = Path(__file__).resolve().parents[3] / "rules" / "examples" / "retail.yaml"
 PARTITIONS = 4
+WALL = T0 + 365 * DAY  # the wall clock of event-clock tests: well after their events
 SOURCES = ("purchases", "web-activity", "rekey")
 
 
@@ -117,14 +118,14 @@ def test_event_clock_merges_topics_in_event_time_and_commits_no_offset_past_a_wa
     task, feed = new_task(event_clock=True), Feed()
     a, b = cid_on(0, "a"), cid_on(0, "b")
     task.add("purchases", [feed.rec("purchases", encode_event(purchase(T0 + 2 * SECOND, 10, a))),
-                           feed.rec("purchases", b"garbage", key=a.encode())], T0)
+                           feed.rec("purchases", b"garbage", key=a.encode())], WALL)
     task.add("web-activity", [feed.rec("web-activity",
-                                       encode_event(event("page_view", T0 + SECOND, b)))], T0)
+                                       encode_event(event("page_view", T0 + SECOND, b)))], WALL)
     # the rekey topic's end is not known yet: nothing is handled within idle_ms
-    task.drain({"purchases": True, "web-activity": True}.get, 0.0, T0)
+    task.drain({"purchases": True, "web-activity": True}.get, 0.0, WALL)
     assert not task.take()
     drained = {"purchases": True, "web-activity": True, "rekey": True}
-    task.drain(drained.get, 1.0, T0)
+    task.drain(drained.get, 1.0, WALL)
     pending = task.take()
     assert [orjson.loads(v)["customer_id"] for _, v in pending.changes] == [a]
     assert task.clock == T0 + 2 * SECOND
@@ -137,11 +138,11 @@ def test_timers_fire_at_their_due_instant_with_the_event_clock() -> None:
     task, feed = new_task(event_clock=True), Feed()
     buyer, clock = cid_on(0, "buyer"), cid_on(0, "clock")
     drained = dict.fromkeys(SOURCES, True).get
-    task.add("purchases", [feed.rec("purchases", encode_event(purchase(T0, 10, buyer)))], T0)
-    task.drain(drained, 0.0, T0)
+    task.add("purchases", [feed.rec("purchases", encode_event(purchase(T0, 10, buyer)))], WALL)
+    task.drain(drained, 0.0, WALL)
     task.add("purchases", [feed.rec("purchases",
-                                    encode_event(purchase(T0 + 3 * DAY, 10, clock)))], T0)
-    task.drain(drained, 0.0, T0)
+                                    encode_event(purchase(T0 + 3 * DAY, 10, clock)))], WALL)
+    task.drain(drained, 0.0, WALL)
     changes = [orjson.loads(v) for _, v in task.take().changes]
     timed = [c for c in changes if c["customer_id"] == buyer and c["cause"]["kind"] == "time"]
     assert [(c["at"], c["entered"]) for c in timed] == [("2026-01-02T00:00:00.001Z", ["lapsed"])]
@@ -184,8 +185,8 @@ def test_a_new_rule_version_is_rolled_out_to_every_customer_in_slices() -> None:
 def test_load_derives_due_index_clock_sizes_and_count_from_the_store() -> None:
     first, feed = new_task(event_clock=True), Feed()
     cid = cid_on(0)
-    first.add("purchases", [feed.rec("purchases", encode_event(purchase(T0, 200, cid)))], T0)
-    first.drain(dict.fromkeys(SOURCES, True).get, 0.0, T0)
+    first.add("purchases", [feed.rec("purchases", encode_event(purchase(T0, 200, cid)))], WALL)
+    first.drain(dict.fromkeys(SOURCES, True).get, 0.0, WALL)
     restored = MemoryStore()
     for key, value in first.store.changelog_records(first.take().dirty):
         restored.restore(key, value)
@@ -211,8 +212,8 @@ def test_a_generated_log_through_one_task_gives_simulates_changes() -> None:
     got: list[bytes] = []
     for i in range(0, len(events), 97):  # fetches of uneven size
         chunk = events[i:i + 97]
-        task.add("purchases", [feed.rec("purchases", encode_event(e)) for e in chunk], T0)
-        task.drain(drained, 0.0, T0)
+        task.add("purchases", [feed.rec("purchases", encode_event(e)) for e in chunk], WALL)
+        task.drain(drained, 0.0, WALL)
         got += [v for _, v in task.take().changes]
     sim.advance(task.clock)
     assert len(got) > 100
@@ -224,3 +225,24 @@ def test_a_generated_log_through_one_task_gives_simulates_changes() -> None:
         return out
 
     assert per_customer(got) == per_customer(want)
+
+
+def test_an_event_far_in_the_future_does_not_move_the_event_clock() -> None:
+    """One event at 9999-12-31 (valid on the wire) is dead-lettered too_far_in_future against
+    the wall clock; the partition's clock and its other customers do not move."""
+    task, feed = new_task(event_clock=True), Feed()
+    drained = dict.fromkeys(SOURCES, True).get
+    buyer, poison, later = cid_on(0, "buyer"), cid_on(0, "poison"), cid_on(0, "later")
+    task.add("purchases", [feed.rec("purchases", encode_event(purchase(T0, 10, buyer)))], WALL)
+    task.drain(drained, 0.0, WALL)
+    task.take()
+    task.add("purchases", [
+        feed.rec("purchases", encode_event(purchase(253_402_300_799_000, 10, poison))),
+        feed.rec("purchases", encode_event(purchase(T0 + SECOND, 10, later)))], WALL)
+    task.drain(drained, 0.0, WALL)
+    pending = task.take()
+    assert [orjson.loads(v)["reason"] for _, v in pending.dead_letters] == ["too_far_in_future"]
+    assert task.clock == T0 + SECOND
+    changes = [orjson.loads(v) for _, v in pending.changes]
+    assert [(c["customer_id"], c["cause"]["kind"]) for c in changes] == [(later, "event")]
+    assert pending.offsets == {"purchases": 3}
