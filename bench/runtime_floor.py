@@ -58,7 +58,8 @@ async def main() -> None:
     rules = RuleSet(load_rules(settings.rules_path))
     worker_datadir(settings).mkdir(parents=True, exist_ok=True)
     await ensure_topics(settings)
-    worker = Worker(settings, Metrics(CollectorRegistry()), rules)
+    worker = Worker(settings, Metrics(CollectorRegistry()), None)
+    worker.use_rules(rules)
     assert worker.rulebook is not None
     worker.rulebook.engine = StubEngine(rules)  # type: ignore[assignment]
     loop = asyncio.get_running_loop()

@@ -127,21 +127,10 @@ def publish(file: Path, quiet: bool, kafka_bootstrap: str | None,
 
 async def publish_rules(settings: object, text: str, source: str, quiet: bool = False) -> None:
     """Produce one rules record (acks=all); creates the topics if they are missing."""
-    from datetime import UTC, datetime
-
-    import orjson
-    from aiokafka import AIOKafkaProducer
-
     from segmenter.settings import Settings
-    from streams.app import RULES, ensure_topics
+    from streams.app import ensure_topics
+    from streams.runtime.rules_topic import publish
 
     assert isinstance(settings, Settings)
     await ensure_topics(settings)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
-    await producer.start()
-    try:
-        record = {"yaml": text, "source": source, "quiet": quiet,
-                  "published_at": datetime.now(UTC).isoformat()}
-        await producer.send_and_wait(settings.topic(RULES), orjson.dumps(record), key=b"rules")
-    finally:
-        await producer.stop()
+    await publish(settings, text, source, quiet)

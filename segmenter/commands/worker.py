@@ -77,14 +77,21 @@ def run_worker(settings: Settings) -> None:
         handler.addFilter(Throttle())
     worker_datadir(settings).mkdir(parents=True, exist_ok=True)
     try:
-        rules = None
+        seed = None
         if settings.rules_path is not None:
-            from rules.loader import load_rules
+            from rules.loader import load_rules_text
             from rules.ruleset import RuleSet
+            from streams.runtime.rules_topic import Seed
 
-            rules = RuleSet(load_rules(settings.rules_path))
+            try:
+                text = settings.rules_path.read_text()
+            except OSError as exc:
+                raise click.ClickException(
+                    f"cannot read the rule file {settings.rules_path}: {exc.strerror}") from exc
+            seed = Seed(RuleSet(load_rules_text(text, source=str(settings.rules_path))), text,
+                        settings.rules_path.name)
         asyncio.run(ensure_topics(settings))
-        asyncio.run(_run(settings, rules))
+        asyncio.run(_run(settings, seed))
     except SegmenterError as exc:
         raise click.ClickException(str(exc)) from exc
 
@@ -113,7 +120,7 @@ class Throttle(logging.Filter):
         return True
 
 
-async def _run(settings: Settings, rules: Any) -> None:
+async def _run(settings: Settings, seed: Any) -> None:
     import asyncio
     import signal
 
@@ -123,7 +130,7 @@ async def _run(settings: Settings, rules: Any) -> None:
     from streams.runtime.web import start_web
     from streams.runtime.worker import Worker
 
-    worker = Worker(settings, Metrics(CollectorRegistry()), rules)
+    worker = Worker(settings, Metrics(CollectorRegistry()), seed)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stop)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from rules.loader import load_rules_text
 from rules.ruleset import RuleSet
@@ -20,12 +22,23 @@ log = logging.getLogger(__name__)
 OnRules = Callable[[RuleSet, bool], None]  # (rules, quiet)
 
 
+@dataclass(frozen=True, slots=True)
+class Seed:
+    """The worker's --rules file: what seeds an empty rules topic."""
+
+    rules: RuleSet
+    text: str
+    source: str
+
+
 async def follow_rules(settings: Settings, metrics: Metrics, on_rules: OnRules,
-                       initial_from_file: bool) -> None:
+                       seed: Seed | None = None) -> None:
     """Read the rules topic until cancelled, calling `on_rules` for each version to use.
 
-    At start-up the last valid record wins unless the worker was started with --rules; records
-    published later switch every worker to the new version."""
+    At start-up the latest valid version published wins. `seed` (the worker's --rules file)
+    only seeds a rules topic that has none: it is published, so that every worker agrees; when
+    the topic has a version and the file differs, a warning says so. Versions published later
+    switch every worker to them."""
     tp = TopicPartition(settings.topic(RULES), 0)
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
                                 enable_auto_commit=False, auto_offset_reset="earliest")
@@ -40,23 +53,59 @@ async def follow_rules(settings: Settings, metrics: Metrics, on_rules: OnRules,
             except Exception as exc:  # the topic may not exist yet
                 log.warning("rules topic not readable yet: %s", exc)
                 await asyncio.sleep(1.0)
-        latest: tuple[RuleSet, bool] | None = None
+        latest: tuple[RuleSet, dict[str, Any]] | None = None
+        while (await consumer.position(tp)) < end:
+            batch = await consumer.getmany(tp, timeout_ms=500)
+            for msg in batch.get(tp, []):
+                parsed = parse_rules_record(msg.value, metrics)
+                if parsed is not None and msg.offset < end:
+                    latest = parsed[0], orjson.loads(msg.value or b"{}")
+        await _start_with(settings, on_rules, latest, seed)
         while True:
             batch = await consumer.getmany(tp, timeout_ms=500)
             for msg in batch.get(tp, []):
                 parsed = parse_rules_record(msg.value, metrics)
-                if parsed is None:
-                    continue
-                if msg.offset < end:  # history
-                    if not initial_from_file:  # --rules wins at start-up
-                        latest = parsed
-                    continue
-                on_rules(*parsed)
-            if latest is not None and (await consumer.position(tp)) >= end:
-                on_rules(*latest)
-                latest = None
+                if parsed is not None:
+                    on_rules(*parsed)
     finally:
         await consumer.stop()
+
+
+async def _start_with(settings: Settings, on_rules: OnRules,
+                      latest: tuple[RuleSet, dict[str, Any]] | None, seed: Seed | None) -> None:
+    if latest is not None:
+        rules, record = latest
+        where = (f"published {record.get('published_at', '?')} from "
+                 f"{record.get('source', '?')}")
+        if seed is not None and seed.rules.version != rules.version:
+            log.warning("--rules %s (%s) differs from the version on the rules topic, %s (%s), "
+                        "which is in force: publish the file (`segmenter rules publish`) to "
+                        "roll it out", seed.source, seed.rules.version, rules.version, where)
+        else:
+            log.info("rules: the latest published version is in force (%s)", where)
+        on_rules(rules, False)
+    elif seed is not None:
+        log.info("rules topic is empty: seeding it with --rules %s (%s)", seed.source,
+                 seed.rules.version)
+        await publish(settings, seed.text, seed.source)
+        on_rules(seed.rules, False)
+    else:
+        log.warning("no rules yet: nothing on %s and no --rules file; waiting for "
+                    "`segmenter rules publish`", settings.topic(RULES))
+
+
+async def publish(settings: Settings, text: str, source: str, quiet: bool = False) -> None:
+    """Produce one rules record (acks=all) to the rules topic."""
+    from datetime import UTC, datetime
+
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        record = {"yaml": text, "source": source, "quiet": quiet,
+                  "published_at": datetime.now(UTC).isoformat()}
+        await producer.send_and_wait(settings.topic(RULES), orjson.dumps(record), key=b"rules")
+    finally:
+        await producer.stop()
 
 
 def parse_rules_record(value: bytes | None, metrics: Metrics) -> tuple[RuleSet, bool] | None:

@@ -47,6 +47,7 @@ from streams.runtime.commit import (
 )
 from streams.runtime.members import Members, cancel
 from streams.runtime.rulebook import Rulebook
+from streams.runtime.rules_topic import Seed, follow_rules
 from streams.runtime.store import MemoryStore, RocksStore, Store
 from streams.runtime.task import Task
 
@@ -68,14 +69,13 @@ class _Listener(ConsumerRebalanceListener):
 
 
 class Worker:
-    def __init__(self, settings: Settings, metrics: Metrics, rules: RuleSet | None) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics, seed: Seed | None) -> None:
+        """`seed`: the --rules file, used when the rules topic has no version yet."""
         self.settings = settings
         self.metrics = metrics
         self.rulebook: Rulebook | None = None
         self.rules_ready = asyncio.Event()
-        self.initial_from_file = rules is not None
-        if rules is not None:
-            self.use_rules(rules)
+        self.seed = seed
         self.event_clock = settings.clock == "event"
         self.eos = settings.processing_guarantee == "exactly_once"
         self.inputs = tuple(settings.topic(t) for t in (*INPUTS, REKEY))
@@ -119,11 +119,9 @@ class Worker:
 
     # ------------------------------------------------------------------ run
     async def run(self) -> None:
-        from streams.runtime.rules_topic import follow_rules
-
         s = self.settings
         self._background.append(asyncio.create_task(
-            follow_rules(s, self.metrics, self.use_rules, self.initial_from_file)))
+            follow_rules(s, self.metrics, self.use_rules, self.seed)))
         self._background.append(asyncio.create_task(self.members.follow()))
         rules = asyncio.create_task(self.rules_ready.wait())
         stop = asyncio.create_task(self._stop.wait())

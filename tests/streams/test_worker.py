@@ -529,3 +529,29 @@ async def test_worker_refuses_inputs_with_different_partition_counts(
         assert "SEGMENTER_PARTITIONS" in text, text
         assert not (set(await kafka_admin.list_topics()) & {c.topic(SEGMENT_CHANGES),
                                                           c.topic("web-activity")})
+
+
+async def test_after_a_restart_the_latest_published_rules_win_over_the_rules_file(
+    kafka_bootstrap: str, kafka_admin: AIOKafkaAdminClient, unique: str, tmp_path: Path
+) -> None:
+    """A worker started with --rules v1 seeds the empty rules topic; v2 is published; the worker
+    restarted with the same --rules keeps v2 and says that the file differs."""
+    v1_path, v1 = write_rules(tmp_path, "v1", ROLL_V1)
+    v2 = RuleSet(load_rules_text(ROLL_V2))
+    port = free_port()
+    async with cluster(kafka_bootstrap, kafka_admin, f"{unique}.", tmp_path,
+                       SEGMENTER_WEB_PORT=str(port)) as c:
+        first = c.start("--rules", str(v1_path), name="r1")
+        await wait_rules_version(port, v1.version, first)
+        assert "seeding it with --rules v1.yaml" in first.log_text()
+        await publish_rules(c.settings, ROLL_V2, "v2.yaml")
+        await wait_rules_version(port, v2.version, first)
+        assert await first.stop() == 0, first.tail()
+        second = c.start("--rules", str(v1_path), name="r1")
+        await wait_rules_version(port, v2.version, second)
+        await asyncio.sleep(1.0)  # nothing switches it back
+        _, ready = await http_get(port, "/readyz")
+        assert orjson.loads(ready)["rules_version"] == v2.version
+        text = second.log_text()
+        assert f"--rules v1.yaml ({v1.version}) differs from the version on the rules topic, " \
+               f"{v2.version}" in text, text[-2000:]
