@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +34,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PREFIX = "segmenter:"
 LAYOUT_VERSION = "1"
+# after a Redis restart, the changes of the last minute are read again (its append-only file is
+# fsynced every second: what it may have missed is in there)
+REPLAY_AFTER_RESTART_MS = 60_000
 DEFAULT_FEED_MAX = 1000
 DEFAULT_HISTORY_MAX = 50
 DEFAULT_STATS_TTL = 2 * 86_400  # seconds
@@ -350,8 +354,19 @@ class RedisView:
         return outcomes
 
     async def mark_layout(self) -> None:
+        """Write the meta key: the layout, and (once) an epoch marker that lives as long as
+        the view's data does."""
         await self.client.hset(self.keys.meta, mapping={"layout": LAYOUT_VERSION,
                                                         "prefix": self.keys.prefix})
+        await self.client.hsetnx(self.keys.meta, "epoch", uuid.uuid4().hex)
+
+    async def identity(self) -> tuple[str | None, str]:
+        """(the epoch marker, the Redis server's run id): the marker gone means the view's data
+        is gone; another run id means Redis restarted (its append-only file may miss the last
+        second of writes)."""
+        epoch = await self.client.hget(self.keys.meta, "epoch")
+        info = await self.client.info("server")
+        return (None if epoch is None else _text(epoch)), str(info.get("run_id", ""))
 
     async def wipe(self) -> int:
         """Delete every key under the prefix; returns how many."""
@@ -469,6 +484,7 @@ class ViewConsumer:
     group_id: str
     metrics: Metrics | None = None
     batch_size: int = 500
+    check_every: float = 2.0  # seconds between checks that Redis still has the view
     backoff: Backoff = field(default_factory=lambda: Backoff(0.1, 10.0))
     counts: Counter[str] = field(default_factory=Counter)
 
@@ -488,9 +504,14 @@ class ViewConsumer:
                 await self.view.mark_layout()
             except (RedisError, OSError) as exc:  # informational only; writes retry below
                 log.warning("cannot write the view's meta key yet: %s", exc)
+            identity = await self._identity()
+            checked = time.monotonic()
             if ready is not None:
                 ready.set()
             while not stop.is_set():
+                if time.monotonic() - checked >= self.check_every:
+                    identity = await self._check(consumer, identity)
+                    checked = time.monotonic()
                 batch = await consumer.getmany(timeout_ms=500, max_records=self.batch_size)
                 if not batch:
                     continue
@@ -513,6 +534,39 @@ class ViewConsumer:
                                     "and found stale", exc)
         finally:
             await consumer.stop()
+
+    async def _identity(self) -> tuple[str | None, str] | None:
+        try:
+            return await self.view.identity()
+        except (RedisError, OSError):
+            return None  # Redis not answering: checked again later
+
+    async def _check(self, consumer: AIOKafkaConsumer,
+                     known: tuple[str | None, str] | None) -> tuple[str | None, str] | None:
+        """Redis lost the view's data (the epoch marker is gone) or restarted (its append-only
+        file keeps all but the last second): read the changes again, all of them or the last
+        minute's, from Kafka; what the view already has is stale and skipped by `seq`."""
+        now = await self._identity()
+        if now is None or known is None or now == known:
+            return now if known is None else known
+        assignment = list(consumer.assignment())
+        if now[0] is None or now[0] != known[0]:
+            log.warning("the Redis view's data is gone (epoch marker missing): rebuilding it "
+                        "from %s", self.topic)
+            await self.view.mark_layout()
+            if assignment:
+                await consumer.seek_to_beginning(*assignment)
+            self.counts["rebuilt"] += 1
+        else:
+            log.warning("Redis restarted (run id changed): reading the last minute of %s "
+                        "again in case its append-only file missed writes", self.topic)
+            since = int(time.time() * 1000) - REPLAY_AFTER_RESTART_MS
+            found = await consumer.offsets_for_times(dict.fromkeys(assignment, since))
+            for tp, at in found.items():
+                if at is not None:
+                    consumer.seek(tp, min(at.offset, await consumer.position(tp)))
+            self.counts["replayed"] += 1
+        return await self._identity()
 
 
 # ---------------------------------------------------------------------- rebuild

@@ -53,7 +53,9 @@ class RedisLayout:
 
 
 def render_redis_conf(port: int, root: Path) -> str:
-    """A throw-away Redis: loopback only, no persistence, logs into the state folder."""
+    """The local Redis: loopback only, an append-only file fsynced every second in the state
+    folder (a restart keeps the view, losing at most the last second, which the view's
+    consumer replays), logs into the state folder."""
     return "\n".join(
         [
             "# Written by `segmenter local up`; edits are overwritten.",
@@ -67,7 +69,8 @@ def render_redis_conf(port: int, root: Path) -> str:
             f"logfile {root / 'redis.log'}",
             "loglevel notice",
             'save ""',
-            "appendonly no",
+            "appendonly yes",
+            "appendfsync everysec",
             "databases 16",
             "",
         ]

@@ -218,3 +218,83 @@ async def test_redis_run_command_keeps_the_view_and_stops_on_sigterm(
         code = await asyncio.to_thread(process.wait, 30)
         await kafka_admin.delete_topics([topic])
     assert code == 0, log_path.read_text()
+
+
+@pytest.fixture
+async def private_redis(tmp_path: Path) -> Any:
+    """A redis-server of our own (the project's local configuration: append-only file fsynced
+    every second), and its settings for `segmenter.local.redis` start/stop."""
+    import socket
+
+    from segmenter.local import redis as local_redis
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    settings = Settings.from_env(env={}, redis_port=port, state_dir=tmp_path / "redis-state")
+    await asyncio.to_thread(local_redis.start, settings)
+    try:
+        yield settings
+    finally:
+        await asyncio.to_thread(local_redis.stop, settings)
+
+
+@pytest.mark.parametrize("loss", ["everything", "restart"])
+async def test_the_view_heals_itself_after_redis_loses_its_data_or_restarts(
+        kafka_bootstrap: str, topic_factory: TopicFactory, private_redis: Settings,
+        unique: str, loss: str) -> None:
+    """kill -9 of redis-server, then a start without its files ("everything": the view's data
+    is gone) or with them ("restart"): the running view consumer notices by itself and reads
+    the changes again; the view ends equal to the changes' final state."""
+    from segmenter.local import redis as local_redis
+    from segmenter.local.common import read_pid
+
+    topic = await topic_factory("changes", partitions=2)
+    settings = Settings.from_env(env={}, kafka_bootstrap=kafka_bootstrap)
+    client = aioredis.Redis.from_url(private_redis.redis_url, socket_connect_timeout=1,
+                                     socket_timeout=2)
+    view = RedisView(client, prefix=f"{unique}:", clock=lambda: NOW)
+    consumer = ViewConsumer(settings, view, topic, f"{unique}-group",
+                            backoff=Backoff(0.05, 0.3), check_every=0.5)
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer.run(stop))
+    try:
+        await produce_json(kafka_bootstrap, topic, story())
+        await eventually(lambda: customer_seq(view, "c-2", 2))
+        await check_story(view)
+        layout = local_redis.RedisLayout.for_settings(private_redis)
+        pid = read_pid(layout.pid_file)
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        await asyncio.sleep(0.5)
+        if loss == "everything":
+            for f in layout.root.rglob("*.aof*"):
+                if f.is_file():
+                    f.unlink()
+            for d in layout.root.glob("appendonlydir"):
+                for f in d.iterdir():
+                    f.unlink()
+        await asyncio.to_thread(local_redis.start, private_redis)
+        if loss == "everything":
+            assert await view.customer("c-2") is None  # really gone
+        await eventually(lambda: customer_seq(view, "c-2", 2))
+        await check_story(view)
+        noticed = {"everything": "rebuilt", "restart": "replayed"}[loss]
+
+        async def seen() -> bool:
+            return consumer.counts[noticed] == 1
+
+        await eventually(seen)
+        await check_story(view)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        await client.aclose()
+
+
+async def customer_seq(view: RedisView, cid: str, seq: int) -> bool:
+    try:
+        c = await view.customer(cid)
+    except (aioredis.RedisError, OSError):
+        return False
+    return c is not None and c.seq == seq

@@ -85,10 +85,11 @@ def test_pom_pins_kafka_4_1_or_newer() -> None:
     assert (major, minor) >= (4, 1)
 
 
-def test_redis_conf_binds_loopback_without_persistence(tmp_path: Path) -> None:
+def test_redis_conf_binds_loopback_with_an_append_only_file(tmp_path: Path) -> None:
     lines = redis.render_redis_conf(16400, tmp_path).splitlines()
     assert "bind 127.0.0.1" in lines and "port 16400" in lines
-    assert 'save ""' in lines and "appendonly no" in lines
+    assert 'save ""' in lines and "appendonly yes" in lines
+    assert "appendfsync everysec" in lines
     assert f"dir {tmp_path}" in lines
     assert "set-proc-title no" in lines  # keeps the config path visible to `down`
 
