@@ -173,6 +173,7 @@ class _Node:
     anchor: Callable[[Ctx], int | None] | None = None  # a bare days_since_*() call
     # a window count or a sum of counts over the same window: (buckets, per-bucket parts)
     counter: tuple[int, tuple[Callable[[Bucket], int], ...]] | None = None
+    falls: Callable[[Ctx], int | None] | None = None  # next change of a bare falling term
 
 
 def _combine(a: int | None, b: int | None) -> int | None:
@@ -274,7 +275,8 @@ class _Compiler:
                 v = f(a)
                 return (v, v) if type(v) in _NUM else None
             counter = None if term.counter is None else (term.counter[0], (term.counter[1],))
-            return _Node(f, 0, ifn=const_bounds, counter=counter)
+            return _Node(f, 0, ifn=const_bounds, counter=counter,
+                         falls=term.next_change if term.falls else None)
 
         def mono_bounds(a: Ctx, b: Ctx) -> Interval | None:
             x, y = f(a), f(b)
@@ -314,6 +316,8 @@ class _Compiler:
                          ifn=_iarith(op, left.ifn, right.ifn), counter=counter)
         fn = _compare(op, left, right)
         self._counter_atom(node, left, right)
+        if id(node) not in self._atoms:
+            self._falling_atom(node, fn, left, right)
         mono = _combine(left.mono, _neg(right.mono))
         if left.mono != 0 or right.mono != 0:
             self._crossing(left, right, mono, op)
@@ -330,6 +334,28 @@ class _Compiler:
             nb, parts = right.counter
             x = left.literal
             self._atoms[id(node)] = counter_flip(nb, parts, lambda v: bool(pyop(x, v)))
+
+    def _falling_atom(self, node: ast.Binary, fn: Fn, left: _Node, right: _Node) -> None:
+        """`t op number` for a term time can only lower (distinct counts over a window):
+        `t >= n` false now stays false, `t <= n` true now stays true, until an event."""
+        op = node.op
+        if left.falls is not None and right.is_literal and type(right.literal) in _NUM:
+            nc = left.falls
+        elif right.falls is not None and left.is_literal and type(left.literal) in _NUM:
+            nc = right.falls
+            op = {">": "<", ">=": "<=", "<": ">", "<=": ">="}.get(op, op)
+        else:
+            return
+        if op in (">", ">="):
+            settled = False  # false now: stays false
+        elif op in ("<", "<="):
+            settled = True
+        else:
+            return
+
+        def next_change(ctx: Ctx) -> int | None:
+            return None if fn(ctx) is settled else nc(ctx)
+        self._atoms[id(node)] = next_change
 
     def _crossing(self, left: _Node, right: _Node, mono: int | None, op: str = "") -> None:
         form = _arith_form("-", left.form, right.form)

@@ -224,14 +224,16 @@ def segment_due(seg: CompiledSegment, ctx: Ctx, scratch: Ctx, entered_at: int | 
 
 
 def _next_at(expr: DueParts, here: Ctx, scratch: Ctx,
-             dwell_at: int | None) -> tuple[int | None, bool]:
+             dwell_at: int | None, atoms: bool = True) -> tuple[int | None, bool]:
     """From `here`: the first crossing, else the next step instant of the expression (capped by
-    the dwell end). `final` is False only for a step instant, where the value may not change."""
+    the dwell end and the atoms' exact instants). `final` is False only for a step instant,
+    where the value may not change."""
     now = here.t
-    for af in expr.atoms:  # exact: cap everything after them, like a dwell end
-        at = af(here)
-        if at is not None and (dwell_at is None or at < dwell_at):
-            dwell_at = at
+    if atoms:
+        for af in expr.atoms:  # exact: cap everything after them, like a dwell end
+            at = af(here)
+            if at is not None and (dwell_at is None or at < dwell_at):
+                dwell_at = at
     nxt: int | None = None
     for nc in expr.step_fns:
         at = nc(here)
@@ -383,8 +385,12 @@ def _set_dues(st: CustomerState, segs: Iterable[CompiledSegment], ctx: Ctx, scra
                 at = entered_at + seg.dwell if seg.dwell and t < entered_at + seg.dwell else None
             parts = expr.parts_fn(ctx)
             if parts is not None:
-                if parts.crossings or parts.atoms:
-                    at = _next_at(parts, ctx, scratch, at)[0]
+                for af in parts.atoms:  # exact instants: they cap everything after them
+                    a = af(ctx)
+                    if a is not None and (at is None or a < at):
+                        at = a
+                if parts.crossings:
+                    at = _next_at(parts, ctx, scratch, at, False)[0]
                 else:  # the next step instant, capped by the dwell end
                     for nc in parts.step_fns:
                         nxt = nc(ctx)

@@ -46,6 +46,8 @@ class Term:
     # a count over a window (an int that only drops as buckets leave it): (buckets in the
     # window, what one bucket adds)
     counter: tuple[int, Callable[[Bucket], int]] | None = None
+    # a window aggregate that time alone can only lower (distinct sessions or categories)
+    falls: bool = False
 
 
 # ---------------------------------------------------------------- window machinery
@@ -257,29 +259,45 @@ def _w(text: str, fn: Callable[[Ctx], Value], reads: Iterable[str], edges: tuple
                 counter=None if counter is None else (edges[0], counter))
 
 
+_COUNTER_KEYS: dict[tuple[int, tuple[Callable[[Bucket], int], ...]], object] = {}
+
+
 def counter_flip(nb: int, parts: tuple[Callable[[Bucket], int], ...],
                  test: Callable[[int], bool]) -> Callable[[Ctx], int | None]:
     """For `c op number` where c is a count over a window of nb buckets (or a sum of such
     counts): the first instant at which time alone changes the comparison, or None. The count
     only drops, one bucket at a time as the window slides past it, so its values ahead are known
     from the buckets now (ints: exactly the values the condition will compute there)."""
-    def flip(ctx: Ctx) -> int | None:
+    key = _COUNTER_KEYS.setdefault((nb, parts), object())  # atoms over one count share a scan
+    one = parts[0] if len(parts) == 1 else None
+
+    def counts(ctx: Ctx) -> tuple[list[tuple[int, int]], int]:
         lo = ctx.bnow - nb
         found: list[tuple[int, int]] = []
         total = 0
         for b, bk in ctx.st.buckets.items():
             if b > lo:
-                c = 0
-                for part in parts:
-                    c += part(bk)
+                if one is not None:
+                    c = one(bk)
+                else:
+                    c = 0
+                    for part in parts:
+                        c += part(bk)
                 if c:
                     found.append((b, c))
                     total += c
+        if len(found) > 1:
+            found.sort()
+        out = (found, total)
+        ctx.cache[key] = out
+        return out
+
+    def flip(ctx: Ctx) -> int | None:
+        hit = ctx.cache.get(key)
+        found, total = counts(ctx) if hit is None else hit
         if not found:
             return None
         now = test(total)
-        if len(found) > 1:
-            found.sort()
         for b, c in found:
             total -= c
             if test(total) != now:
@@ -322,11 +340,18 @@ def _refund_count(text: str, nb: int) -> Term:
 
 
 def _distinct_categories(text: str, nb: int) -> Term:
-    return _w(text, lambda ctx: _distinct(ctx, nb, "cats"), PURCHASE_TYPES, (nb,), _has_cats)
+    return _falls(_w(text, lambda ctx: _distinct(ctx, nb, "cats"), PURCHASE_TYPES, (nb,),
+                     _has_cats))
 
 
 def _sessions(text: str, nb: int) -> Term:
-    return _w(text, lambda ctx: _distinct(ctx, nb, "sessions"), WEB_TYPES, (nb,), _has_sessions)
+    return _falls(_w(text, lambda ctx: _distinct(ctx, nb, "sessions"), WEB_TYPES, (nb,),
+                     _has_sessions))
+
+
+def _falls(t: Term) -> Term:
+    return Term(t.text, t.fn, t.reads, t.kind, t.next_change, t.mono, t.segment_ref, t.anchor,
+                t.counter, True)
 
 
 def _growth_ratio(text: str, nb: int) -> Term:
