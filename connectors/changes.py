@@ -33,6 +33,11 @@ class ChangeRecord:
     wire: Mapping[str, Any] = field(repr=False)
 
     @property
+    def quiet(self) -> bool:
+        """A quiet rule roll-out's change: views apply it, follow-ups skip it."""
+        return self.wire.get("quiet") is True
+
+    @property
     def is_erasure(self) -> bool:
         return self.cause_kind == CAUSE_ERASURE
 

@@ -82,6 +82,7 @@ class WebhookEndpoint:
     lanes: int = 8  # concurrent deliveries; a customer always uses the same lane
     start: str = "latest"  # where a new consumer group starts: latest | earliest
     headers: Mapping[str, str] = field(default_factory=dict)
+    quiet: bool = False  # also deliver the changes of quiet rule roll-outs
 
     def wants(self, change: ChangeRecord, segment: str) -> bool:
         if not self.segments and not self.groups:
@@ -91,7 +92,10 @@ class WebhookEndpoint:
         return bool(self.groups) and change.group_of(segment) in self.groups
 
     def matches(self, change: ChangeRecord) -> bool:
-        """True if the change has an entry or exit this endpoint subscribes to."""
+        """True if the change has an entry or exit this endpoint subscribes to (a quiet rule
+        roll-out's change only if the endpoint asks for those)."""
+        if change.quiet and not self.quiet:
+            return False
         if "entered" in self.on and any(self.wants(change, s) for s in change.entered):
             return True
         return "exited" in self.on and any(self.wants(change, s) for s in change.exited)
@@ -113,7 +117,7 @@ class ConnectorsConfig:
 
 ENDPOINT_KEYS = ("name", "url", "secret", "secret_env", "segments", "groups", "on", "timeout",
                  "max_attempts", "verify_tls", "ca_file", "backoff", "max_backoff", "lanes",
-                 "start", "headers")
+                 "start", "headers", "quiet")
 
 
 def parse_duration(value: object) -> float:
@@ -217,6 +221,11 @@ def parse_connectors_config(data: object, source: str = "<connectors>",
                     problem(f"'{key}' must be an integer between {low} and {high}")
                 else:
                     options[key] = value
+        if "quiet" in entry:
+            if not isinstance(entry["quiet"], bool):
+                problem("'quiet' must be true or false")
+            else:
+                options["quiet"] = entry["quiet"]
         if "verify_tls" in entry:
             if not isinstance(entry["verify_tls"], bool):
                 problem("'verify_tls' must be true or false")

@@ -46,9 +46,11 @@ class SegmentChange:
     segments: tuple[str, ...]  # sorted ids after the change
     groups: Mapping[str, Mapping[str, str | None]] = field(default_factory=dict)
     details: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # a quiet rule roll-out: views apply it, follow-ups (webhooks) skip it unless asked to
+    quiet: bool = False
 
     def to_wire(self) -> dict[str, Any]:
-        return {
+        out = {
             "customer_id": self.customer_id,
             "seq": self.seq,
             "at": format_ts(self.at),
@@ -60,6 +62,9 @@ class SegmentChange:
             "groups": {g: dict(v) for g, v in self.groups.items()},
             "details": {s: dict(v) for s, v in self.details.items()},
         }
+        if self.quiet:
+            out["quiet"] = True
+        return out
 
     def to_json(self) -> bytes:
         return orjson.dumps(self.to_wire())

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterable, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from rules.evaluate import TIMER_LOOKAHEAD, display, evaluate
 from rules.ruleset import RuleSet
@@ -139,8 +139,8 @@ class Engine:
 
         Fire what was due under the previous version first (with the previous engine). Segments
         that the new version no longer has are exited (`previous`, the version the customer was
-        evaluated under, tells their groups); `quiet` updates the state without emitting a change
-        (and without using a `seq`)."""
+        evaluated under, tells their groups); `quiet` marks the change `quiet` (views apply it,
+        follow-ups such as webhooks skip it)."""
         rules = self.rules
         known = set(rules.by_id)
         gone = [sid for sid in st.members if sid not in known]
@@ -157,9 +157,11 @@ class Engine:
         for sid in gone:
             del st.members[sid]
         st.rules_version = rules.version
-        change = evaluate(rules, st, now, rules.segments, Cause(CAUSE_RULES), emit=not quiet)
-        if gone and not quiet:
+        change = evaluate(rules, st, now, rules.segments, Cause(CAUSE_RULES))
+        if gone:
             change = _with_removed(st, change, gone, rules, now, old_groups, previous)
+        if change is not None and quiet:
+            change = replace(change, quiet=True)
         return Outcome(st, () if change is None else (change,))
 
     def _erase(self, st: CustomerState, ev: Event, now: int) -> SegmentChange:

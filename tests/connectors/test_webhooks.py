@@ -135,6 +135,20 @@ def test_filters_by_segment_group_and_direction() -> None:
     assert not endpoint(segments=frozenset({"vip"}), on=frozenset({"entered"})).matches(gone)
 
 
+def test_quiet_roll_out_changes_reach_only_endpoints_that_ask_for_them() -> None:
+    quiet = record({**wire_change("c-1", 2, segments=["vip"], previous=["buyer"]), "quiet": True})
+    assert quiet.quiet
+    assert not endpoint().matches(quiet)
+    assert endpoint(quiet=True).matches(quiet)
+    config = parse_connectors_config({"webhooks": [
+        {"name": "a", "url": "http://x/", "secret": "s", "quiet": True},
+        {"name": "b", "url": "http://x/", "secret": "s"}]})
+    assert [e.quiet for e in config.webhooks] == [True, False]
+    with pytest.raises(ConnectorConfigError, match="'quiet' must be true or false"):
+        parse_connectors_config({"webhooks": [
+            {"name": "a", "url": "http://x/", "secret": "s", "quiet": "yes"}]})
+
+
 def test_signature_and_delivery_id() -> None:
     body = b'{"customer_id":"c-1"}'
     signature = sign(SECRET, body)

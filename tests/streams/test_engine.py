@@ -810,7 +810,7 @@ def test_reevaluate_after_a_rule_change() -> None:
     assert (run.last().seq, run.last().rules_version) == (3, v2.version)
 
 
-def test_reevaluate_quietly_updates_state_without_a_change_or_a_seq() -> None:
+def test_reevaluate_quietly_emits_a_quiet_change_that_views_apply() -> None:
     v1 = rules_from_yaml(segment("buyer", "purchase_count(24h) >= 1"),
                          segment("doomed", "purchase_count(24h) >= 1"))
     v2 = rules_from_yaml(segment("buyer", "purchase_count(24h) >= 1"),
@@ -818,13 +818,17 @@ def test_reevaluate_quietly_updates_state_without_a_change_or_a_seq() -> None:
     run = EngineRun(v1)
     run.apply(purchase(T0))
     out = run.switch(v2, T0 + HOUR, quiet=True)
-    assert out.changes == ()
+    [change] = out.changes
+    assert (change.seq, change.cause.kind, change.quiet) == (2, "rules", True)
+    assert (change.entered, change.exited) == (("ever",), ("doomed",))
+    assert change.to_wire()["quiet"] is True
+    assert "quiet" not in run.changes[0].to_wire()  # others carry no such field
     assert run.segments() == ["buyer", "ever"]
-    assert run.state().seq == 1
     assert run.state().rules_version == v2.version
     run.fire(T0 + DAY)
     last = run.last()
-    assert (last.seq, last.exited, last.rules_version) == (2, ("buyer",), v2.version)
+    assert (last.seq, last.exited, last.rules_version, last.quiet) == \
+        (3, ("buyer",), v2.version, False)
 
 
 def test_reevaluate_removing_a_group_member_reports_the_group_move() -> None:
