@@ -26,15 +26,21 @@ def _bucket_out(b: int, bk: Bucket) -> list[Any]:
     return out
 
 
+_new_bucket = Bucket.__new__
+
+
 def _bucket_in(raw: list[Any]) -> tuple[int, Bucket]:
-    bk = Bucket()
+    bk = _new_bucket(Bucket)  # every slot is set below (no __init__ defaults to overwrite)
     bk.types = raw[1]
     if len(raw) > 2:
         bk.pa, bk.pc, bk.ra, bk.rc, bk.items = raw[2], raw[3], raw[4], raw[5], raw[6]
         bk.cats = set(raw[7]) if raw[7] else None
         bk.sessions = set(raw[8]) if raw[8] else None
-        if len(raw) > 9:
-            bk.camt = raw[9]
+        bk.camt = raw[9] if len(raw) > 9 else None
+    else:
+        bk.pa = bk.ra = 0.0
+        bk.pc = bk.rc = bk.items = 0
+        bk.cats = bk.sessions = bk.camt = None
     return raw[0], bk
 
 
@@ -58,7 +64,7 @@ def decode_state(data: bytes) -> CustomerState:
         if not isinstance(ev, Rejection):
             pending.append(ev)
     return CustomerState(
-        customer_id=raw[1], buckets=dict(_bucket_in(b) for b in raw[2]), first_ts=raw[3],
+        customer_id=raw[1], buckets=dict(map(_bucket_in, raw[2])), first_ts=raw[3],
         last_ts=raw[4], first_seen=raw[5], lifetime_amount=raw[6], lifetime_orders=raw[7],
         eng_score=raw[8], eng_ref=raw[9], unsubscribed=raw[10], attributes=raw[11],
         pending=pending, dedup=raw[13], members=raw[14], cands=set(raw[15]), due=raw[16],
