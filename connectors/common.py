@@ -16,7 +16,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from prometheus_client import CollectorRegistry
 
 from segmenter.errors import SegmenterError, TopologyError
-from segmenter.kafka_admin import create_and_wait
+from segmenter.kafka_admin import create_and_wait, log_retention, topic_configs
 from segmenter.settings import Settings
 from streams.events import TOPIC_FOR_TYPE
 
@@ -71,8 +71,9 @@ def make_producer(settings: Settings, **extra: Any) -> AIOKafkaProducer:
 async def ensure_topics(settings: Settings, names: Iterable[str], *, partitions: int | None = None,
                         timeout: float = 60.0) -> list[str]:
     """Create the topics (names as given, no prefix added) that do not exist yet with the
-    settings' partition count and replication factor, and wait until every partition has a
-    leader. Returns the names created."""
+    settings' partition count, replication factor and retention (inputs, segment-changes and
+    dead letters: `SEGMENTER_*_RETENTION_MS`), and wait until every partition has a leader.
+    Existing topics are left alone. Returns the names created."""
     wanted = list(dict.fromkeys(names))
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     await admin.start()
@@ -80,7 +81,9 @@ async def ensure_topics(settings: Settings, names: Iterable[str], *, partitions:
         existing = set(await admin.list_topics())
         missing = [t for t in wanted if t not in existing]
         count = partitions or settings.partitions
-        await create_and_wait(admin, [NewTopic(t, count, settings.replication_factor)
+        await log_retention(admin, settings, [t for t in wanted if t in existing])
+        await create_and_wait(admin, [NewTopic(t, count, settings.replication_factor,
+                                               topic_configs=topic_configs(settings, t))
                                       for t in missing], wanted, timeout)
         return missing
     finally:
@@ -196,8 +199,9 @@ def run_command(main: Callable[[], Any]) -> Any:
         raise click.ClickException(text) from exc
 
 
-def start_metrics_server(port: int, registry: CollectorRegistry, host: str = "0.0.0.0") -> None:
-    """Serve /metrics of `registry` on `port` (0: do nothing)."""
+def start_metrics_server(port: int, registry: CollectorRegistry, host: str) -> None:
+    """Serve /metrics of `registry` on host:port (0: do nothing); `host` is
+    `settings.web_bind` (SEGMENTER_WEB_BIND, loopback by default)."""
     if port:
         from prometheus_client import start_http_server
 

@@ -51,7 +51,17 @@ ENV_VARS: dict[str, str] = {
     "replication_factor": "SEGMENTER_REPLICATION_FACTOR",
     "log_level": "SEGMENTER_LOG_LEVEL",
     "startup_timeout": "SEGMENTER_STARTUP_TIMEOUT",
+    "input_retention_ms": "SEGMENTER_INPUT_RETENTION_MS",
+    "changes_retention_ms": "SEGMENTER_CHANGES_RETENTION_MS",
+    "dead_letter_retention_ms": "SEGMENTER_DEAD_LETTER_RETENTION_MS",
+    "web_header_timeout": "SEGMENTER_WEB_HEADER_TIMEOUT",
+    "ingest_body_timeout": "SEGMENTER_INGEST_BODY_TIMEOUT",
+    "ingest_ack_timeout": "SEGMENTER_INGEST_ACK_TIMEOUT",
 }
+
+DAY_MS = 86_400_000
+# retention.ms is Kafka's: -1 keeps records forever; anything else must be at least a minute
+MIN_RETENTION_MS = 60_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +107,18 @@ class Settings:
     log_level: LogLevel = "info"
     # Seconds to wait for a local service to come up.
     startup_timeout: float = 90.0
+    # retention.ms of the topics Segmenter creates (existing topics are left alone): the input
+    # topics and segmenter-rekey (raw events), segment-changes, and the two dead-letter topics
+    input_retention_ms: int = 30 * DAY_MS
+    changes_retention_ms: int = 30 * DAY_MS
+    dead_letter_retention_ms: int = 14 * DAY_MS
+    # HTTP servers (ingest, dashboard): seconds a client has to send a request's headers after
+    # connecting, and that an idle kept-alive connection stays open
+    web_header_timeout: float = 10.0
+    # HTTP ingest: seconds to receive a whole request body (408 after), and to wait for Kafka to
+    # acknowledge a batch (503 after)
+    ingest_body_timeout: float = 30.0
+    ingest_ack_timeout: float = 10.0
 
     def __post_init__(self) -> None:
         _check_port("kafka_port", self.kafka_port)
@@ -129,6 +151,15 @@ class Settings:
             raise ConfigError(f"replication_factor must be >= 1, got {self.replication_factor}")
         if self.startup_timeout <= 0:
             raise ConfigError(f"startup_timeout must be > 0, got {self.startup_timeout}")
+        for name in ("input_retention_ms", "changes_retention_ms", "dead_letter_retention_ms"):
+            value = getattr(self, name)
+            if value != -1 and value < MIN_RETENTION_MS:
+                raise ConfigError(f"{name} must be -1 (forever) or at least {MIN_RETENTION_MS} "
+                                  f"(a minute), got {value}")
+        for name in ("web_header_timeout", "ingest_body_timeout", "ingest_ack_timeout"):
+            if not 0 < getattr(self, name) <= 3600:
+                raise ConfigError(f"{name} must be > 0 and <= 3600 seconds, "
+                                  f"got {getattr(self, name)}")
         if not self.app_id or not self.worker_id:
             raise ConfigError("app_id and worker_id must not be empty")
         if not self.kafka_bootstrap.strip():

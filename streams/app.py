@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from segmenter.errors import TopologyError
-from segmenter.kafka_admin import create_and_wait
+from segmenter.kafka_admin import create_and_wait, log_retention, topic_configs
 from segmenter.settings import Settings
 
 PURCHASES = "purchases"
@@ -74,7 +74,11 @@ async def ensure_topics(
                     "partitions with kafka-topics --alter (then rebuild state), or recreate "
                     "the topics.")
         missing = [t for t in wanted if t not in existing]
-        new = [NewTopic(t, settings.partitions, settings.replication_factor) for t in missing]
+        # finite retention (SEGMENTER_*_RETENTION_MS) for the topics holding raw events and
+        # changes; existing topics are left alone (a log line says when theirs differs)
+        new = [NewTopic(t, settings.partitions, settings.replication_factor,
+                        topic_configs=topic_configs(settings, t)) for t in missing]
+        await log_retention(admin, settings, [t for t in wanted if t in existing])
         compact = {"cleanup.policy": "compact"}
         for topic, count in ((settings.topic(RULES), 1), (settings.topic(MEMBERS), 1),
                              (changelog, settings.partitions)):

@@ -328,9 +328,13 @@ def create_dashboard_app(
     return app
 
 
-async def serve(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
-    """Start `app` on host:port (0: any free port); returns the runner and the bound port."""
-    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=2.0)
+async def serve(app: web.Application, host: str, port: int, *,
+                header_timeout: float = 10.0) -> tuple[web.AppRunner, int]:
+    """Start `app` on host:port (0: any free port); returns the runner and the bound port.
+    `header_timeout`: seconds a connection may stay without a complete request (slow or idle
+    clients are cut; SEGMENTER_WEB_HEADER_TIMEOUT)."""
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=2.0,
+                           keepalive_timeout=header_timeout)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()

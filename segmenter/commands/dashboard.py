@@ -23,10 +23,9 @@ DEFAULT_PORT = 8050
 @click.option("--port", type=click.IntRange(0, 65535), default=DEFAULT_PORT, show_default=True,
               envvar="SEGMENTER_DASHBOARD_PORT",
               help="Port to serve on, 0: any free one [SEGMENTER_DASHBOARD_PORT].")
-@click.option("--bind", default="127.0.0.1", show_default=True,
-              envvar="SEGMENTER_DASHBOARD_BIND",
-              help="Address to listen on [SEGMENTER_DASHBOARD_BIND]; keep loopback unless a "
-              "token is set.")
+@click.option("--bind", default=None, envvar="SEGMENTER_DASHBOARD_BIND",
+              help="Address to listen on [SEGMENTER_DASHBOARD_BIND; else SEGMENTER_WEB_BIND, "
+              "127.0.0.1]; keep loopback unless a token is set.")
 @click.option("--redis-url", help="Redis URL of the view [SEGMENTER_REDIS_URL].")
 @click.option("--prefix", envvar="SEGMENTER_REDIS_PREFIX", default=DEFAULT_PREFIX,
               show_default=True, help="Key prefix of the Redis view [SEGMENTER_REDIS_PREFIX].")
@@ -40,7 +39,7 @@ DEFAULT_PORT = 8050
               help="Rule file whose definitions are shown while the Query API is down.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               help="Log level [SEGMENTER_LOG_LEVEL].")
-def dashboard(port: int, bind: str, redis_url: str | None, prefix: str, api_url: str | None,
+def dashboard(port: int, bind: str | None, redis_url: str | None, prefix: str, api_url: str | None,
               token: str | None, rules_path: Path | None, log_level: str | None) -> None:
     """Serve the web dashboard until Ctrl-C / SIGTERM: segment sizes and flows, the live feed
     of changes, each customer's segments and why, the rules in force.
@@ -51,6 +50,7 @@ def dashboard(port: int, bind: str, redis_url: str | None, prefix: str, api_url:
         settings = Settings.from_env(redis_url=redis_url, log_level=log_level)
     except SegmenterError as exc:
         raise click.ClickException(str(exc)) from exc
+    bind = bind or settings.web_bind
     setup_logging(settings.log_level)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     from connectors.dashboard import DashboardOptions, create_dashboard_app, serve
@@ -74,7 +74,8 @@ def dashboard(port: int, bind: str, redis_url: str | None, prefix: str, api_url:
                                          socket_timeout=10, health_check_interval=30)
         try:
             app = create_dashboard_app(options, client)
-            runner, bound = await serve(app, bind, port)
+            runner, bound = await serve(app, bind, port,
+                                        header_timeout=settings.web_header_timeout)
             host = f"[{bind}]" if ":" in bind else bind
             click.echo(f"dashboard on http://{host}:{bound}/ (Redis view {prefix!r}, "
                        f"Query API {options.api_url})", err=True)

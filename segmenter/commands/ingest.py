@@ -19,7 +19,7 @@ from connectors.common import (
     setup_logging,
 )
 from connectors.events import event_rules, input_topics
-from connectors.ingest import DEFAULT_MAX_BYTES, EVENTS_PATH, create_ingest_app
+from connectors.ingest import DEFAULT_MAX_BYTES, EVENTS_PATH, create_ingest_app, serve_ingest
 from segmenter.errors import SegmenterError
 from segmenter.settings import Settings
 
@@ -58,8 +58,8 @@ def run(host: str | None, port: int, token: str | None, max_bytes: int, rules_pa
     if clock is not None:
         settings = settings.with_overrides(clock=clock)
     setup_logging(settings.log_level)
-    host = host or str(getattr(settings, "web_bind", "") or "127.0.0.1")
-    token = token or str(getattr(settings, "api_token", "") or "") or None
+    host = host or settings.web_bind
+    token = token or settings.api_token or None
     try:
         rules = event_rules(rules_path, currency)
     except SegmenterError as exc:
@@ -85,11 +85,12 @@ async def serve(settings: Settings, host: str, port: int, token: str | None, max
         app = create_ingest_app(settings, producer, Metrics(CollectorRegistry()), token,
                                 max_bytes, currency, retention_ms=retention_ms,
                                 future_tolerance_ms=future_tolerance_ms)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, host, port).start()
-        log.info("ingest on http://%s:%d%s (auth %s, max %d bytes, currency %s)", host, port,
-                 EVENTS_PATH, "on" if token else "off", max_bytes, currency)
+        runner = await serve_ingest(app, host, port,
+                                    header_timeout=settings.web_header_timeout)
+        log.info("ingest on http://%s:%d%s (auth %s, max %d bytes, currency %s; timeouts: "
+                 "headers %g s, body %g s, Kafka acknowledgment %g s)", host, port, EVENTS_PATH,
+                 "on" if token else "off", max_bytes, currency, settings.web_header_timeout,
+                 settings.ingest_body_timeout, settings.ingest_ack_timeout)
         await stop.wait()
     finally:
         if runner is not None:

@@ -96,7 +96,7 @@ def redis() -> None:
 @click.option("--group", "group_id", help="Consumer group [<topic prefix>segmenter-redis-view]; "
               "give each view (key prefix) its own.")
 @click.option("--metrics-port", type=click.IntRange(0, 65535), default=0, show_default=True,
-              help="Serve Prometheus metrics on this port (0: off).")
+              help="Serve Prometheus metrics on this port, on SEGMENTER_WEB_BIND (0: off).")
 def run(**flags: Any) -> None:
     """Keep the view up to date from the segment-changes topic until Ctrl-C / SIGTERM.
 
@@ -107,7 +107,7 @@ def run(**flags: Any) -> None:
     from prometheus_client import CollectorRegistry
 
     metrics = Metrics(CollectorRegistry())
-    start_metrics_server(flags["metrics_port"], metrics.registry)
+    start_metrics_server(flags["metrics_port"], metrics.registry, settings.web_bind)
     group_id = flags["group_id"] or settings.topic("segmenter-redis-view")
 
     async def main() -> None:

@@ -67,7 +67,7 @@ def check(config_path: Path) -> None:
 @settings_options
 @config_option
 @click.option("--metrics-port", type=click.IntRange(0, 65535), default=0, show_default=True,
-              help="Serve Prometheus metrics on this port (0: off).")
+              help="Serve Prometheus metrics on this port, on SEGMENTER_WEB_BIND (0: off).")
 def run(config_path: Path, metrics_port: int, **flags: Any) -> None:
     """Deliver matching changes until Ctrl-C / SIGTERM.
 
@@ -82,7 +82,7 @@ def run(config_path: Path, metrics_port: int, **flags: Any) -> None:
     from prometheus_client import CollectorRegistry
 
     metrics = Metrics(CollectorRegistry())
-    start_metrics_server(metrics_port, metrics.registry)
+    start_metrics_server(metrics_port, metrics.registry, settings.web_bind)
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -71,6 +71,12 @@ def test_every_variable_is_read() -> None:
         "SEGMENTER_REPLICATION_FACTOR": "3",
         "SEGMENTER_LOG_LEVEL": "WARNING",
         "SEGMENTER_STARTUP_TIMEOUT": "12.5",
+        "SEGMENTER_INPUT_RETENTION_MS": "86400000",
+        "SEGMENTER_CHANGES_RETENTION_MS": "-1",
+        "SEGMENTER_DEAD_LETTER_RETENTION_MS": "3600000",
+        "SEGMENTER_WEB_HEADER_TIMEOUT": "5",
+        "SEGMENTER_INGEST_BODY_TIMEOUT": "7.5",
+        "SEGMENTER_INGEST_ACK_TIMEOUT": "3",
     }
     assert set(env) == set(ENV_VARS.values())
     s = Settings.from_env(env=env)
@@ -86,6 +92,18 @@ def test_every_variable_is_read() -> None:
     assert s.state_cache == 500 and s.producer_linger_ms == 2.5
     assert (s.partitions, s.replication_factor) == (6, 3)
     assert s.log_level == "warning" and s.startup_timeout == 12.5
+    assert (s.input_retention_ms, s.changes_retention_ms, s.dead_letter_retention_ms) == (
+        86_400_000, -1, 3_600_000)
+    assert (s.web_header_timeout, s.ingest_body_timeout, s.ingest_ack_timeout) == (5, 7.5, 3)
+
+
+def test_retention_is_finite_and_web_servers_loopback_by_default() -> None:
+    s = Settings.from_env(env={})
+    day = 86_400_000
+    assert (s.input_retention_ms, s.changes_retention_ms, s.dead_letter_retention_ms) == (
+        30 * day, 30 * day, 14 * day)
+    assert s.web_bind == "127.0.0.1"
+    assert (s.web_header_timeout, s.ingest_body_timeout, s.ingest_ack_timeout) == (10, 30, 10)
 
 
 @pytest.mark.parametrize(
@@ -102,6 +120,11 @@ def test_every_variable_is_read() -> None:
         ("SEGMENTER_REDIS_URL", "http://x", "redis_url"),
         ("SEGMENTER_COMMIT_INTERVAL_MS", "5", "commit_interval_ms"),
         ("SEGMENTER_SESSION_TIMEOUT_MS", "100", "session_timeout_ms"),
+        ("SEGMENTER_INPUT_RETENTION_MS", "0", "input_retention_ms"),
+        ("SEGMENTER_CHANGES_RETENTION_MS", "-2", "changes_retention_ms"),
+        ("SEGMENTER_DEAD_LETTER_RETENTION_MS", "1000", "dead_letter_retention_ms"),
+        ("SEGMENTER_INGEST_ACK_TIMEOUT", "0", "ingest_ack_timeout"),
+        ("SEGMENTER_WEB_HEADER_TIMEOUT", "-1", "web_header_timeout"),
     ],
 )
 def test_bad_values_raise_config_error(var: str, value: str, fragment: str) -> None:
