@@ -15,6 +15,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "worker": ("segmenter.commands.worker", "worker"),
     "rules": ("segmenter.commands.rules", "rules"),
     "simulate": ("segmenter.commands.simulate", "simulate"),
+    "backfill": ("segmenter.commands.backfill", "backfill"),
     "generate": ("segmenter.commands.generate", "generate"),
     "demo": ("segmenter.commands.demo", "demo"),
     "redis": ("segmenter.commands.redis", "redis"),
@@ -52,3 +53,7 @@ class LazyGroup(click.Group):
 @click.version_option(__version__, prog_name="segmenter")
 def main() -> None:
     """Segmenter: real-time customer segmentation on Apache Kafka."""
+
+
+if __name__ == "__main__":  # `python -m segmenter.cli`
+    main()

@@ -53,13 +53,7 @@ async def follow_rules(settings: Settings, metrics: Metrics, on_rules: OnRules,
             except Exception as exc:  # the topic may not exist yet
                 log.warning("rules topic not readable yet: %s", exc)
                 await asyncio.sleep(1.0)
-        latest: tuple[RuleSet, dict[str, Any]] | None = None
-        while (await consumer.position(tp)) < end:
-            batch = await consumer.getmany(tp, timeout_ms=500)
-            for msg in batch.get(tp, []):
-                parsed = parse_rules_record(msg.value, metrics)
-                if parsed is not None and msg.offset < end:
-                    latest = parsed[0], orjson.loads(msg.value or b"{}")
+        latest = await _history(consumer, tp, end, metrics)
         await _start_with(settings, on_rules, latest, seed)
         while True:
             batch = await consumer.getmany(tp, timeout_ms=500)
@@ -67,6 +61,35 @@ async def follow_rules(settings: Settings, metrics: Metrics, on_rules: OnRules,
                 parsed = parse_rules_record(msg.value, metrics)
                 if parsed is not None:
                     on_rules(*parsed)
+    finally:
+        await consumer.stop()
+
+
+async def _history(consumer: AIOKafkaConsumer, tp: TopicPartition, end: int,
+                   metrics: Metrics | None) -> tuple[RuleSet, dict[str, Any]] | None:
+    """The last valid version published before `end`, with its record."""
+    latest: tuple[RuleSet, dict[str, Any]] | None = None
+    while (await consumer.position(tp)) < end:
+        batch = await consumer.getmany(tp, timeout_ms=500)
+        for msg in batch.get(tp, []):
+            parsed = parse_rules_record(msg.value, metrics)
+            if parsed is not None and msg.offset < end:
+                latest = parsed[0], orjson.loads(msg.value or b"{}")
+    return latest
+
+
+async def latest_rules(settings: Settings) -> RuleSet | None:
+    """The version in force: the last valid one on the rules topic (None: nothing yet)."""
+    tp = TopicPartition(settings.topic(RULES), 0)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
+                                enable_auto_commit=False, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        end = (await consumer.end_offsets([tp]))[tp]
+        latest = await _history(consumer, tp, end, None)
+        return None if latest is None else latest[0]
     finally:
         await consumer.stop()
 
@@ -108,15 +131,18 @@ async def publish(settings: Settings, text: str, source: str, quiet: bool = Fals
         await producer.stop()
 
 
-def parse_rules_record(value: bytes | None, metrics: Metrics) -> tuple[RuleSet, bool] | None:
+def parse_rules_record(value: bytes | None,
+                       metrics: Metrics | None) -> tuple[RuleSet, bool] | None:
     try:
         record = orjson.loads(value or b"")
         rule_file = load_rules_text(record["yaml"], source=record.get("source", "<published>"))
         return RuleSet(rule_file), bool(record.get("quiet", False))
     except RuleFileError as exc:
-        metrics.rules_refused.inc()
+        if metrics is not None:
+            metrics.rules_refused.inc()
         log.error("refused a published rule file, keeping the version in force:\n%s", exc)
     except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
-        metrics.rules_refused.inc()
+        if metrics is not None:
+            metrics.rules_refused.inc()
         log.error("refused an unreadable record on the rules topic: %s", exc)
     return None

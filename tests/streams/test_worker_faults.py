@@ -30,7 +30,6 @@ from rules.loader import load_rules
 from rules.ruleset import RuleSet
 from segmenter.settings import Settings
 from streams.app import DEAD_LETTERS, INPUTS, SEGMENT_CHANGES, changelog_topic
-from streams.codec import decode_state
 from streams.events import encode_event
 from streams.generator import generate
 from streams.state import CustomerState
@@ -48,6 +47,7 @@ from tests.streams.workers import (
     diff_report,
     ev,
     owned,
+    read_states,
     simulate,
     wire,
     write_rules,
@@ -104,31 +104,6 @@ class Expected:
                 out.append(f"{cid}: orders/amount/opens {got[1:]} != {want[1:]}; "
                            f"{len(missing)} events not applied, {len(extra)} unknown")
         return out
-
-
-async def read_states(bootstrap: str, topic: str) -> dict[str, CustomerState]:
-    """The latest committed state of every customer in a changelog."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                                enable_auto_commit=False, isolation_level="read_committed")
-    await consumer.start()
-    try:
-        tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        raw: dict[bytes, bytes | None] = {}
-        async def behind() -> bool:
-            return any([await consumer.position(tp) < ends[tp] for tp in tps])
-
-        while await behind():
-            batch = await consumer.getmany(timeout_ms=1000)
-            for msgs in batch.values():
-                for m in msgs:
-                    if m.key is not None and not m.key.startswith(b"\x00"):
-                        raw[m.key] = m.value
-        return {k.decode(): decode_state(v) for k, v in raw.items() if v is not None}
-    finally:
-        await consumer.stop()
 
 
 async def wait_caught_up(admin: AIOKafkaAdminClient, c: Cluster, what: str,

@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.structs import TopicPartition
 
 from rules.loader import load_rules_text
 from rules.ruleset import RuleSet
@@ -31,10 +32,12 @@ from segmenter.settings import Settings
 from streams.app import (
     ensure_topics,
 )
+from streams.codec import decode_state
 from streams.events import TOPIC_FOR_TYPE, encode_event, new_event
 from streams.generator import generate
 from streams.runtime.records import partition_for
 from streams.simulate import Simulator
+from streams.state import CustomerState
 
 ROOT = Path(__file__).resolve().parents[2]
 RETAIL = ROOT / "rules" / "examples" / "retail.yaml"
@@ -500,3 +503,28 @@ def iso(ms: int) -> str:
     return format_ts(ms)
 
 
+
+
+async def read_states(bootstrap: str, topic: str) -> dict[str, CustomerState]:
+    """The latest committed state of every customer in a changelog."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+                                enable_auto_commit=False, isolation_level="read_committed")
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        raw: dict[bytes, bytes | None] = {}
+        async def behind() -> bool:
+            return any([await consumer.position(tp) < ends[tp] for tp in tps])
+
+        while await behind():
+            batch = await consumer.getmany(timeout_ms=1000)
+            for msgs in batch.values():
+                for m in msgs:
+                    if m.key is not None and not m.key.startswith(b"\x00"):
+                        raw[m.key] = m.value
+        return {k.decode(): decode_state(v) for k, v in raw.items() if v is not None}
+    finally:
+        await consumer.stop()
