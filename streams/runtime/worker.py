@@ -97,6 +97,7 @@ class Worker:
         self._background: list[asyncio.Task[None]] = []
         self._last_lag = 0.0
         self._last_metrics = 0.0
+        self._sized: set[str] = set()  # segments whose size gauge was set
 
     # ------------------------------------------------------------------ rules
     def use_rules(self, rules: RuleSet, quiet: bool = False) -> None:
@@ -461,8 +462,11 @@ class Worker:
             sizes.update(task.sizes)
             customers += task.customers
             m.due_index_size.labels(str(task.partition)).set(len(task.due))
+        for sid in self._sized - sizes.keys():  # no longer on this worker's partitions
+            m.segment_size.labels(sid).set(0)
         for sid, n in sizes.items():
             m.segment_size.labels(sid).set(n)
+        self._sized = set(sizes)
         m.customers.set(customers)
         m.recovering.set(1 if self.starting else 0)
         if time.monotonic() - self._last_lag > 1.0:
