@@ -28,6 +28,20 @@ VALIDATOR = EventValidator(EventRules("PLN"), check_clock=False)
 START_MS = 1_714_521_600_000  # 2024-05-01T00:00:00Z
 
 
+def test_an_event_past_the_wall_clock_is_refused_whatever_the_workers_clock() -> None:
+    """With an event-clock worker (no too_late check), an event at 9999-12-31 would still move
+    its partition's clock there: refused too_far_in_future against the wall clock."""
+    now = 1_790_000_000.0
+    body = {"event_id": "e", "customer_id": "c", "type": "page_view"}
+    for check_clock in (False, True):
+        validator = EventValidator(EventRules("PLN"), check_clock=check_clock,
+                                   clock=lambda: now)
+        far = validator.check_object({**body, "ts": "9999-12-31T23:59:59Z"})
+        assert not isinstance(far, Event) and far.reason == "too_far_in_future"
+        old = validator.check_object({**body, "ts": START_MS})
+        assert isinstance(old, Event) != check_clock  # too_late only for wall-clock workers
+
+
 def write_generated(path: Path, events: int, bad_fraction: float) -> list[bytes]:
     records = list(generate_raw(customers=20, events=events, seed=7, start_ms=START_MS, days=3,
                                 currency="PLN", bad_fraction=bad_fraction))
