@@ -24,6 +24,7 @@ from segmenter.errors import SegmenterError
 from segmenter.settings import Settings
 
 log = logging.getLogger(__name__)
+STOP_TIMEOUT = 10.0  # seconds the producer may take to send what it holds when stopping
 
 
 @click.group()
@@ -95,4 +96,8 @@ async def serve(settings: Settings, host: str, port: int, token: str | None, max
     finally:
         if runner is not None:
             await runner.cleanup()
-        await producer.stop()
+        try:  # with Kafka down the producer would wait for it forever
+            await asyncio.wait_for(producer.stop(), STOP_TIMEOUT)
+        except TimeoutError:
+            log.warning("ingest: Kafka did not take the last events within %g s; stopped "
+                        "without them (their clients were answered 503)", STOP_TIMEOUT)
