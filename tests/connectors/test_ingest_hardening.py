@@ -49,7 +49,7 @@ def purchase(n: int, customer: str = "c-1", **extra: Any) -> dict[str, Any]:
 def bad_body(size: int = MIB) -> bytes:
     """Just under `size` bytes of short refused lines: most miss `type`, every 10th has a
     negative amount."""
-    lines = []
+    lines: list[bytes] = []
     total = 0
     n = 0
     while True:
