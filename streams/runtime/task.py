@@ -134,11 +134,13 @@ class Task:
                              wall_ms)
             return
         merger, p = self.merger, self.partition
+        future = wall_ms + self.rulebook.rules.settings.future_tolerance_ms
         for rec in records:
             parsed = parse_event(rec.value or b"", currency=currency)
-            # records that are not applied (undecodable) keep their place in their topic's
-            # order, so that no offset is committed past a record not handled yet
-            ts = parsed.ts if isinstance(parsed, Event) else -1
+            # records that will not be applied (undecodable, or refused for being too far in
+            # the future) keep their place in their topic's order, so that no offset is
+            # committed past a record not handled yet, but hold nothing up
+            ts = parsed.ts if isinstance(parsed, Event) and parsed.ts <= future else -1
             merger.push(p, topic, ts, (rec, parsed))
 
     def drain(self, drained: Drained, mono_ms: float, wall_ms: int) -> None:

@@ -561,3 +561,31 @@ async def test_after_a_restart_the_latest_published_rules_win_over_the_rules_fil
         text = second.log_text()
         assert f"--rules v1.yaml ({v1.version}) differs from the version on the rules topic, " \
                f"{v2.version}" in text, text[-2000:]
+
+
+async def test_one_event_far_in_the_future_does_not_move_a_partitions_event_clock(
+    kafka_bootstrap: str, kafka_admin: AIOKafkaAdminClient, unique: str, tmp_path: Path
+) -> None:
+    """Event clock: an event at 9999-12-31 on a partition is dead-lettered too_far_in_future;
+    the other customers of that partition get exactly simulate's changes of the log without
+    it (no mass exit at year 9999), and later events are not refused as too_late."""
+    rules_path, rules = write_rules(tmp_path, "timers", TIMER_RULES)
+    p = 0
+    a, b, poison = (cid_on(p, PARTITIONS, x) for x in ("pa", "pb", "poison"))
+    clean = [ev("purchase", a, T0), ev("purchase", b, T0 + SECOND),
+             ev("page_view", cid_on(p, PARTITIONS, "clock"), T0 + 10 * MINUTE)]
+    bad = ev("purchase", poison, 253_402_300_799_000)
+    ref = simulate(rules, [encode_event(e) for e in clean])
+    async with cluster(kafka_bootstrap, kafka_admin, f"{unique}.", tmp_path) as c, \
+            Collector(kafka_bootstrap, c.topic(SEGMENT_CHANGES), c.topic(DEAD_LETTERS)) as col:
+        w = c.start("--rules", str(rules_path))
+        await produce(kafka_bootstrap, [(c.topic(t), k, v) for t, k, v in
+                                        map(wire, [clean[0], bad, *clean[1:]])])
+        await col.wait("changes and the dead letter",
+                       lambda: len(col.of(c.topic(SEGMENT_CHANGES))) >= ref.total
+                       and col.of(c.topic(DEAD_LETTERS)), workers=[w], quiet=10.0)
+        await col.settle(1.5)
+    got = changes_by_customer(col.of(c.topic(SEGMENT_CHANGES)))
+    assert got == ref.changes, diff_report(got, ref.changes)
+    [letter] = [r.json for r in col.of(c.topic(DEAD_LETTERS))]
+    assert (letter["reason"], letter["customer_id"]) == ("too_far_in_future", poison)
