@@ -54,6 +54,7 @@ ENV_VARS: dict[str, str] = {
     "input_retention_ms": "SEGMENTER_INPUT_RETENTION_MS",
     "changes_retention_ms": "SEGMENTER_CHANGES_RETENTION_MS",
     "dead_letter_retention_ms": "SEGMENTER_DEAD_LETTER_RETENTION_MS",
+    "changelog_compaction_lag_ms": "SEGMENTER_CHANGELOG_COMPACTION_LAG_MS",
     "web_header_timeout": "SEGMENTER_WEB_HEADER_TIMEOUT",
     "ingest_body_timeout": "SEGMENTER_INGEST_BODY_TIMEOUT",
     "ingest_ack_timeout": "SEGMENTER_INGEST_ACK_TIMEOUT",
@@ -112,6 +113,9 @@ class Settings:
     input_retention_ms: int = 30 * DAY_MS
     changes_retention_ms: int = 30 * DAY_MS
     dead_letter_retention_ms: int = 14 * DAY_MS
+    # max.compaction.lag.ms of the customers changelog when created: an erased customer's
+    # earlier states are compacted away (behind the erasure's tombstone) within this long
+    changelog_compaction_lag_ms: int = 7 * DAY_MS
     # HTTP servers (ingest, dashboard): seconds a client has to send a request's headers after
     # connecting, and that an idle kept-alive connection stays open
     web_header_timeout: float = 10.0
@@ -156,6 +160,9 @@ class Settings:
             if value != -1 and value < MIN_RETENTION_MS:
                 raise ConfigError(f"{name} must be -1 (forever) or at least {MIN_RETENTION_MS} "
                                   f"(a minute), got {value}")
+        if self.changelog_compaction_lag_ms < MIN_RETENTION_MS:
+            raise ConfigError(f"changelog_compaction_lag_ms must be at least {MIN_RETENTION_MS}"
+                              f" (a minute), got {self.changelog_compaction_lag_ms}")
         for name in ("web_header_timeout", "ingest_body_timeout", "ingest_ack_timeout"):
             if not 0 < getattr(self, name) <= 3600:
                 raise ConfigError(f"{name} must be > 0 and <= 3600 seconds, "

@@ -83,8 +83,11 @@ async def ensure_topics(
         for topic, count in ((settings.topic(RULES), 1), (settings.topic(MEMBERS), 1),
                              (changelog, settings.partitions)):
             if topic not in existing:
+                configs = dict(compact)
+                if topic == changelog:  # erased customers' old states compacted away in time
+                    configs["max.compaction.lag.ms"] = str(settings.changelog_compaction_lag_ms)
                 new.append(NewTopic(topic, count, settings.replication_factor,
-                                    topic_configs=compact))
+                                    topic_configs=configs))
         await create_and_wait(admin, new, checked, timeout)
         return missing
     finally:

@@ -74,6 +74,7 @@ def test_every_variable_is_read() -> None:
         "SEGMENTER_INPUT_RETENTION_MS": "86400000",
         "SEGMENTER_CHANGES_RETENTION_MS": "-1",
         "SEGMENTER_DEAD_LETTER_RETENTION_MS": "3600000",
+        "SEGMENTER_CHANGELOG_COMPACTION_LAG_MS": "600000",
         "SEGMENTER_WEB_HEADER_TIMEOUT": "5",
         "SEGMENTER_INGEST_BODY_TIMEOUT": "7.5",
         "SEGMENTER_INGEST_ACK_TIMEOUT": "3",
@@ -94,6 +95,7 @@ def test_every_variable_is_read() -> None:
     assert s.log_level == "warning" and s.startup_timeout == 12.5
     assert (s.input_retention_ms, s.changes_retention_ms, s.dead_letter_retention_ms) == (
         86_400_000, -1, 3_600_000)
+    assert s.changelog_compaction_lag_ms == 600_000
     assert (s.web_header_timeout, s.ingest_body_timeout, s.ingest_ack_timeout) == (5, 7.5, 3)
 
 
@@ -102,6 +104,7 @@ def test_retention_is_finite_and_web_servers_loopback_by_default() -> None:
     day = 86_400_000
     assert (s.input_retention_ms, s.changes_retention_ms, s.dead_letter_retention_ms) == (
         30 * day, 30 * day, 14 * day)
+    assert s.changelog_compaction_lag_ms == 7 * day
     assert s.web_bind == "127.0.0.1"
     assert (s.web_header_timeout, s.ingest_body_timeout, s.ingest_ack_timeout) == (10, 30, 10)
 

@@ -56,7 +56,8 @@ async def test_worker_topics_are_created_with_the_configured_retention(
         kafka_bootstrap: str, kafka_admin: AIOKafkaAdminClient, unique: str) -> None:
     s = Settings.from_env(env={"SEGMENTER_INPUT_RETENTION_MS": str(2 * DAY),
                                "SEGMENTER_CHANGES_RETENTION_MS": str(3 * DAY),
-                               "SEGMENTER_DEAD_LETTER_RETENTION_MS": str(DAY)},
+                               "SEGMENTER_DEAD_LETTER_RETENTION_MS": str(DAY),
+                               "SEGMENTER_CHANGELOG_COMPACTION_LAG_MS": str(2 * DAY)},
                           kafka_bootstrap=kafka_bootstrap, topic_prefix=f"{unique}.",
                           partitions=1)
     compacted = [s.topic(RULES), s.topic(MEMBERS), changelog_topic(s)]
@@ -72,6 +73,8 @@ async def test_worker_topics_are_created_with_the_configured_retention(
             assert found[topic]["cleanup.policy"] == "delete", topic
         for topic in compacted:  # compacted: the latest record per key stays (tombstones go)
             assert found[topic]["cleanup.policy"] == "compact", topic
+        # an erased customer's earlier states do not wait for the cleaner's dirty ratio
+        assert found[changelog_topic(s)]["max.compaction.lag.ms"] == str(2 * DAY)
     finally:
         await kafka_admin.delete_topics(everything)
 
