@@ -15,8 +15,10 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 from aiokafka import AIOKafkaProducer
@@ -24,7 +26,7 @@ from aiokafka import AIOKafkaProducer
 from connectors.events import EventValidator, topic_of
 from segmenter.errors import ImportFileError
 from segmenter.settings import Settings
-from streams.events import Event, Rejection
+from streams.events import Event, Rejection, RejectReason, parse_rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,7 @@ class SourceRecord:
     line: int
     raw: bytes | None = None
     obj: dict[str, Any] | None = None
+    rejection: Rejection | None = None  # refused while reading (a local time that does not parse)
 
     def value(self) -> bytes:
         return self.raw if self.raw is not None else orjson.dumps(self.obj)
@@ -111,14 +114,83 @@ def _cell(field_name: str, text: str) -> Any:
     return text
 
 
+def time_zone(name: str) -> ZoneInfo:
+    """The IANA time zone `name` (e.g. Europe/Warsaw); ImportFileError if there is none."""
+    try:
+        if not name or name != name.strip() or name.startswith(("/", ".")) or ".." in name:
+            raise ValueError(name)
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
+        raise ImportFileError(f"--timezone {name!r}: unknown time zone (give an IANA name such "
+                              f"as Europe/Warsaw, America/New_York or UTC)") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class LocalTimes:
+    """How CSV `ts` cells without a zone offset are read: as wall-clock times of `zone`, in the
+    ISO form `2026-11-30 10:00[:00[.000]]` (or `T` between) or, with `ts_format`, in that
+    strptime format. Cells with an offset (RFC 3339) and epoch milliseconds are taken as is."""
+
+    zone: ZoneInfo | None = None
+    ts_format: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.ts_format is not None and self.zone is None and "%z" not in self.ts_format:
+            raise ImportFileError(f"--ts-format {self.ts_format!r} reads local times: give "
+                                  f"--timezone too (or put %z in the format)")
+
+    def convert(self, text: str) -> str | Rejection:
+        """The RFC 3339 text (with the zone's offset at that instant) of a local time, or why
+        it cannot be read. Text that already is RFC 3339 with an offset is returned as is."""
+        stripped = text.strip()
+        if parse_rfc3339(stripped) is not None:
+            return stripped
+        try:
+            if self.ts_format is not None:
+                local = datetime.strptime(stripped, self.ts_format)
+            else:
+                local = datetime.fromisoformat(stripped)
+        except ValueError:
+            expected = (f"the format {self.ts_format!r}" if self.ts_format is not None else
+                        "a local time like 2026-11-30 10:00 or 2026-11-30T10:00:00")
+            return self._rejection(f"ts {text!r} does not parse as {expected}")
+        if local.tzinfo is not None:
+            return _rfc3339(local)
+        if self.zone is None:
+            return self._rejection(f"ts {text!r} has no zone offset: give --timezone ZONE "
+                                   f"(e.g. Europe/Warsaw) to read local times")
+        aware = local.replace(tzinfo=self.zone)
+        # a time the clocks skip (spring forward) does not survive a round trip through UTC
+        back = aware.astimezone(UTC).astimezone(self.zone).replace(tzinfo=None)
+        if back != local:
+            return self._rejection(f"ts {text!r} does not exist in {self.zone.key} (the clocks "
+                                   f"were moved forward over it)")
+        return _rfc3339(aware)  # an ambiguous time (clocks moved back) is its first occurrence
+
+    @staticmethod
+    def _rejection(message: str) -> Rejection:
+        return Rejection(str(RejectReason.BAD_TIMESTAMP), message, "ts")
+
+
+def _rfc3339(moment: datetime) -> str:
+    offset = moment.utcoffset() or timedelta(0)
+    if offset.microseconds or offset.seconds % 60:  # RFC 3339 offsets are whole minutes
+        moment = moment.astimezone(UTC)
+    return moment.isoformat(timespec="milliseconds" if moment.microsecond else "seconds")
+
+
 class FileReader:
     """Reads records a batch at a time (blocking: call `read_batch` in a thread)."""
 
     def __init__(self, path: Path, fmt: str, mapping: Mapping[str, str] | None = None,
-                 constants: Mapping[str, Any] | None = None, delimiter: str | None = None
-                 ) -> None:
+                 constants: Mapping[str, Any] | None = None, delimiter: str | None = None,
+                 local_times: LocalTimes | None = None) -> None:
         if fmt not in FORMATS:
             raise ImportFileError(f"unknown format {fmt!r} (formats: {', '.join(FORMATS)})")
+        if local_times is not None and fmt != "csv" and (local_times.zone is not None
+                                                         or local_times.ts_format is not None):
+            raise ImportFileError("--timezone and --ts-format apply to CSV files only")
+        self.local_times = local_times or LocalTimes()
         self.path = path
         self.format = fmt
         self.mapping = dict(mapping or {})
@@ -213,7 +285,15 @@ class FileReader:
                         attributes[target[len("attributes."):]] = value
                 else:
                     obj[target] = _cell(target, value)
-            out.append(SourceRecord(start, obj=obj))
+            rejection = None
+            ts = obj.get("ts")
+            if isinstance(ts, str):
+                converted = self.local_times.convert(ts)
+                if isinstance(converted, Rejection):
+                    rejection = converted
+                else:
+                    obj["ts"] = converted
+            out.append(SourceRecord(start, obj=obj, rejection=rejection))
         return out
 
     def _text_line(self) -> int:
@@ -279,8 +359,10 @@ async def import_file(
         accepted: list[tuple[Event, bytes]] = []
         rejected_lines: list[bytes] = []
         for record in batch:
-            if record.raw is not None:
-                result: Event | Rejection = validator.check_bytes(record.raw)
+            if record.rejection is not None:
+                result: Event | Rejection = record.rejection
+            elif record.raw is not None:
+                result = validator.check_bytes(record.raw)
             else:
                 assert record.obj is not None
                 result = validator.check_object(record.obj)

@@ -21,10 +21,12 @@ from connectors.importer import (
     FORMATS,
     FileReader,
     ImportSummary,
+    LocalTimes,
     detect_format,
     import_file,
     parse_constants,
     parse_mapping,
+    time_zone,
 )
 from segmenter.errors import ImportFileError, SegmenterError
 from segmenter.settings import Settings
@@ -41,6 +43,12 @@ from segmenter.settings import Settings
 @click.option("--set", "constants", multiple=True, metavar="FIELD=VALUE",
               help="CSV: give every record this field (e.g. type=purchase, currency=PLN).")
 @click.option("--delimiter", help="CSV delimiter [default: ',' (tab for .tsv)].")
+@click.option("--timezone", "zone_name", metavar="ZONE",
+              help="CSV: read ts cells without a zone offset (e.g. 2026-11-30 10:00) as local "
+              "times of this IANA zone (e.g. Europe/Warsaw) [default: such cells are refused].")
+@click.option("--ts-format", metavar="FORMAT",
+              help="CSV: strptime format of the ts cells, e.g. '%d.%m.%Y %H:%M' (local times "
+              "need --timezone unless it has %z) [default: ISO, 2026-11-30 10:00[:00]].")
 @click.option("--rate", type=click.FloatRange(min=0, min_open=True), metavar="N",
               help="Produce at most N events per second [default: as fast as Kafka takes them].")
 @click.option("--rules", "rules_path", type=click.Path(dir_okay=False, path_type=Path),
@@ -54,7 +62,8 @@ from segmenter.settings import Settings
               help="Write each rejected record (line, reason, message) to this JSONL file.")
 @click.option("--dry-run", is_flag=True, help="Validate only; produce nothing.")
 def import_cmd(file: Path, fmt: str | None, mapping: tuple[str, ...],
-               constants: tuple[str, ...], delimiter: str | None, rate: float | None,
+               constants: tuple[str, ...], delimiter: str | None, zone_name: str | None,
+               ts_format: str | None, rate: float | None,
                rules_path: Path | None, currency: str | None, clock: str | None,
                rejects_path: Path | None, dry_run: bool, **flags: Any) -> None:
     """Validate the events of FILE (JSON lines or CSV) and produce the valid ones to their
@@ -71,9 +80,11 @@ def import_cmd(file: Path, fmt: str | None, mapping: tuple[str, ...],
         fmt = detect_format(file, fmt)
         columns = parse_mapping(mapping)
         fixed = parse_constants(constants)
-        if fmt != "csv" and (columns or fixed or delimiter):
-            raise ImportFileError("--map, --set and --delimiter apply to CSV files only")
-        reader = FileReader(file, fmt, columns, fixed, delimiter)
+        if fmt != "csv" and (columns or fixed or delimiter or zone_name or ts_format):
+            raise ImportFileError("--map, --set, --delimiter, --timezone and --ts-format apply "
+                                  "to CSV files only")
+        local_times = LocalTimes(None if zone_name is None else time_zone(zone_name), ts_format)
+        reader = FileReader(file, fmt, columns, fixed, delimiter, local_times)
     except SegmenterError as exc:
         raise click.UsageError(str(exc)) from exc
     validator = EventValidator(rules, check_clock=settings.clock == "wall")

@@ -16,11 +16,18 @@ from aiokafka.admin import AIOKafkaAdminClient
 from click.testing import CliRunner
 
 from connectors.events import EventRules, EventValidator, input_topics
-from connectors.importer import FileReader, import_file, parse_constants, parse_mapping
+from connectors.importer import (
+    FileReader,
+    LocalTimes,
+    import_file,
+    parse_constants,
+    parse_mapping,
+    time_zone,
+)
 from segmenter.cli import main
 from segmenter.errors import ImportFileError
 from segmenter.settings import Settings
-from streams.events import Event
+from streams.events import Event, Rejection, parse_rfc3339
 from streams.generator import generate_raw
 from tests.kafka_helpers import consume_json, create_topics
 
@@ -206,3 +213,84 @@ async def test_import_command_with_a_csv_file(
                                   ["import", str(clean), "--currency", "PLN", "--dry-run",
                                    "--clock", "event"], env=env)
     assert dry.exit_code == 0 and "validated 20 of 20 records" in dry.output
+
+
+def test_local_csv_times_are_read_in_the_given_time_zone(tmp_path: Path) -> None:
+    """--timezone: local times get the zone's offset at that instant (winter and summer), a
+    time the clocks skip and a cell that does not parse are refused with a reason, an
+    ambiguous time is its first occurrence; RFC 3339 and epoch ms cells are kept."""
+    warsaw = LocalTimes(time_zone("Europe/Warsaw"))
+    assert warsaw.convert("2026-11-30 10:00") == "2026-11-30T10:00:00+01:00"
+    assert warsaw.convert("2026-07-01T10:00:00.250") == "2026-07-01T10:00:00.250+02:00"
+    assert warsaw.convert("2026-10-25 02:30") == "2026-10-25T02:30:00+02:00"
+    assert warsaw.convert("2026-11-30T10:00:00Z") == "2026-11-30T10:00:00Z"
+    gap = warsaw.convert("2026-03-29 02:30")
+    assert isinstance(gap, Rejection) and gap.reason == "bad_timestamp" and gap.field == "ts"
+    assert "does not exist in Europe/Warsaw" in gap.message
+    garbage = warsaw.convert("30.11.2026 10:00")
+    assert isinstance(garbage, Rejection) and "does not parse" in garbage.message
+    dotted = LocalTimes(time_zone("America/New_York"), "%d.%m.%Y %H:%M")
+    assert dotted.convert("30.11.2026 10:00") == "2026-11-30T10:00:00-05:00"
+    naive = LocalTimes().convert("2026-11-30 10:00")
+    assert isinstance(naive, Rejection) and "--timezone" in naive.message
+    for bad in ("Europe/Warsw", "", "../etc/passwd", "/etc/localtime"):
+        with pytest.raises(ImportFileError, match="unknown time zone"):
+            time_zone(bad)
+    with pytest.raises(ImportFileError, match="give --timezone too"):
+        LocalTimes(None, "%d.%m.%Y %H:%M")
+
+    path = tmp_path / "local.csv"
+    path.write_text("event_id,customer_id,type,ts\n"
+                    "e-1,c-1,page_view,2026-11-30 10:00\n"
+                    "e-2,c-1,page_view,2026-03-29 02:15\n"
+                    "e-3,c-1,page_view,1764493200000\n")
+    reader = FileReader(path, "csv", local_times=warsaw)
+    first, skipped, epoch = reader.read_batch()
+    reader.close()
+    assert first.rejection is None and first.obj is not None
+    assert first.obj["ts"] == "2026-11-30T10:00:00+01:00"
+    assert skipped.rejection is not None and skipped.line == 3
+    assert epoch.rejection is None and epoch.obj is not None and epoch.obj["ts"] == 1764493200000
+    with pytest.raises(ImportFileError, match="CSV files only"):
+        FileReader(tmp_path / "local.csv", "jsonl", local_times=warsaw)
+
+
+@pytest.mark.integration
+async def test_import_command_reads_local_times_with_a_time_zone(
+        tmp_path: Path, topics: Settings, kafka_bootstrap: str) -> None:
+    path = tmp_path / "shop.csv"
+    path.write_text("id,customer,at,total\n"
+                    "o-1,c-1,2026-11-30 10:00,10\n"
+                    "o-2,c-1,2026-07-01 10:00,20\n"
+                    "o-3,c-2,2026-03-29 02:30,30\n"
+                    "o-4,c-2,yesterday,40\n")
+    env = {"SEGMENTER_KAFKA_BOOTSTRAP": kafka_bootstrap,
+           "SEGMENTER_TOPIC_PREFIX": topics.topic_prefix}
+    args = ["import", str(path), "--map", "id=event_id", "--map", "customer=customer_id",
+            "--map", "at=ts", "--map", "total=amount", "--set", "type=purchase",
+            "--set", "currency=PLN", "--currency", "PLN", "--clock", "event"]
+    rejects = tmp_path / "rejects.jsonl"
+    result = await asyncio.to_thread(CliRunner().invoke, main,
+                                     [*args, "--timezone", "Europe/Warsaw", "--rejects",
+                                      str(rejects)], env=env)
+    assert result.exit_code == 1, result.output
+    assert "imported 2 of 4 records" in result.output and "bad_timestamp  2" in result.output
+    refused = [orjson.loads(line) for line in rejects.read_bytes().splitlines()]
+    assert [(r["line"], r["reason"]) for r in refused] == [(4, "bad_timestamp"),
+                                                          (5, "bad_timestamp")]
+    assert "does not exist in Europe/Warsaw" in refused[0]["message"]
+    assert "does not parse" in refused[1]["message"]
+    got = await consume_json(kafka_bootstrap, topics.topic("purchases"), 2)
+    assert sorted((r.value["event_id"], parse_rfc3339(r.value["ts"])) for r in got) == [
+        ("o-1", 1_796_029_200_000), ("o-2", 1_782_892_800_000)]  # 09:00Z and 08:00Z
+
+    for wrong, message in ((["--timezone", "Mars/Olympus"], "unknown time zone"),
+                           (["--ts-format", "%d.%m.%Y"], "give --timezone too")):
+        usage = await asyncio.to_thread(CliRunner().invoke, main, [*args, *wrong], env=env)
+        assert usage.exit_code == 2 and message in usage.output, usage.output
+    jsonl = tmp_path / "events.jsonl"
+    jsonl.write_text("")
+    usage = await asyncio.to_thread(CliRunner().invoke, main,
+                                    ["import", str(jsonl), "--currency", "PLN", "--timezone",
+                                     "UTC"], env=env)
+    assert usage.exit_code == 2 and "CSV files only" in usage.output
