@@ -175,7 +175,8 @@ class Worker:
                 for task in list(tasks.values()):
                     if task.buffered():
                         drained = await self._drained(task)
-                        task.drain(drained.get, mono, wall)
+                        if self.tasks.get(task.partition) is task:  # not revoked meanwhile
+                            task.drain(drained.get, mono, wall)
             else:
                 for task in tasks.values():
                     task.fire_due(wall)
