@@ -329,11 +329,11 @@ class _Compiler:
         if left.counter and right.is_literal and type(right.literal) in _NUM:
             nb, parts = left.counter
             y = right.literal
-            self._atoms[id(node)] = counter_flip(nb, parts, lambda v: bool(pyop(v, y)))
+            self._atoms[id(node)] = counter_flip(nb, parts, pyop, y)
         elif right.counter and left.is_literal and type(left.literal) in _NUM:
             nb, parts = right.counter
             x = left.literal
-            self._atoms[id(node)] = counter_flip(nb, parts, lambda v: bool(pyop(x, v)))
+            self._atoms[id(node)] = counter_flip(nb, parts, pyop, x, swapped=True)
 
     def _falling_atom(self, node: ast.Binary, fn: Fn, left: _Node, right: _Node) -> None:
         """`t op number` for a term time can only lower (distinct counts over a window):

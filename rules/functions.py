@@ -157,6 +157,10 @@ def _window_exit(edges: tuple[int, ...],
     return next_change
 
 
+# what a part function counts, for the specialised scans of `counter_flip`
+_PART_SPEC: dict[Callable[[Bucket], int], tuple[str, str]] = {}
+
+
 def _pc_of(bk: Bucket) -> int:
     return bk.pc
 
@@ -173,18 +177,35 @@ def _total_of(bk: Bucket) -> int:
     return sum(bk.types.values())
 
 
+_PART_SPEC[_pc_of] = ("attr", "pc")
+_PART_SPEC[_rc_of] = ("attr", "rc")
+
+
+_TYPE_OF: dict[tuple[str, ...], Callable[[Bucket], int]] = {}
+
+
 def _type_of(etype: str) -> Callable[[Bucket], int]:
-    return lambda bk: bk.types.get(etype, 0)
+    """One function per type, so every count of it over a window shares one scan."""
+    fn = _TYPE_OF.get((etype,))
+    if fn is None:
+        def fn(bk: Bucket) -> int:
+            return bk.types.get(etype, 0)
+        _TYPE_OF[(etype,)] = fn
+        _PART_SPEC[fn] = ("type", etype)
+    return fn
 
 
 def _types_of(types: tuple[str, ...]) -> Callable[[Bucket], int]:
-    def count(bk: Bucket) -> int:
-        got = bk.types
-        n = 0
-        for t in types:
-            n += got.get(t, 0)
-        return n
-    return count
+    fn = _TYPE_OF.get(types)
+    if fn is None:
+        def fn(bk: Bucket) -> int:
+            got = bk.types
+            n = 0
+            for t in types:
+                n += got.get(t, 0)
+            return n
+        _TYPE_OF[types] = fn
+    return fn
 
 
 def _has_purchase_or_refund(bk: Bucket) -> Any:
@@ -263,22 +284,29 @@ _COUNTER_KEYS: dict[tuple[int, tuple[Callable[[Bucket], int], ...]], object] = {
 
 
 def counter_flip(nb: int, parts: tuple[Callable[[Bucket], int], ...],
-                 test: Callable[[int], bool]) -> Callable[[Ctx], int | None]:
-    """For `c op number` where c is a count over a window of nb buckets (or a sum of such
-    counts): the first instant at which time alone changes the comparison, or None. The count
-    only drops, one bucket at a time as the window slides past it, so its values ahead are known
-    from the buckets now (ints: exactly the values the condition will compute there)."""
+                 test: Callable[[Any, Any], Any], y: Any,
+                 swapped: bool = False) -> Callable[[Ctx], int | None]:
+    """For `c <test> y` (`y <test> c` if swapped) where c is a count over a window of nb
+    buckets (or a sum of such counts) and y a number: the first instant at which time alone
+    changes the comparison, or None. The count only drops, one bucket at a time as the window
+    slides past it, so its values ahead are known from the buckets now (ints: exactly the values
+    the condition will compute there)."""
     key = _COUNTER_KEYS.setdefault((nb, parts), object())  # atoms over one count share a scan
-    one = parts[0] if len(parts) == 1 else None
+    spec = _PART_SPEC.get(parts[0]) if len(parts) == 1 else None
+    etype = spec[1] if spec is not None and spec[0] == "type" else None
+    attr = spec[1] if spec is not None and spec[0] == "attr" else None
 
     def counts(ctx: Ctx) -> tuple[list[tuple[int, int]], int]:
         lo = ctx.bnow - nb
         found: list[tuple[int, int]] = []
         total = 0
+        c: int
         for b, bk in ctx.st.buckets.items():
             if b > lo:
-                if one is not None:
-                    c = one(bk)
+                if etype is not None:
+                    c = bk.types.get(etype, 0)
+                elif attr is not None:
+                    c = getattr(bk, attr)
                 else:
                     c = 0
                     for part in parts:
@@ -297,10 +325,17 @@ def counter_flip(nb: int, parts: tuple[Callable[[Bucket], int], ...],
         found, total = counts(ctx) if hit is None else hit
         if not found:
             return None
-        now = test(total)
+        if swapped:
+            now = test(y, total)
+            for b, c in found:
+                total -= c
+                if test(y, total) != now:
+                    return (b + nb) * ctx.r
+            return None
+        now = test(total, y)
         for b, c in found:
             total -= c
-            if test(total) != now:
+            if test(total, y) != now:
                 return (b + nb) * ctx.r
         return None
     return flip
