@@ -5,7 +5,7 @@
 .PHONY: help demo test up down status clean
 
 help:
-	@echo "make demo    run the main job: local Kafka + Redis, a worker, demo events, live segment changes"
+	@echo "make demo    run the main job: local Kafka + Redis, a worker, the Redis view, the dashboard, demo events, live segment changes"
 	@echo "make test    run the whole test suite: same set-up, then ruff, mypy and pytest"
 	@echo "make up | down | status    manage the local Kafka and Redis (segmenter local ...)"
 	@echo "make clean   stop the local services and delete .state/"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# `make demo`: set up, then `segmenter demo` (local Kafka and Redis, a worker, demo purchases,
-# segment changes as they arrive; Ctrl-C stops everything it started).
+# `make demo`: set up, then `segmenter demo` (local Kafka and Redis, a worker, the Redis view and
+# the dashboard, demo purchases, segment changes as they arrive; each run is a fresh demo shop;
+# Ctrl-C stops everything it started and deletes the run's topics and keys).
 # SEGMENTER_DEMO_SECONDS=N stops it after N seconds.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"

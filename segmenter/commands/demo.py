@@ -1,7 +1,12 @@
-"""`segmenter demo`: local services, a worker, generated events, segment changes live.
+"""`segmenter demo`: local services, a worker, the Redis view and the dashboard, generated
+events, segment changes live.
 
-Everything this command starts (Kafka, Redis, the worker) it stops again on exit, Ctrl-C
-included; services that already ran are left running.
+Every run is a fresh demo shop: its topics carry their own prefix (`demo-<run>.`) and its Redis
+view its own key prefix (`demo-<run>:`), so a second run shows the same story as the first
+(the same 200 customers entering their segments), not an already segmented base that ignores
+the replayed events. Everything this command starts (Kafka, Redis, the worker, the Redis view,
+the dashboard) it stops again on exit, Ctrl-C included, and it deletes the run's topics and
+keys; services that already ran are left running.
 """
 
 from __future__ import annotations
@@ -9,12 +14,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
+import secrets
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +35,9 @@ from segmenter.settings import Settings
 
 DEFAULT_RULES = Path(__file__).resolve().parents[2] / "rules" / "examples" / "retail.yaml"
 UNATTENDED_SECONDS = 60.0  # without a terminal and without --seconds, stop after this long
+DASHBOARD_PORT = 8050
+READY_SECONDS = 30.0  # how long the dashboard may take to print its address
+_DASHBOARD_LINE = re.compile(r"dashboard on (http://\S+)")
 
 
 @click.command()
@@ -47,26 +57,62 @@ UNATTENDED_SECONDS = 60.0  # without a terminal and without --seconds, stop afte
 @click.option("--seed", type=int, default=1, show_default=True, help="Generator seed.")
 @click.option("--rules", "rules_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Rule file [default: the shipped rules/examples/retail.yaml].")
+@click.option("--dashboard-port", type=click.IntRange(0, 65535), default=DASHBOARD_PORT,
+              show_default=True, envvar="SEGMENTER_DASHBOARD_PORT",
+              help="Port of the dashboard, 0: any free one [SEGMENTER_DASHBOARD_PORT].")
 def demo(seconds: float | None, events: int, customers: int, rate: float, seed: int,
-         rules_path: Path | None) -> None:
-    """Start Kafka, Redis and a worker; publish a realistic generated stream (the last 60
-    days of a shop's purchases, e-mail and web activity) and print segment changes live."""
+         rules_path: Path | None, dashboard_port: int) -> None:
+    """Start Kafka, Redis, a worker, the Redis view and the dashboard; publish a realistic
+    generated stream (the last 60 days of a shop's purchases, e-mail and web activity) and
+    print segment changes live. Each run is a fresh shop (its own topics and keys, deleted at
+    the end)."""
     if seconds is None and not sys.stdin.isatty():
         seconds = UNATTENDED_SECONDS
     # aiokafka logs transient states (leaders of new topics settling) as errors; it retries them
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     stopping: list[str] = []
     try:
-        settings = Settings.from_env()
-        with services.running_services(settings) as started:
+        base = Settings.from_env()
+        with services.running_services(base) as started:
             stopping = [s.name for s in started if s.started_now]
             for state in started:
                 click.echo(state.describe())
-            asyncio.run(_ensure_topics(settings))
-            rules = rules_path or DEFAULT_RULES
-            with _worker(settings, rules) as worker:
+            leftover = _leftover_run(base)
+            if leftover is not None:
+                click.echo(f"removing the topics and keys of an earlier demo run that did not "
+                           f"finish ({leftover.topic_prefix}*)")
+                asyncio.run(_remove_run(base, leftover))
+            run = DemoRun.new(base)
+            settings = run.settings(base)
+            with ExitStack() as stack:
+                # unwound in reverse: the processes stop, then the run's topics and keys go;
+                # a Ctrl-C during the clean-up is ignored until it is done
+                stack.callback(signal.signal, signal.SIGINT, signal.default_int_handler)
+                _record_run(base, run)
+                stack.callback(_cleanup, base, run)
+                asyncio.run(_ensure_topics(settings))
+                click.echo(f"demo shop {run.name}: topics {run.topic_prefix}*, Redis keys "
+                           f"{run.redis_prefix}* (deleted when the demo ends)")
+                rules = rules_path or DEFAULT_RULES
+                env = {**os.environ, **services.client_env(settings), **run.env(),
+                       "SEGMENTER_RULES": str(rules)}
+                worker = stack.enter_context(_process(
+                    settings, "worker", [sys.executable, "-m", "segmenter.commands.worker"],
+                    env))
+                click.echo(f"worker: Query API on http://127.0.0.1:{settings.web_port}/v1/segments"
+                           if settings.web_port else "worker: Query API off (SEGMENTER_WEB_PORT=0)")
+                view = stack.enter_context(_process(
+                    settings, "redis-view", [*_cli(), "redis", "run"], env))
+                click.echo(f"redis view: {_public_url(settings.redis_url)}, keys "
+                           f"{run.redis_prefix}* (e.g. `segmenter redis show cust-000001 --prefix "
+                           f"{run.redis_prefix}`)")
+                board = stack.enter_context(_process(
+                    settings, "dashboard",
+                    [*_cli(), "dashboard", "--port", str(dashboard_port)], env))
+                url = _dashboard_url(settings, board)
+                click.echo(click.style(f"dashboard: {url}", bold=True))
                 asyncio.run(_show(settings, Feed(events, customers, rate, seed), seconds,
-                                  worker))
+                                  {"worker": worker, "redis-view": view, "dashboard": board}))
     except KeyboardInterrupt:
         click.echo("\ninterrupted.")
     except SegmenterError as exc:
@@ -76,6 +122,112 @@ def demo(seconds: float | None, events: int, customers: int, rate: float, seed: 
             click.echo(f"stopped {' and '.join(stopping)} (started by this demo)")
 
 
+@dataclass(frozen=True, slots=True)
+class DemoRun:
+    """The namespace of one demo run: topic prefix, Redis key prefix."""
+
+    name: str
+    topic_prefix: str
+    redis_prefix: str
+
+    @classmethod
+    def new(cls, base: Settings) -> DemoRun:
+        name = f"demo-{secrets.token_hex(4)}"
+        return cls(name, f"{base.topic_prefix}{name}.", f"{name}:")
+
+    def settings(self, base: Settings) -> Settings:
+        return base.with_overrides(topic_prefix=self.topic_prefix, redis_prefix=self.redis_prefix)
+
+    def env(self) -> dict[str, str]:
+        return {"SEGMENTER_TOPIC_PREFIX": self.topic_prefix,
+                "SEGMENTER_REDIS_PREFIX": self.redis_prefix}
+
+
+def _run_file(base: Settings) -> Path:
+    return base.state_dir / "demo" / "run.json"
+
+
+def _record_run(base: Settings, run: DemoRun) -> None:
+    """Remember the run before creating anything, so that a run killed before its clean-up is
+    cleaned up by the next one."""
+    path = _run_file(base)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(orjson.dumps({"name": run.name, "topic_prefix": run.topic_prefix,
+                                   "redis_prefix": run.redis_prefix}))
+
+
+def _leftover_run(base: Settings) -> DemoRun | None:
+    try:
+        data = orjson.loads(_run_file(base).read_bytes())
+        run = DemoRun(str(data["name"]), str(data["topic_prefix"]), str(data["redis_prefix"]))
+    except (OSError, orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+    # only a namespace this command made: never delete topics or keys of anything else
+    if not re.fullmatch(r"demo-[0-9a-f]{8}", run.name) or not run.topic_prefix.endswith(
+            f"{run.name}.") or run.redis_prefix != f"{run.name}:":
+        return None
+    return run
+
+
+def _cleanup(base: Settings, run: DemoRun) -> None:
+    """Delete the run's topics and keys; on success forget the run, else the next run retries."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip clean-up
+    try:
+        asyncio.run(_remove_run(base, run))
+    except Exception as exc:
+        click.echo(f"could not delete the topics {run.topic_prefix}* and keys "
+                   f"{run.redis_prefix}*: {exc} (the next demo run retries)", err=True)
+        return
+    _run_file(base).unlink(missing_ok=True)
+    click.echo(f"demo shop {run.name}: topics and Redis keys deleted")
+
+
+async def _remove_run(base: Settings, run: DemoRun) -> None:
+    """Delete the run's topics (every topic with its prefix) and Redis keys."""
+    import redis.asyncio as aioredis
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=base.kafka_bootstrap)
+    await admin.start()
+    try:
+        topics = [t for t in await admin.list_topics() if t.startswith(run.topic_prefix)]
+        if topics:
+            await admin.delete_topics(topics)
+        deadline = time.monotonic() + 20
+        while topics and time.monotonic() < deadline:  # deletion completes asynchronously
+            await asyncio.sleep(0.2)
+            topics = [t for t in await admin.list_topics() if t.startswith(run.topic_prefix)]
+    finally:
+        await admin.close()
+    client = aioredis.Redis.from_url(base.redis_url, socket_connect_timeout=5,
+                                     socket_timeout=30)
+    try:
+        batch: list[bytes] = []
+        async for key in client.scan_iter(match=f"{_glob_escape(run.redis_prefix)}*",
+                                          count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                await client.unlink(*batch)
+                batch.clear()
+        if batch:
+            await client.unlink(*batch)
+    finally:
+        await client.aclose()
+
+
+def _glob_escape(text: str) -> str:
+    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
+
+
+def _public_url(url: str) -> str:
+    """The URL without a password."""
+    return re.sub(r"//([^:@/]*):[^@/]*@", r"//\1:***@", url)
+
+
+def _cli() -> list[str]:
+    return [sys.executable, "-m", "segmenter.cli"]
+
+
 async def _ensure_topics(settings: Settings) -> None:
     from streams.app import ensure_topics
 
@@ -83,22 +235,22 @@ async def _ensure_topics(settings: Settings) -> None:
 
 
 @contextmanager
-def _worker(settings: Settings, rules: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """A worker in its own process (own session: Ctrl-C is ours to handle), stopped on exit."""
-    log_file = settings.state_dir / "demo" / "worker.log"
+def _process(settings: Settings, name: str, argv: Sequence[str], env: dict[str, str]
+             ) -> Iterator[subprocess.Popen[bytes]]:
+    """A process of the demo (own session: Ctrl-C is ours to handle), its output in
+    .state/demo/<name>.log, stopped on exit."""
+    log_file = _log_file(settings, name)
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, **services.client_env(settings), "SEGMENTER_RULES": str(rules)}
-    argv = [sys.executable, "-m", "segmenter.commands.worker"]
     with log_file.open("wb") as out:
         process = subprocess.Popen(
-            argv,
+            list(argv),
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    click.echo(f"worker: started (pid {process.pid}, log {log_file})")
+    click.echo(f"{name}: started (pid {process.pid}, log {log_file})")
     try:
         yield process
     finally:
@@ -106,8 +258,27 @@ def _worker(settings: Settings, rules: Path) -> Iterator[subprocess.Popen[bytes]
         if process_alive(process.pid):
             stop_process(process.pid, timeout=30)
         process.wait()
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        click.echo("worker: stopped")
+        click.echo(f"{name}: stopped")
+
+
+def _log_file(settings: Settings, name: str) -> Path:
+    return settings.state_dir / "demo" / f"{name}.log"
+
+
+def _dashboard_url(settings: Settings, board: subprocess.Popen[bytes]) -> str:
+    """The address the dashboard printed once it listens."""
+    log_file = _log_file(settings, "dashboard")
+    deadline = time.monotonic() + READY_SECONDS
+    while time.monotonic() < deadline:
+        found = _DASHBOARD_LINE.search(log_file.read_text(errors="replace"))
+        if found:
+            return found.group(1)
+        if board.poll() is not None:
+            raise ServiceError("dashboard", f"exited with code {board.returncode}",
+                               tail(log_file))
+        time.sleep(0.1)
+    raise ServiceError("dashboard", f"did not listen within {READY_SECONDS:.0f} s",
+                       tail(log_file))
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +316,8 @@ def _short(v: object) -> str:
 
 
 async def _show(
-    settings: Settings, feed: Feed, seconds: float | None, worker: subprocess.Popen[bytes]
+    settings: Settings, feed: Feed, seconds: float | None,
+    processes: dict[str, subprocess.Popen[bytes]],
 ) -> None:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
@@ -179,9 +351,10 @@ async def _show(
         sent = 0
         began = time.monotonic()
         while deadline is None or time.monotonic() < deadline:
-            if worker.poll() is not None:
-                log = Path(settings.state_dir / "demo" / "worker.log")
-                raise ServiceError("worker", f"exited with code {worker.returncode}", tail(log))
+            for name, process in processes.items():
+                if process.poll() is not None:
+                    raise ServiceError(name, f"exited with code {process.returncode}",
+                                       tail(_log_file(settings, name)))
             due = min(feed.events, int((time.monotonic() - began) * feed.rate) + 1)
             for ev in stream:
                 await producer.send(settings.topic(TOPIC_FOR_TYPE[ev.type]), encode_event(ev),
