@@ -739,6 +739,73 @@ async def test_browser_pages_on_a_seeded_view(
         sync.close()
 
 
+PAGES = ("overview", "feed", "customer/c-vip", "rules")
+DATE_TIME = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")
+
+
+def layout_problems(driver: Any) -> list[str]:
+    """What does not fit the window: the page or the navigation wider than it, a nav link
+    outside it, a label (segment card, badge, customer id, time) cut or running out of it."""
+    return driver.execute_script("""
+        const width = document.documentElement.clientWidth, out = [];
+        if (document.documentElement.scrollWidth > width)
+          out.push(`page ${document.documentElement.scrollWidth}px wide in ${width}px`);
+        const nav = document.querySelector('.topbar nav');
+        if (nav.scrollWidth > nav.clientWidth)
+          out.push(`nav overflows: ${nav.scrollWidth}px in ${nav.clientWidth}px`);
+        for (const a of nav.querySelectorAll('a')) {
+          const r = a.getBoundingClientRect();
+          if (r.width === 0 || r.left < 0 || r.right > width || a.scrollWidth > a.clientWidth)
+            out.push(`nav link ${a.textContent} at ${r.left}..${r.right} of ${width}`);
+        }
+        const labels = '.card .label, .card .sid, .badge .txt, .feed .cid, .feed .time, .ts, ' +
+          '.topbar .status > *';
+        for (const el of document.querySelectorAll(labels)) {
+          const r = el.getBoundingClientRect();
+          if (r.width === 0) continue;  // not shown
+          if (el.scrollWidth > el.clientWidth + 1 || r.right > width + 0.5 || r.left < -0.5)
+            out.push(`label ${JSON.stringify(el.textContent)} cut or outside: ` +
+                     `${el.scrollWidth}/${el.clientWidth}px at ${r.left}..${r.right}`);
+        }
+        return out;""")
+
+
+def shown_times(driver: Any) -> list[str]:
+    return driver.execute_script(
+        "return [...document.querySelectorAll('.feed .time, .ts')].map(e => e.textContent)")
+
+
+async def test_browser_pages_fit_a_phone_and_a_desktop_with_one_date_format(
+        browser: Any, redis_client: aioredis.Redis, unique: str, tmp_path: Path) -> None:
+    """At 375 px (a phone) and 1280 px: the navigation fits the width with every link shown,
+    nothing is wider than the window, no label is cut; every time shown reads
+    2026-11-30 10:15:03 (browser's zone)."""
+    def run(fn: Callable[..., Any], *args: Any) -> Any:
+        return asyncio.to_thread(fn, *args)
+
+    async with dashboard(redis_client, f"{unique}:") as d:
+        await apply(d.view, [d.story.change("c-vip", ["vip", "newsletter_engaged",
+                                                      "first_order_follow_up"])])
+        for width in (375, 1280):
+            await run(browser.set_window_size, width, 900)
+            for page in PAGES:
+                await run(browser.get, d.url + f"/#/{page}")
+                ready = {"overview": "#cards .card", "feed": "#feed-list li[data-customer]",
+                         "customer": "#customer-badges .badge", "rules": ".rule"}
+                css = ready[page.split("/")[0]]
+                await run(wait_for, browser, lambda css=css: browser.find_elements(
+                    "css selector", css), 20.0, f"{page} rendered")
+                await asyncio.sleep(0.3)  # layout settles (fonts, charts)
+                problems = await run(layout_problems, browser)
+                await run(browser.save_screenshot, str(tmp_path / f"{width}-{page[:8]}.png"))
+                assert not problems, (width, page, problems)
+                times = await run(shown_times, browser)
+                if page in ("feed", "customer/c-vip"):
+                    assert times, page
+                assert all(DATE_TIME.fullmatch(t) for t in times), (page, times)
+    print(f"screenshots in {tmp_path}")
+
+
 # ------------------------------------------------------------------------- end to end
 
 

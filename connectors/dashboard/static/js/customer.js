@@ -81,15 +81,16 @@ function whyBlock(seg) {
       `</span></h3><table class="terms exit"><tbody>` +
       `${conditionRows(seg.exit_conditions)}</tbody></table>` : "";
   return `<div class="seg" data-segment="${esc(seg.id)}" style="--seg:${segColor(info)}">` +
-    `${badge(info)}${seg.entered_at ? ` <span class="muted">since ` +
-      `${esc(fmtDateTime(seg.entered_at))}</span>` : ""}` +
+    `${badge(info)}${seg.entered_at ? ` <span class="muted">since <span class="ts" ` +
+      `title="${esc(seg.entered_at)}">${esc(fmtDateTime(seg.entered_at))}</span></span>` : ""}` +
     `${seg.when ? `<pre><code>when ${esc(seg.when)}</code></pre>` : ""}${body}${exit}</div>`;
 }
 
 function historyItem(h) {
   const entered = h.entered.map((id) => badge(segInfo(id), "entered")).join("");
   const exited = h.exited.map((id) => badge(segInfo(id), "exited")).join("");
-  return `<li data-seq="${esc(h.seq)}"><span class="muted">${esc(fmtDateTime(h.at))}</span> ` +
+  return `<li data-seq="${esc(h.seq)}"><span class="muted ts" title="${esc(h.at)}">` +
+    `${esc(fmtDateTime(h.at))}</span> ` +
     `${entered}${exited} <span class="muted">${esc(causeText(h.cause))} · seq ${esc(h.seq)}` +
     `</span></li>`;
 }
@@ -113,7 +114,8 @@ function render(data) {
     `<div class="cust-head"><h2 id="customer-title">${esc(data.customer_id)}</h2>` +
     `<span class="muted">seq ${esc(data.seq ?? "?")} · rules ` +
     `${esc(shortVersion(data.rules_version))}` +
-    `${data.view ? ` · view updated ${esc(fmtDateTime(data.view.updated_at))}` : ""}` +
+    `${data.view ? ` · view updated <span class="ts" title="${esc(data.view.updated_at)}">` +
+      `${esc(fmtDateTime(data.view.updated_at))}</span>` : ""}` +
     `${where.length ? ` · ${esc(where.join(", "))}` : ""}</span></div>` +
     `<div id="customer-badges" class="badges">${badges}</div>` +
     `<h2>Why</h2><div class="why">${data.segments.map(whyBlock).join("") ||

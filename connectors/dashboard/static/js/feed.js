@@ -2,7 +2,7 @@
 // batched per animation frame and the list is capped; pause keeps the list still (new changes
 // are counted and shown on resume); the filter keeps the changes of one segment.
 import {
-  $, api, badge, causeText, esc, fmtInt, fmtTime, frameThrottle, segInfo, segLabel, segments,
+  $, api, badge, causeText, esc, fmtDateTime, fmtInt, frameThrottle, segInfo, segLabel, segments,
 } from "./util.js";
 
 const MAX_ROWS = 200; // rows in the list
@@ -110,7 +110,8 @@ function rowHtml(c, fresh) {
   const exited = c.exited.map((id) => badge(segInfo(id), "exited")).join("");
   const cause = c.cause || {};
   return `<li class="${fresh ? "fresh" : ""}" data-customer="${esc(c.customer_id)}" ` +
-    `data-seq="${esc(c.seq)}"><span class="time" title="${esc(c.at)}">${fmtTime(c.at)}</span>` +
+    `data-seq="${esc(c.seq)}"><span class="time" title="${esc(c.at)}">` +
+    `${esc(fmtDateTime(c.at))}</span>` +
     `<a class="cid" href="#/customer/${encodeURIComponent(c.customer_id)}">` +
     `${esc(c.customer_id)}</a><span class="changes">${entered}${exited}</span>` +
     `<span class="cause" data-kind="${esc(cause.kind || "")}" ` +

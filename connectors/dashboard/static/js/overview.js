@@ -1,7 +1,8 @@
 // Overview: a card per segment (colour, icon, label, live size), a stacked bar per group,
 // entered/exited per minute (uPlot) and the from -> to matrix of a group's moves.
 import {
-  $, api, esc, fmtInt, fmtTime, frameThrottle, iconSvg, inkOn, segColor, segInfo, segLabel,
+  $, api, axisTimes, esc, fmtDateTime, fmtInt, frameThrottle, iconSvg, inkOn, segColor, segInfo,
+  segLabel,
 } from "./util.js";
 
 const OVERVIEW_EVERY = 2000;
@@ -139,7 +140,7 @@ async function refreshStats() {
 }
 
 function chartWidth() {
-  return Math.max(300, $("chart-entered").clientWidth || 500);
+  return Math.max(200, $("chart-entered").clientWidth || 500);
 }
 
 function renderStats(data) {
@@ -167,7 +168,7 @@ function renderStats(data) {
         legend: { show: false },
         cursor: { drag: { x: false, y: false } },
         scales: { y: { range: (u, min, max) => [0, Math.max(1, max)] } },
-        axes: [{}, { size: 45 }],
+        axes: [{ values: axisTimes, size: 50 }, { size: 45 }],
         series: [{}, ...shown.map((id) => {
           const s = segInfo(id);
           return { label: segLabel(s), stroke: segColor(s), width: 1.6, points: { show: false } };
@@ -230,7 +231,7 @@ function renderTransitions(data) {
     note = "From the view's per-minute transition counters.";
   } else {
     note = `Derived from the latest ${fmtInt(data.feed_entries || 0)} changes of the feed`;
-    note += data.complete ? "." : `, which go back to ${fmtTime(data.covered_since)}: ` +
+    note += data.complete ? "." : `, which go back to ${esc(fmtDateTime(data.covered_since))}: ` +
       "moves before that are not counted.";
   }
   box.innerHTML = `<table class="matrix" data-group="${esc(data.group)}"><thead><tr>` +

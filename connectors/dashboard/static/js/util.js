@@ -111,16 +111,41 @@ export function fmtValue(v) {
   return String(v);
 }
 
-export function fmtTime(iso) {
-  const d = new Date(iso);
-  if (Number.isNaN(d.getTime())) return esc(iso);
-  return d.toLocaleTimeString("en-GB", { hour12: false });
+// Every date and time on the dashboard has one format: 2026-11-30 10:15:03, 24-hour, in the
+// browser's time zone (the title of a shown time holds the value as sent, in UTC). Accepts an
+// ISO string, epoch milliseconds or a Date; anything else is returned as text.
+const pad = (n) => String(n).padStart(2, "0");
+
+function toDate(value) {
+  if (value === null || value === undefined || value === "") return null;
+  const d = value instanceof Date ? value : new Date(value);
+  return Number.isNaN(d.getTime()) ? null : d;
 }
 
-export function fmtDateTime(iso) {
-  const d = new Date(iso);
-  if (Number.isNaN(d.getTime())) return String(iso ?? "");
-  return d.toLocaleString("en-GB", { hour12: false });
+export function fmtDate(value) {
+  const d = toDate(value);
+  if (!d) return String(value ?? "");
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}`;
+}
+
+export function fmtDateTime(value) {
+  const d = toDate(value);
+  if (!d) return String(value ?? "");
+  return `${fmtDate(d)} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+}
+
+// Tick labels of a uPlot time axis (splits in epoch seconds) in the same format, shortened:
+// HH:MM, with the date (2026-11-30) above the first tick and wherever the day changes.
+export function axisTimes(u, splits) {
+  let day = "";
+  return splits.map((s) => {
+    const d = new Date(s * 1000);
+    const time = `${pad(d.getHours())}:${pad(d.getMinutes())}`;
+    const date = fmtDate(d);
+    const label = date === day ? time : `${time}\n${date}`;
+    day = date;
+    return label;
+  });
 }
 
 export function shortVersion(v) {
