@@ -68,6 +68,8 @@ def demo(seconds: float | None, events: int, customers: int, rate: float, seed: 
     the end)."""
     if seconds is None and not sys.stdin.isatty():
         seconds = UNATTENDED_SECONDS
+    # SIGTERM (kill, a supervisor) stops the demo like Ctrl-C: with the clean-up
+    signal.signal(signal.SIGTERM, _interrupt)
     # aiokafka logs transient states (leaders of new topics settling) as errors; it retries them
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     stopping: list[str] = []
@@ -86,8 +88,8 @@ def demo(seconds: float | None, events: int, customers: int, rate: float, seed: 
             settings = run.settings(base)
             with ExitStack() as stack:
                 # unwound in reverse: the processes stop, then the run's topics and keys go;
-                # a Ctrl-C during the clean-up is ignored until it is done
-                stack.callback(signal.signal, signal.SIGINT, signal.default_int_handler)
+                # a Ctrl-C or SIGTERM during the clean-up is ignored until it is done
+                stack.callback(_heed_stops)
                 _record_run(base, run)
                 stack.callback(_cleanup, base, run)
                 asyncio.run(_ensure_topics(settings))
@@ -120,6 +122,21 @@ def demo(seconds: float | None, events: int, customers: int, rate: float, seed: 
     finally:
         if stopping:
             click.echo(f"stopped {' and '.join(stopping)} (started by this demo)")
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _ignore_stops() -> None:
+    """Ctrl-C and SIGTERM must not cut the clean-up short."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _heed_stops() -> None:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +188,7 @@ def _leftover_run(base: Settings) -> DemoRun | None:
 
 def _cleanup(base: Settings, run: DemoRun) -> None:
     """Delete the run's topics and keys; on success forget the run, else the next run retries."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip clean-up
+    _ignore_stops()
     try:
         asyncio.run(_remove_run(base, run))
     except Exception as exc:
@@ -254,7 +271,7 @@ def _process(settings: Settings, name: str, argv: Sequence[str], env: dict[str, 
     try:
         yield process
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip clean-up
+        _ignore_stops()
         if process_alive(process.pid):
             stop_process(process.pid, timeout=30)
         process.wait()
