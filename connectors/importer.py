@@ -135,6 +135,13 @@ class LocalTimes:
     ts_format: str | None = None
 
     def __post_init__(self) -> None:
+        if self.ts_format is not None:
+            try:
+                datetime.strptime("", self.ts_format)
+            except ValueError as exc:
+                if "directive" in str(exc) or "stray %" in str(exc):
+                    raise ImportFileError(f"--ts-format {self.ts_format!r}: {exc} (strptime "
+                                          f"directives, e.g. '%d.%m.%Y %H:%M')") from exc
         if self.ts_format is not None and self.zone is None and "%z" not in self.ts_format:
             raise ImportFileError(f"--ts-format {self.ts_format!r} reads local times: give "
                                   f"--timezone too (or put %z in the format)")

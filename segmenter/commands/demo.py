@@ -17,6 +17,7 @@ import os
 import re
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -30,7 +31,7 @@ import orjson
 
 from segmenter import local as services
 from segmenter.errors import SegmenterError, ServiceError
-from segmenter.local.common import process_alive, stop_process, tail
+from segmenter.local.common import port_open, process_alive, stop_process, tail
 from segmenter.settings import Settings
 
 DEFAULT_RULES = Path(__file__).resolve().parents[2] / "rules" / "examples" / "retail.yaml"
@@ -86,6 +87,10 @@ def demo(seconds: float | None, events: int, customers: int, rate: float, seed: 
                 asyncio.run(_remove_run(base, leftover))
             run = DemoRun.new(base)
             settings = run.settings(base)
+            if settings.web_port:
+                settings = settings.with_overrides(
+                    web_port=_free_if_taken("the worker's Query API", settings.web_port))
+            dashboard_port = _free_if_taken("the dashboard", dashboard_port)
             with ExitStack() as stack:
                 # unwound in reverse: the processes stop, then the run's topics and keys go;
                 # a Ctrl-C or SIGTERM during the clean-up is ignored until it is done
@@ -97,7 +102,7 @@ def demo(seconds: float | None, events: int, customers: int, rate: float, seed: 
                            f"{run.redis_prefix}* (deleted when the demo ends)")
                 rules = rules_path or DEFAULT_RULES
                 env = {**os.environ, **services.client_env(settings), **run.env(),
-                       "SEGMENTER_RULES": str(rules)}
+                       "SEGMENTER_RULES": str(rules), "SEGMENTER_WEB_PORT": str(settings.web_port)}
                 worker = stack.enter_context(_process(
                     settings, "worker", [sys.executable, "-m", "segmenter.commands.worker"],
                     env))
@@ -239,6 +244,17 @@ def _glob_escape(text: str) -> str:
 def _public_url(url: str) -> str:
     """The URL without a password."""
     return re.sub(r"//([^:@/]*):[^@/]*@", r"//\1:***@", url)
+
+
+def _free_if_taken(what: str, port: int) -> int:
+    """`port`, or a free one (said) when something already listens on it; 0 stays 0."""
+    if not port or not port_open("127.0.0.1", port):
+        return port
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        free = int(sock.getsockname()[1])
+    click.echo(f"port {port} is taken: {what} uses {free}")
+    return free
 
 
 def _cli() -> list[str]:

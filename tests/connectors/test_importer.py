@@ -238,6 +238,9 @@ def test_local_csv_times_are_read_in_the_given_time_zone(tmp_path: Path) -> None
             time_zone(bad)
     with pytest.raises(ImportFileError, match="give --timezone too"):
         LocalTimes(None, "%d.%m.%Y %H:%M")
+    for bad_format in ("%d.%m.%Q", "%d.%m.%Y %"):
+        with pytest.raises(ImportFileError, match="--ts-format"):
+            LocalTimes(time_zone("UTC"), bad_format)
 
     path = tmp_path / "local.csv"
     path.write_text("event_id,customer_id,type,ts\n"

@@ -91,12 +91,13 @@ async def demo_topics(kafka_bootstrap: str, prefix: str) -> list[str]:
         await admin.close()
 
 
-def check_run(demo: Demo, web_port: int, seconds: float) -> tuple[str, str]:
+def check_run(demo: Demo, seconds: float) -> tuple[str, str]:
     """While the demo runs: the dashboard it printed serves the run's Redis view (segment
     sizes > 0) and the worker's Query API answers. Returns (topic prefix, Redis prefix)."""
     shop = demo.wait_for(r"demo shop (demo-[0-9a-f]{8}): topics (\S+)\*, Redis keys (\S+)\*", 60)
     topic_prefix, redis_prefix = shop.group(2), shop.group(3)
     assert demo.wait_for(r"redis view: redis://\S+, keys (\S+)\*", 30).group(1) == redis_prefix
+    api = demo.wait_for(r"worker: Query API on (http://127\.0\.0\.1:\d+/v1/segments)", 30)
     url = demo.wait_for(r"dashboard: (http://127\.0\.0\.1:\d+/)", 30).group(1)
     demo.wait_for(r"<- cust-\d+ .*#\d+", seconds)
     deadline = time.monotonic() + 15
@@ -107,7 +108,7 @@ def check_run(demo: Demo, web_port: int, seconds: float) -> tuple[str, str]:
         time.sleep(0.5)
     assert any(sizes.values()), sizes  # the Redis view fills while the demo runs
     assert overview["status"]["source"] == "api"  # the dashboard reaches the worker
-    segments = get_json(f"http://127.0.0.1:{web_port}/v1/segments")
+    segments = get_json(api.group(1))
     assert segments and "vip" in orjson.dumps(segments).decode()
     return topic_prefix, redis_prefix
 
@@ -154,7 +155,7 @@ async def test_the_demo_shows_changes_on_every_run_and_leaves_nothing_running(
     # first run: to its end (SEGMENTER_DEMO_SECONDS)
     first = Demo({**env, "SEGMENTER_DEMO_SECONDS": "25"})
     try:
-        prefixes = check_run(first, web_port, 25)
+        prefixes = check_run(first, 25)
         output = first.finish(90)
     finally:
         if first.process.poll() is None:
@@ -163,15 +164,24 @@ async def test_the_demo_shows_changes_on_every_run_and_leaves_nothing_running(
     assert changes_seen(output) > 100
     await check_clean(output, kafka_bootstrap, redis_url, *prefixes, tmp_path)
 
-    # second run: the same generated stream again shows changes; Ctrl-C stops it all
+    # second run: the same generated stream again shows changes; Ctrl-C stops it all. The
+    # Query API's port is taken meanwhile: the demo says so and takes a free one
+    squatter = socket.socket()
+    squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    squatter.bind(("127.0.0.1", web_port))
+    squatter.listen()
     second = Demo({**env, "SEGMENTER_DEMO_SECONDS": "120"})
     try:
-        again = check_run(second, web_port, 25)
+        moved = second.wait_for(r"port (\d+) is taken: the worker's Query API uses (\d+)", 60)
+        assert int(moved.group(1)) == web_port
+        second.wait_for(rf"worker: Query API on http://127\.0\.0\.1:{moved.group(2)}/", 30)
+        again = check_run(second, 25)
         assert again != prefixes
         second.wait_for(r"<- cust-\d+ .*#\d+", 10)
         second.process.send_signal(signal.SIGINT)
         output = second.finish(90)
     finally:
+        squatter.close()
         if second.process.poll() is None:
             second.process.kill()
     assert "interrupted." in output
