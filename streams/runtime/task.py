@@ -14,7 +14,7 @@ the wall clock they are handled in arrival order.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -107,11 +107,19 @@ class Task:
     def load(self) -> None:
         """Derive the due index, the event clock and the segment sizes from the store (after a
         restore); customers evaluated under another rule version are rolled out."""
+        for _ in self.loading():
+            pass
+
+    def loading(self, step: int = 2000) -> Iterator[int]:
+        """`load` in slices: yields the count of customers seen every `step` of them, so that
+        the caller can let other work run (a big store takes seconds)."""
         due, sizes, clock, customers = DueIndex(), Counter[str](), 0, 0
         version = self.rulebook.rules.version
         stale: list[str] = []
         for cid, st in self.store.items():
             customers += 1
+            if customers % step == 0:
+                yield customers
             due.set(cid, st.next_due)
             sizes.update(st.members.keys())
             if st.last_eval is not None and st.last_eval > clock:

@@ -124,7 +124,9 @@ async def start_web(worker: Worker) -> web.AppRunner | None:
     s = worker.settings
     if not s.web_enabled:
         return None
-    runner = web.AppRunner(build_app(worker), access_log=None)
+    # a connection idle or without complete headers for this long is closed
+    runner = web.AppRunner(build_app(worker), access_log=None,
+                           keepalive_timeout=s.web_header_timeout)
     await runner.setup()
     await web.TCPSite(runner, s.web_bind, s.web_port).start()
     host = socket.gethostname() if s.web_bind in ("0.0.0.0", "::") else s.web_bind
