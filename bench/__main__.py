@@ -222,7 +222,7 @@ def write_report(out: Path, took: dict[str, float], info: dict[str, Any]) -> Pat
         lines += [
             "## State size",
             "",
-            f"`streams.codec.encode_state` of every customer at the end of the run above "
+            f"`model.codec.encode_state` of every customer at the end of the run above "
             f"({s['customers']:,} customers).",
             "",
             "| mean | p50 | p90 | p99 | max | total |",

@@ -72,8 +72,8 @@ def _git_head() -> str:
 
 
 # The pure engine: what the benchmarks exercise (not the Kafka/Faust app around it).
-ENGINE_FILES = ("streams/engine.py", "streams/simulate.py", "streams/state.py", "streams/codec.py",
-                "streams/due_index.py", "streams/events.py", "streams/changes.py",
+ENGINE_FILES = ("streams/engine.py", "streams/simulate.py", "model/state.py", "model/codec.py",
+                "streams/due_index.py", "model/events.py", "model/changes.py",
                 "streams/generator.py", "rules/*.py", "rules/*.lark")
 
 

@@ -45,7 +45,7 @@ def count_lines(path: Path) -> int:
 
 def parse_only(path: Path, currency: str) -> dict[str, Any]:
     """The floor under the engine: read + parse_event of every line, nothing else."""
-    from streams.events import parse_event
+    from model.events import parse_event
 
     n = 0
     started = time.perf_counter()

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import time
 
+from model.events import Event
+from model.state import CustomerState
 from streams.engine import Engine, Outcome
-from streams.events import Event
-from streams.state import CustomerState
 
 
 class TimedEngine(Engine):

@@ -95,12 +95,12 @@ def templates(count: int, now_ms: int, seed: int) -> list[tuple[bytes, bytes]]:
     """(quoted customer id, encode_state) of `count` generator customers (10 events each on
     average, over the 90 days before now) after the engine ran them and fired them HORIZON_MS
     ahead."""
+    from model.codec import encode_state
+    from model.state import CustomerState
     from rules.loader import load_rules
     from rules.ruleset import RuleSet
-    from streams.codec import encode_state
     from streams.engine import Engine
     from streams.generator import generate
-    from streams.state import CustomerState
 
     engine = Engine(RuleSet(load_rules(RETAIL)))
     states: dict[str, CustomerState] = {}

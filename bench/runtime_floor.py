@@ -16,17 +16,17 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from model.changes import CAUSE_EVENT, Cause, SegmentChange
+from model.events import Event
+from model.state import CustomerState
 from rules.loader import load_rules
 from rules.ruleset import RuleSet
 from segmenter.metrics import Metrics
 from segmenter.settings import Settings
 from streams.app import ensure_topics, worker_datadir
-from streams.changes import CAUSE_EVENT, Cause, SegmentChange
 from streams.engine import Outcome
-from streams.events import Event
 from streams.runtime.web import start_web
 from streams.runtime.worker import Worker
-from streams.state import CustomerState
 
 
 class StubEngine:

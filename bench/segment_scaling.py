@@ -43,11 +43,11 @@ from bench.common import (
     write_json,
 )
 from bench.instrument import TimedEngine
+from model.codec import decode_state, encode_state
+from model.events import Event, new_event
 from rules.loader import load_rules_text
 from rules.model import DAY_MS
 from rules.ruleset import CompiledSegment, RuleSet
-from streams.codec import decode_state, encode_state
-from streams.events import Event, new_event
 from streams.simulate import Simulator
 
 HOT_TYPES = ("page_view", "product_view", "add_to_cart", "checkout_started", "form_submit",

@@ -1,4 +1,4 @@
-"""State bytes per customer: `streams.codec.encode_state` of every customer after the 1M-event run
+"""State bytes per customer: `model.codec.encode_state` of every customer after the 1M-event run
 (mean, p50, p99, max), with a breakdown of where the bytes go.
 
     python -m bench.state_size                      # 1M events, 100k customers (cached log)
@@ -33,8 +33,8 @@ from bench.common import (
     rel,
     write_json,
 )
-from streams.codec import encode_state
-from streams.state import CustomerState
+from model.codec import encode_state
+from model.state import CustomerState
 
 # Parts of the encoded state, measured as the JSON of that part alone (approximate shares: the
 # commas and brackets of the enclosing array are left out).
@@ -42,7 +42,7 @@ _PARTS = ("buckets", "dedup", "first_last_ts", "members_cands_due", "other")
 
 
 def _part_sizes(st: CustomerState, total: int) -> dict[str, int]:
-    from streams.codec import _bucket_out
+    from model.codec import _bucket_out
 
     dumps = orjson.dumps
     buckets = len(dumps([_bucket_out(b, bk) for b, bk in st.buckets.items()]))

@@ -39,10 +39,10 @@ from bench.common import (
     write_json,
 )
 from bench.instrument import TimedEngine
+from model.events import new_event
 from rules.loader import load_rules
 from rules.model import DAY_MS, HOUR_MS
 from rules.ruleset import RuleSet
-from streams.events import new_event
 from streams.simulate import Simulator
 
 

@@ -31,9 +31,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from bench.common import RESULTS, ROOT, START_MS, event_log
+from model.events import TOPIC_FOR_TYPE
 from segmenter.settings import Settings
 from streams.app import INPUTS, SEGMENT_CHANGES, ensure_topics
-from streams.events import TOPIC_FOR_TYPE
 
 DAY_MS = 86_400_000
 BOOTSTRAP = "127.0.0.1:9092"

@@ -52,8 +52,8 @@ from bench.worker_common import (
     wait_ready,
     workers,
 )
+from model.events import TOPIC_FOR_TYPE
 from streams.app import SEGMENT_CHANGES
-from streams.events import TOPIC_FOR_TYPE
 
 
 def load_events(events: int, customers: int, count: int, seed: int) -> list[dict[str, Any]]:

@@ -76,7 +76,7 @@ def throughput_section(t: dict[str, Any], whatif: dict[str, Any] | None) -> list
     lines += ["| | events/s | notes |", "|---|---|---|"]
     for mode, c in t["ceiling"].items():
         what = {"raw": "bytes only", "orjson": "+ orjson.loads of each value",
-                "parse_event": "+ streams.events.parse_event (the worker's parser)"}[mode]
+                "parse_event": "+ model.events.parse_event (the worker's parser)"}[mode]
         lines.append(f"| ceiling: bare aiokafka consumer group, {what} | "
                      f"**{fmt(c['events_per_s'])}** | {fmt(c['events_per_s_with_join'])} with "
                      f"the {c['join_s']:.2f} s group join; {fmt(c['events_per_cpu_s'])} per "

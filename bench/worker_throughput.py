@@ -5,7 +5,7 @@ customers, moved to end now) is preloaded into the four input topics under a fre
 keyed by customer id. Then, on the same broker in the same run:
 
 1. ceilings: a bare aiokafka consumer group reads the four input topics until it has N records:
-   raw bytes, + orjson.loads of every value, + streams.events.parse_event (the worker's parser);
+   raw bytes, + orjson.loads of every value, + model.events.parse_event (the worker's parser);
 2. optionally `simulate` (the pure engine, no Kafka) over the same log, for the engine's share;
 3. one worker (`python -m segmenter.commands.worker`, wall clock, rules/examples/retail.yaml) is
    started and timed until its consumer group (prefix + "segmenter") has lag 0 on the inputs,
@@ -69,7 +69,7 @@ async def ceiling(bootstrap: str, prefix: str, expected: int, mode: str, currenc
     import orjson
     from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 
-    from streams.events import parse_event
+    from model.events import parse_event
 
     assigned: list[float] = []
 

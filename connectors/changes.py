@@ -1,6 +1,6 @@
 """Reading segment-change records (the values of `segment-changes`) on the consumer side.
 
-The producer side is `streams.changes.SegmentChange.to_wire`; this module checks what the
+The producer side is `model.changes.SegmentChange.to_wire`; this module checks what the
 connectors rely on and never trusts the rest blindly.
 """
 
@@ -12,8 +12,8 @@ from typing import Any
 
 import orjson
 
+from model.changes import CAUSE_ERASURE
 from segmenter.errors import ChangeRecordError
-from streams.changes import CAUSE_ERASURE
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,6 @@
 """Validating and producing input events at the edge (HTTP ingest, file import).
 
-The checks are the engine's own (`streams.events.parse_event` / `parse_dict`, plus
+The checks are the engine's own (`model.events.parse_event` / `parse_dict`, plus
 `check_time` when the workers use the wall clock), so what the edge accepts the workers accept,
 except for duplicates, which only the engine can see.
 """
@@ -16,9 +16,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from segmenter.errors import ConfigError, RuleFileError
-from segmenter.settings import Settings
-from streams.events import (
+from model.events import (
     DEFAULT_FUTURE_TOLERANCE_MS,
     TOPIC_FOR_TYPE,
     Event,
@@ -27,6 +25,8 @@ from streams.events import (
     parse_dict,
     parse_event,
 )
+from segmenter.errors import ConfigError, RuleFileError
+from segmenter.settings import Settings
 
 DEFAULT_RETENTION_MS = 400 * 86_400_000  # rules.model.RuleSettings' default
 

@@ -31,9 +31,9 @@ from aiokafka.errors import KafkaError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from connectors.events import EventRules, EventValidator, topic_of
+from model.events import Event
 from segmenter.metrics import Metrics
 from segmenter.settings import Settings
-from streams.events import Event
 
 log = logging.getLogger(__name__)
 

@@ -25,10 +25,10 @@ from redis.exceptions import RedisError
 
 from connectors.changes import ChangeRecord, decode_change
 from connectors.common import Backoff, sleep_or_stop, topic_partitions
+from model.events import parse_rfc3339
 from segmenter.errors import ChangeRecordError
 from segmenter.metrics import Metrics
 from segmenter.settings import Settings
-from streams.events import parse_rfc3339
 
 log = logging.getLogger(__name__)
 

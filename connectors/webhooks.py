@@ -39,11 +39,11 @@ from aiokafka.errors import KafkaError
 
 from connectors.changes import ChangeRecord, decode_change
 from connectors.common import Backoff, backoff_delay
+from model.changes import format_ts
 from segmenter import __version__
 from segmenter.errors import ChangeRecordError, ConnectorConfigError
 from segmenter.metrics import Metrics
 from segmenter.settings import Settings
-from streams.changes import format_ts
 
 log = logging.getLogger(__name__)
 

@@ -12,14 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-EVENT_TYPES: tuple[str, ...] = (
-    "purchase", "refund",
-    "email_sent", "email_delivered", "email_open", "email_click", "email_bounce",
-    "email_unsubscribe",
-    "page_view", "product_view", "add_to_cart", "checkout_started", "form_submit", "download",
-    "search",
-    "profile_update", "customer_erased",
-)
+from model.events import EVENT_TYPES
+
+__all__ = ["EVENT_TYPES"]  # the event types, defined with the events
+
 
 
 @dataclass(frozen=True, slots=True)

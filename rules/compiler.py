@@ -24,11 +24,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from model.state import Bucket
 from rules import ast
 from rules.context import Ctx
 from rules.functions import Term, build_term, counter_flip
 from rules.model import RuleSettings
-from streams.state import Bucket
 
 Fn = Callable[[Ctx], Any]
 Interval = tuple[float, float]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from streams.state import CustomerState
+from model.state import CustomerState
 
 
 class Ctx:

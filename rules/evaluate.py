@@ -18,12 +18,12 @@ import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from model.changes import Cause, SegmentChange
+from model.state import CustomerState
 from rules.compiler import Crossing, DueParts
 from rules.context import Ctx
 from rules.model import DAY_MS
 from rules.ruleset import CompiledSegment, RuleSet
-from streams.changes import Cause, SegmentChange
-from streams.state import CustomerState
 
 HORIZON_MS = 100 * 365 * 86_400_000  # how far ahead a threshold crossing is looked for
 

@@ -15,10 +15,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from model.state import Bucket, engagement_at
 from rules.catalogue import EVENT_TYPES
 from rules.context import Ctx
 from rules.model import DAY_MS, RuleSettings
-from streams.state import Bucket, engagement_at
 
 Value = Any
 EMAIL_OPEN, EMAIL_CLICK, EMAIL_SENT, EMAIL_DELIVERED = (

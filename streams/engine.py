@@ -16,9 +16,7 @@ import bisect
 from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass, replace
 
-from rules.evaluate import TIMER_LOOKAHEAD, display, evaluate
-from rules.ruleset import RuleSet
-from streams.changes import (
+from model.changes import (
     CAUSE_ERASURE,
     CAUSE_EVENT,
     CAUSE_RULES,
@@ -26,8 +24,10 @@ from streams.changes import (
     Cause,
     SegmentChange,
 )
-from streams.events import Event, Rejection, RejectReason, check_time
-from streams.state import CustomerState, fold_event, prune
+from model.events import Event, Rejection, RejectReason, check_time
+from model.state import CustomerState, fold_event, prune
+from rules.evaluate import TIMER_LOOKAHEAD, display, evaluate
+from rules.ruleset import RuleSet
 
 ERASED = "customer_erased"
 _TIME = Cause(CAUSE_TIME)  # immutable: one instance serves every timer

@@ -29,7 +29,7 @@ from operator import attrgetter
 
 import orjson
 
-from streams.events import (
+from model.events import (
     MAX_TS_MS,
     Event,
     encode_event,

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from model.changes import format_ts
+from model.state import CustomerState
 from rules.context import Ctx
 from rules.loader import format_duration
 from rules.ruleset import RuleSet
-from streams.changes import format_ts
 from streams.simulate import customer_metrics
-from streams.state import CustomerState
 
 
 def customer_view(rules: RuleSet, st: CustomerState, now: int) -> dict[str, Any]:

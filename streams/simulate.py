@@ -12,13 +12,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from model.changes import SegmentChange
+from model.events import Event, Rejection, check_time, parse_event
+from model.state import CustomerState
 from rules.context import Ctx
 from rules.ruleset import RuleSet
-from streams.changes import SegmentChange
 from streams.due_index import DueIndex
 from streams.engine import Engine, Outcome
-from streams.events import Event, Rejection, check_time, parse_event
-from streams.state import CustomerState
 
 OnChange = Callable[[SegmentChange], None]
 OnReject = Callable[[bytes, Rejection], None]

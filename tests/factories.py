@@ -16,12 +16,12 @@ from typing import Any
 
 import yaml
 
+from model.changes import SegmentChange
+from model.events import Attributes, AttributeValue, Event, Item
+from model.state import CustomerState
 from rules.loader import load_rules_text
 from rules.ruleset import RuleSet
-from streams.changes import SegmentChange
 from streams.engine import Engine, Outcome
-from streams.events import Attributes, AttributeValue, Event, Item
-from streams.state import CustomerState
 
 # ------------------------------------------------------------------ time
 

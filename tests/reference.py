@@ -16,9 +16,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from model.events import Event
 from rules import ast
 from rules.model import DAY_MS, RuleFile, SegmentDef
-from streams.events import Event
 
 WEB = {"page_view", "product_view", "add_to_cart", "checkout_started", "form_submit", "download",
        "search"}

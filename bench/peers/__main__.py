@@ -115,7 +115,7 @@ def peers_python() -> dict[str, str]:
 
 def make_records(events: int, customers: int) -> list[tuple[bytes, bytes]]:
     """(customer id, JSON) of the generator's purchases and refunds (seed 42, 90 days)."""
-    from streams.events import encode_event
+    from model.events import encode_event
     from streams.generator import generate
 
     return [(e.customer_id.encode(), encode_event(e))

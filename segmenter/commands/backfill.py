@@ -38,9 +38,9 @@ def backfill(rules_path: Path, events_path: Path, until: str | None, **flags: An
     version. Use it to go live with history; to change rules on a live system, publish them."""
     import asyncio
 
+    from model.events import parse_rfc3339
     from rules.loader import load_rules_text
     from rules.ruleset import RuleSet
-    from streams.events import parse_rfc3339
     from streams.runtime.backfill import backfill as run
     from streams.runtime.rules_topic import Seed
 

@@ -354,7 +354,7 @@ async def _show(
 ) -> None:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-    from streams.events import TOPIC_FOR_TYPE, encode_event
+    from model.events import TOPIC_FOR_TYPE, encode_event
     from streams.generator import generate
 
     out_topic = settings.topic("segment-changes")

@@ -9,7 +9,7 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from streams.events import parse_rfc3339
+from model.events import parse_rfc3339
 from streams.generator import DAY_MS, HOUR_MS, generate_raw
 
 _PROGRESS_STEP = 10_000

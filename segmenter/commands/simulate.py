@@ -12,9 +12,9 @@ from typing import IO, Any
 import click
 import orjson
 
+from model.changes import SegmentChange, format_ts
+from model.events import Rejection, parse_rfc3339
 from segmenter.errors import RuleFileError
-from streams.changes import SegmentChange, format_ts
-from streams.events import Rejection, parse_rfc3339
 from streams.simulate import Simulator, customer_metrics
 
 

@@ -23,11 +23,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
+from model.changes import SegmentChange
+from model.codec import encode_state
 from segmenter.errors import SegmenterError
 from segmenter.settings import Settings
 from streams.app import INPUTS, REKEY, RULES, SEGMENT_CHANGES, changelog_topic, ensure_topics
-from streams.changes import SegmentChange
-from streams.codec import encode_state
 from streams.runtime.commit import send_records
 from streams.runtime.records import partition_for
 from streams.runtime.rules_topic import Seed, latest_rules, publish

@@ -7,8 +7,8 @@ import base64
 import orjson
 from aiokafka.partitioner import murmur2
 
-from streams.changes import format_ts
-from streams.events import Rejection
+from model.changes import format_ts
+from model.events import Rejection
 
 
 def partition_for(key: bytes, partitions: int) -> int:

@@ -19,8 +19,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
-from streams.codec import decode_state, encode_state
-from streams.state import CustomerState
+from model.codec import decode_state, encode_state
+from model.state import CustomerState
 
 ChangelogRecord = tuple[bytes, bytes | None]  # key, encoded state (None: tombstone)
 

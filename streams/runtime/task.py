@@ -18,15 +18,15 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from streams.changes import SegmentChange
+from model.changes import SegmentChange
+from model.events import Event, Rejection, check_time, parse_event
+from model.state import CustomerState
 from streams.due_index import DueIndex
 from streams.engine import Outcome
-from streams.events import Event, Rejection, check_time, parse_event
 from streams.merge import TimestampMerger
 from streams.runtime.records import dead_letter, partition_for
 from streams.runtime.rulebook import Rulebook
 from streams.runtime.store import Store
-from streams.state import CustomerState
 
 Drained = Callable[[str], "bool | None"]
 

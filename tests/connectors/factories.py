@@ -8,8 +8,8 @@ from typing import Any
 import orjson
 
 from connectors.changes import ChangeRecord, change_from_wire
-from streams.changes import CAUSE_ERASURE, CAUSE_EVENT, Cause, SegmentChange
-from streams.events import parse_rfc3339
+from model.changes import CAUSE_ERASURE, CAUSE_EVENT, Cause, SegmentChange
+from model.events import parse_rfc3339
 
 BASE_AT = parse_rfc3339("2024-05-01T12:00:00Z") or 0
 

@@ -40,10 +40,10 @@ from connectors.dashboard.data import (
 from connectors.dashboard.explain import explain
 from connectors.events import produce_events
 from connectors.redis_view import RedisView, minute_of, rule_file_groups, rule_file_metadata
+from model.changes import CAUSE_EVENT, Cause, SegmentChange
+from model.events import encode_event, new_event
 from rules.loader import load_rules
 from segmenter.settings import Settings
-from streams.changes import CAUSE_EVENT, Cause, SegmentChange
-from streams.events import encode_event, new_event
 from streams.generator import generate
 
 pytestmark = pytest.mark.integration

@@ -24,10 +24,10 @@ from connectors.importer import (
     parse_mapping,
     time_zone,
 )
+from model.events import Event, Rejection, parse_rfc3339
 from segmenter.cli import main
 from segmenter.errors import ImportFileError
 from segmenter.settings import Settings
-from streams.events import Event, Rejection, parse_rfc3339
 from streams.generator import generate_raw
 from tests.kafka_helpers import consume_json, create_topics
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import pytest
 
+from model.events import Item
+from model.state import CustomerState, fold_event
 from rules.compiler import compile_expr
 from rules.context import Ctx
 from rules.loader import load_rules_text
 from rules.model import RuleSettings
 from rules.parser import parse_expression, to_source
-from streams.events import Item
-from streams.state import CustomerState, fold_event
 from tests.factories import DAY, HOUR, T0, event, purchase, refund
 from tests.rules.test_loader import at, expr_problem, rules_text, where
 

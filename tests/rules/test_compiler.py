@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
+from model.state import CustomerState, fold_event
 from rules.compiler import CompiledExpr, compile_expr
 from rules.context import Ctx
 from rules.model import EngagementSettings, RuleSettings
 from rules.parser import parse_expression
-from streams.state import CustomerState, fold_event
 from tests.factories import DAY, HOUR, T0, event, profile, purchase
 
 SETTINGS = RuleSettings(

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rules.ast import Binary, Call, Duration, Expr, In, Literal, Pos, Unary
+from rules.ast import Binary, Call, Duration, Expr, In, Items, Keyword, Literal, Pos, Unary
 from rules.model import DAY_MS, HOUR_MS, MINUTE_MS
 from rules.parser import parse_expression, to_source
 from segmenter.errors import RuleFileError, RuleProblem
@@ -28,6 +28,10 @@ def shape(expr: Expr) -> str:
         return f"({expr.op} {shape(expr.operand)})"
     if isinstance(expr, Binary):
         return f"({expr.op} {shape(expr.left)} {shape(expr.right)})"
+    if isinstance(expr, Items):
+        return f"[{' '.join(repr(i.value) for i in expr.items)}]"
+    if isinstance(expr, Keyword):
+        return f"{expr.name}={shape(expr.value)}"
     op = "not-in" if expr.negated else "in"
     return f"({op} {shape(expr.operand)} [{' '.join(repr(i.value) for i in expr.items)}])"
 

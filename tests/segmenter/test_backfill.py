@@ -14,11 +14,11 @@ import orjson
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
+from model.changes import format_ts
+from model.events import encode_event
 from rules.loader import load_rules
 from rules.ruleset import RuleSet
 from streams.app import INPUTS, SEGMENT_CHANGES, changelog_topic
-from streams.changes import format_ts
-from streams.events import encode_event
 from streams.generator import generate
 from streams.simulate import Simulator
 from tests.streams.workers import (

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
+from model.events import Event, Rejection, encode_event, parse_event
 from segmenter.cli import main
 from segmenter.commands.generate import generate as generate_command
-from streams.events import Event, Rejection, encode_event, parse_event
 from streams.generator import DAY_MS, generate
 
 START = "2024-05-01T00:00:00Z"

@@ -16,9 +16,9 @@ import orjson
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
+from model.events import TOPIC_FOR_TYPE, encode_event
 from segmenter.settings import Settings
 from streams.app import ensure_topics
-from streams.events import TOPIC_FOR_TYPE, encode_event
 from streams.generator import generate
 from tests.kafka_helpers import produce_json, worker_process
 

@@ -13,10 +13,10 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
+from model.changes import format_ts
+from model.events import Event, encode_event
 from rules.loader import load_rules
 from segmenter.cli import main
-from streams.changes import format_ts
-from streams.events import Event, encode_event
 from streams.generator import generate, generate_raw
 from tests.factories import DAY, HOUR, T0, event, purchase, rules_yaml, segment
 

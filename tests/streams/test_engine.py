@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
+from model.events import RejectReason
 from rules.ruleset import RuleSet
-from streams.events import RejectReason
 from streams.simulate import customer_metrics
 from tests.factories import (
     DAY,

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from hypothesis import HealthCheck, given, settings
 
+from model.events import Event
+from model.state import CustomerState
 from rules.model import RuleFile
 from rules.ruleset import RuleSet
 from streams.engine import Engine, Outcome
-from streams.events import Event
-from streams.state import CustomerState
 from tests.streams.test_engine_properties import rule_files, streams
 
 

@@ -18,12 +18,12 @@ import dataclasses
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from model.events import Event
 from rules.evaluate import days_flip
 from rules.model import DAY_MS, HOUR_MS, RuleFile, RuleSettings, SegmentDef
 from rules.parser import parse_expression
 from rules.ruleset import RuleSet
 from streams.engine import Engine
-from streams.events import Event
 from streams.simulate import Simulator
 from tests.reference import Reference, _consts, _order
 from tests.streams.test_engine_properties import WINDOWS, _per_customer, streams

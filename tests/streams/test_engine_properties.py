@@ -10,10 +10,10 @@ from collections import defaultdict
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from model.events import Event, Item
 from rules.model import HOUR_MS, EngagementSettings, RfmSettings, RuleFile, RuleSettings, SegmentDef
 from rules.parser import parse_expression
 from rules.ruleset import RuleSet
-from streams.events import Event, Item
 from streams.simulate import Simulator
 from tests.reference import Reference
 

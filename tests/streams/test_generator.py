@@ -9,7 +9,7 @@ from functools import cache
 
 import pytest
 
-from streams.events import (
+from model.events import (
     EMAIL_TYPES,
     PURCHASE_TYPES,
     WEB_TYPES,

@@ -20,11 +20,11 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
+from model.events import encode_event
 from rules.loader import load_rules, load_rules_text
 from rules.ruleset import RuleSet
 from segmenter.commands.rules import publish_rules
 from streams.app import DEAD_LETTERS, RULES, SEGMENT_CHANGES
-from streams.events import encode_event
 from streams.runtime.records import partition_for
 from streams.simulate import Simulator
 from tests.streams.workers import (
@@ -583,7 +583,7 @@ async def test_one_event_far_in_the_future_does_not_move_a_partitions_event_cloc
                                         map(wire, [clean[0], bad, *clean[1:]])])
         await col.wait("changes and the dead letter",
                        lambda: len(col.of(c.topic(SEGMENT_CHANGES))) >= ref.total
-                       and col.of(c.topic(DEAD_LETTERS)), workers=[w], quiet=10.0)
+                       and bool(col.of(c.topic(DEAD_LETTERS))), workers=[w], quiet=10.0)
         await col.settle(1.5)
     got = changes_by_customer(col.of(c.topic(SEGMENT_CHANGES)))
     assert got == ref.changes, diff_report(got, ref.changes)

@@ -26,13 +26,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
 
+from model.events import encode_event
+from model.state import CustomerState
 from rules.loader import load_rules
 from rules.ruleset import RuleSet
 from segmenter.settings import Settings
 from streams.app import DEAD_LETTERS, INPUTS, SEGMENT_CHANGES, changelog_topic
-from streams.events import encode_event
 from streams.generator import generate
-from streams.state import CustomerState
 from tests.streams.workers import (
     PARTITIONS,
     RETAIL,

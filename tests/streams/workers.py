@@ -26,18 +26,18 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
 
+from model.codec import decode_state
+from model.events import TOPIC_FOR_TYPE, encode_event, new_event
+from model.state import CustomerState
 from rules.loader import load_rules_text
 from rules.ruleset import RuleSet
 from segmenter.settings import Settings
 from streams.app import (
     ensure_topics,
 )
-from streams.codec import decode_state
-from streams.events import TOPIC_FOR_TYPE, encode_event, new_event
 from streams.generator import generate
 from streams.runtime.records import partition_for
 from streams.simulate import Simulator
-from streams.state import CustomerState
 
 ROOT = Path(__file__).resolve().parents[2]
 RETAIL = ROOT / "rules" / "examples" / "retail.yaml"
@@ -303,7 +303,7 @@ def ev(type: str, cid: str, ts: int, **fields: Any) -> Any:
         fields.setdefault("amount", 100.0)
         fields.setdefault("currency", "PLN")
     if type == "profile_update":
-        from streams.events import Attributes
+        from model.events import Attributes
         fields["attributes"] = Attributes(fields.get("attributes") or {})
     return new_event(eid, cid, type, ts, **fields)
 
@@ -498,7 +498,7 @@ async def wait_rules_version(port: int, version: str, worker: Worker,
 
 
 def iso(ms: int) -> str:
-    from streams.changes import format_ts
+    from model.changes import format_ts
 
     return format_ts(ms)
 

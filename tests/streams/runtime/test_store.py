@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from streams.codec import decode_state, encode_state
+from model.codec import decode_state, encode_state
+from model.state import CustomerState
 from streams.runtime.store import MemoryStore, RocksStore
-from streams.state import CustomerState
 
 
 def state(cid: str, seq: int = 1) -> CustomerState:

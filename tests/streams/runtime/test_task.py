@@ -7,9 +7,9 @@ from pathlib import Path
 
 import orjson
 
+from model.events import encode_event
 from rules.loader import load_rules
 from rules.ruleset import RuleSet
-from streams.events import encode_event
 from streams.generator import generate
 from streams.runtime.records import partition_for
 from streams.runtime.rulebook import Rulebook

@@ -10,8 +10,8 @@ from typing import Any
 
 import orjson
 
-from streams.events import Event, Rejection, event_to_wire, parse_dict
-from streams.state import Bucket, CustomerState
+from model.events import Event, Rejection, event_to_wire, parse_dict
+from model.state import Bucket, CustomerState
 
 FORMAT = 1
 

@@ -11,15 +11,15 @@ from importlib import resources
 import orjson
 import pytest
 
+from model.changes import SegmentChange
+from model.codec import FORMAT, decode_state, encode_state
+from model.events import Event
+from model.state import CustomerState
 from rules.loader import load_rules_text
 from rules.ruleset import RuleSet
-from streams.changes import SegmentChange
-from streams.codec import FORMAT, decode_state, encode_state
 from streams.engine import Engine
-from streams.events import Event
 from streams.generator import generate
 from streams.simulate import Simulator
-from streams.state import CustomerState
 from tests.factories import DAY, HOUR, MINUTE, T0, event, item, profile, purchase
 
 RETAIL = RuleSet(load_rules_text(

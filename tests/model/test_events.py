@@ -14,8 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rules.catalogue import EVENT_TYPES
-from streams.events import (
+from model.events import (
     _RFC3339,
     EMAIL_TYPES,
     KNOWN_TYPES,
@@ -41,6 +40,7 @@ from streams.events import (
     parse_event,
     parse_rfc3339,
 )
+from rules.catalogue import EVENT_TYPES
 
 TS = 1_714_564_800_000  # 2024-05-01T12:00:00Z
 REASONS = {r.value for r in RejectReason}

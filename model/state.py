@@ -80,7 +80,7 @@ class CustomerState:
 
 def fold_event(st: CustomerState, ev: Any, resolution_ms: int, points: dict[str, float],
                half_life_ms: int) -> None:
-    """Add one event (with ts <= now) to the aggregates. `ev` is a streams.events.Event."""
+    """Add one event (with ts <= now) to the aggregates. `ev` is a model.events.Event."""
     ts: int = ev.ts
     etype: str = ev.type
     b = ts // resolution_ms
