@@ -154,8 +154,10 @@ class Worker:
             await self._shutdown()
 
     def _producer_config(self, **extra: Any) -> dict[str, Any]:
+        # commits hand over whole batches (create_batch/send_batch): a linger would only delay
+        # every commit, hence the latency of every change
         return {"bootstrap_servers": self.settings.kafka_bootstrap, "acks": "all",
-                "enable_idempotence": True, "linger_ms": self.settings.producer_linger_ms,
+                "enable_idempotence": True, "linger_ms": 0,
                 "max_batch_size": 512 * 1024, **extra}
 
     async def _loop(self) -> None:
