@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -25,7 +24,7 @@ from segmenter.metrics import Metrics
 from segmenter.settings import Settings
 from streams.app import ensure_topics, worker_datadir
 from streams.engine import Outcome
-from streams.runtime.web import start_web
+from streams.runtime.web import serve
 from streams.runtime.worker import Worker
 
 
@@ -62,16 +61,7 @@ async def main() -> None:
     worker.use_rules(rules)
     assert worker.rulebook is not None
     worker.rulebook.engine = StubEngine(rules)  # type: ignore[assignment]
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, worker.stop)
-    runner = await start_web(worker)
-    try:
-        await worker.run()
-    finally:
-        if runner is not None:
-            await runner.cleanup()
-
+    await serve(worker)
 
 if __name__ == "__main__":
     asyncio.run(main())

@@ -121,25 +121,13 @@ class Throttle(logging.Filter):
 
 
 async def _run(settings: Settings, seed: Any) -> None:
-    import asyncio
-    import signal
-
     from prometheus_client import CollectorRegistry
 
     from segmenter.metrics import Metrics
-    from streams.runtime.web import start_web
+    from streams.runtime.web import serve
     from streams.runtime.worker import Worker
 
-    worker = Worker(settings, Metrics(CollectorRegistry()), seed)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, worker.stop)
-    runner = await start_web(worker)
-    try:
-        await worker.run()
-    finally:
-        if runner is not None:
-            await runner.cleanup()
+    await serve(Worker(settings, Metrics(CollectorRegistry()), seed))
 
 
 if __name__ == "__main__":  # `python -m segmenter.commands.worker` (used by the demo and tests)

@@ -135,6 +135,22 @@ async def start_web(worker: Worker) -> web.AppRunner | None:
     return runner
 
 
+async def serve(worker: Worker) -> None:
+    """Run `worker` with its web server until SIGTERM or SIGINT (then stop it cleanly)."""
+    import asyncio
+    import signal
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, worker.stop)
+    runner = await start_web(worker)
+    try:
+        await worker.run()
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+
+
 async def _forward(request: web.Request, url: str, owner: str) -> web.Response:
     headers = {FORWARDED: "1"}
     if "Authorization" in request.headers:
