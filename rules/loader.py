@@ -17,7 +17,7 @@ import heapq
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import yaml
@@ -50,8 +50,8 @@ SETTINGS_KEYS = ("currency", "resolution", "retention", "dedup_horizon", "future
                  "engagement", "rfm")
 ENGAGEMENT_KEYS = ("half_life", "points")
 RFM_KEYS = ("window", "recency_days", "frequency", "monetary", "grid")
-SEGMENT_KEYS = ("id", "label", "color", "icon", "group", "when", "exit_when", "min_dwell",
-                "actions")
+SEGMENT_KEYS = ("id", "label", "description", "color", "icon", "group", "when", "exit_when",
+                "min_dwell", "actions")
 
 MIN_RESOLUTION_MS = MINUTE_MS
 MAX_RESOLUTION_MS = DAY_MS
@@ -193,11 +193,13 @@ class _Loader:
             self.add((1, 1), "the rule file is empty")
             return None
         self._check_duplicate_keys(root)
-        top = self.mapping(root, "the rule file", TOP_KEYS, required=TOP_KEYS)
+        top = self.mapping(root, "the rule file", TOP_KEYS, required=("version", "segments"))
         if top is None:
             return None
         version = self._version(top.get("version"))
-        name = self.text_value(top.get("name"), "name", required=True)
+        # no name: the file's name without its extension (retail.yaml -> retail)
+        name = (self.text_value(top.get("name"), "name", required=True)
+                if "name" in top else _stem(self.source))
         settings = self._settings(top.get("settings"))
         segments = self._segments(top.get("segments"), settings)
         if self.problems or settings is None or segments is None or version is None or not name:
@@ -548,6 +550,7 @@ class _Loader:
         seg_id = id_node.value if isinstance(id_node, ScalarNode) else None
         ok = True
         label = self.text_value(fields.get("label"), "label")
+        description = self.text_value(fields.get("description"), "description")
         icon = self.text_value(fields.get("icon"), "icon")
         color = self._color(fields.get("color"))
         ok &= ("color" not in fields) or color is not None
@@ -580,7 +583,7 @@ class _Loader:
             id=seg_id, when=when[0], when_text=when[1], label=label, color=color, icon=icon,
             group=group, exit_when=exit_when[0] if exit_when else None,
             exit_when_text=exit_when[1] if exit_when else None,
-            min_dwell_ms=min_dwell or 0, actions=actions,
+            min_dwell_ms=min_dwell or 0, actions=actions, description=description,
             pos=Pos(item.start_mark.line + 1, item.start_mark.column + 1),
         )
 
@@ -1160,6 +1163,11 @@ def _id_suggestion(text: str) -> str | None:
     return candidate if candidate and candidate != text and ID_RE.fullmatch(candidate) else None
 
 
+def _stem(source: str) -> str:
+    stem = PurePath(source).stem.strip("<>")
+    return stem or "rules"
+
+
 def _duration_problem(text: str) -> tuple[str, str | None]:
     """Why `text` is not a duration, and what was probably meant."""
     match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([A-Za-z]+)", text)
@@ -1172,7 +1180,7 @@ def _duration_problem(text: str) -> tuple[str, str | None]:
         return (f"{text!r}: a duration is a whole number of m, h, d or w", None)
     n = int(number)
     if unit in ("s", "sec", "secs", "second", "seconds"):
-        suggestion = f"{n // 60}m" if n % 60 == 0 and n else None
+        suggestion = f"{max(1, -(-n // 60))}m"  # whole minutes, rounded up: 90s -> 2m
         return f"{text!r}: seconds are not supported, the smallest unit is m (minutes)", suggestion
     if unit in ("mo", "month", "months"):
         return f"{text!r}: months are not a unit; use days", f"{n * 30}d"

@@ -67,6 +67,7 @@ class SegmentDef:
     min_dwell_ms: int = 0
     actions: Mapping[str, Any] = field(default_factory=dict)
     pos: Pos = field(default_factory=lambda: Pos(1, 1))
+    description: str | None = None  # for people: shown by /v1/segments and the dashboard
 
 
 @dataclass(frozen=True, slots=True)

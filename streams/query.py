@@ -39,7 +39,8 @@ def segments_view(rules: RuleSet, sizes: Mapping[str, int], scope: str) -> dict[
     out = []
     for seg in sorted(rules.segments, key=lambda s: s.index):
         d = seg.defn
-        out.append({"id": d.id, "label": d.label, "color": d.color, "icon": d.icon,
+        out.append({"id": d.id, "label": d.label, "description": d.description,
+                    "color": d.color, "icon": d.icon,
                     "group": d.group, "when": d.when_text, "exit_when": d.exit_when_text,
                     "min_dwell": format_duration(d.min_dwell_ms) if d.min_dwell_ms else None,
                     "actions": dict(d.actions), "size": int(sizes.get(d.id, 0))})

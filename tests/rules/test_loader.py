@@ -182,11 +182,27 @@ def test_missing_and_unknown_top_level_keys() -> None:
     text = "version: 1\nsettings:\n  currency: PLN\nsegmnets: []\n"
     found = problems(text)
     messages = [p.message for p in found]
-    assert any("missing the required key 'name'" in m for m in messages)
+    assert not any("'name'" in m for m in messages)  # optional: the file's stem
     assert any("missing the required key 'segments'" in m for m in messages)
     unknown = next(p for p in found if "unknown key 'segmnets'" in p.message)
     assert where(unknown) == (4, 1)
     assert unknown.suggestion == "segments"
+
+
+def test_name_defaults_to_the_files_stem_and_segments_take_a_description(
+        tmp_path: Path) -> None:
+    path = tmp_path / "my-shop.yaml"
+    path.write_text("version: 1\nsettings: {currency: PLN}\nsegments:\n"
+                    "  - {id: buyer, when: 'purchase_count(30d) >= 1',\n"
+                    "     description: Bought something in the last 30 days}\n")
+    rule_file = load_rules(path)
+    assert rule_file.name == "my-shop"
+    assert rule_file.segments[0].description == "Bought something in the last 30 days"
+    from rules.ruleset import RuleSet
+    from streams.query import segments_view
+
+    [seg] = segments_view(RuleSet(rule_file), {}, "worker")["segments"]
+    assert seg["description"] == "Bought something in the last 30 days"
 
 
 def test_root_must_be_a_mapping() -> None:
@@ -254,7 +270,7 @@ def test_currency_is_required() -> None:
 
 
 @pytest.mark.parametrize(("value", "fragment", "suggestion"), [
-    ("90s", "seconds are not supported", None),
+    ("90s", "seconds are not supported", "2m"),
     ("120s", "seconds are not supported", "2m"),
     ("1.5h", "whole number", None),
     ("30", "has no unit", "30d"),
