@@ -37,7 +37,8 @@ function ruleHtml(s, order) {
   if (actions) extra.push(`<dt>actions</dt><dd>${esc(actions)}</dd>`);
   return `<div class="rule" data-segment="${esc(s.id)}"><div class="order">` +
     `${order === null ? "" : `${order}.`}</div><div>${badge(s)} <code class="muted">` +
-    `${esc(s.id)}</code><pre><code>when ${esc(s.when || "")}</code></pre>` +
+    `${esc(s.id)}</code>${s.description ? `<p class="description">${esc(s.description)}</p>` : ""}` +
+    `<pre><code>when ${esc(s.when || "")}</code></pre>` +
     `${extra.length ? `<dl>${extra.join("")}</dl>` : ""}</div>` +
     `<div class="size" title="customers in it now">${fmtInt(s.size)}</div></div>`;
 }
