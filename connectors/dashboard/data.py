@@ -102,7 +102,8 @@ def definitions_from_rule_file(path: Path) -> dict[str, Any]:
         if s.group is not None:
             groups.setdefault(s.group, []).append(s.id)
         segments.append({"id": s.id, "label": s.label, "description": s.description,
-                         "color": s.color, "icon": s.icon, "group": s.group, "when": s.when_text, "exit_when": s.exit_when_text,
+                         "color": s.color, "icon": s.icon, "group": s.group, "when": s.when_text,
+                         "exit_when": s.exit_when_text,
                          "min_dwell": format_duration(s.min_dwell_ms) if s.min_dwell_ms else None,
                          "actions": dict(s.actions)})
     return {"name": rule_file.name, "rules_version": rule_file.content_hash, "groups": groups,
