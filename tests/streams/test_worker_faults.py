@@ -344,7 +344,8 @@ async def test_broker_restart_during_a_stream_loses_nothing(
     await admin.start()
     try:
         async with cluster(bootstrap, admin, f"{unique}.", tmp_path, SEGMENTER_CLOCK="wall",
-                           SEGMENTER_PROCESSING_GUARANTEE=guarantee) as c:
+                           SEGMENTER_PROCESSING_GUARANTEE=guarantee,
+                           tolerate_tracebacks=True) as c:
             w = c.start("--rules", str(rules_path), name="steady")
             with Stream(bootstrap, c, events, rate=200) as stream:
                 await stream.until(0.3)
