@@ -25,6 +25,8 @@ from segmenter.commands.rules import publish_rules
 from streams.app import SEGMENT_CHANGES, changelog_topic
 from tests.streams.workers import (
     MINUTE,
+    ROLL_V1,
+    ROLL_V2,
     SECOND,
     T0,
     Cluster,
@@ -35,21 +37,13 @@ from tests.streams.workers import (
     http_get,
     produce,
     read_states,
-    rules_text,
     wait_rules_version,
     wire,
 )
 
 pytestmark = pytest.mark.integration
 
-V1 = rules_text("agree", """\
-  - {id: buyer, when: "purchase_count(30d) >= 1"}
-  - {id: reader, when: "email_opens(30d) >= 1"}
-""")
-V2 = rules_text("agree", """\
-  - {id: buyer, when: "purchase_count(30d) >= 1"}
-  - {id: big, when: "purchase_amount(30d) >= 150"}
-""")
+V1, V2 = ROLL_V1, ROLL_V2
 
 
 async def sizes_everywhere(c: Cluster, port: int, view: RedisView,

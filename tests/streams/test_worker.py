@@ -33,6 +33,8 @@ from tests.streams.workers import (
     MINUTE,
     PARTITIONS,
     RETAIL,
+    ROLL_V1,
+    ROLL_V2,
     SECOND,
     T0,
     Collector,
@@ -316,14 +318,6 @@ async def test_timers_fire_within_a_second_with_the_wall_clock(
 # ------------------------------------------------------------------ 5. rules roll-out, erasure
 
 
-ROLL_V1 = rules_text("rollout", """\
-  - {id: buyer, when: "purchase_count(30d) >= 1"}
-  - {id: reader, when: "email_opens(30d) >= 1"}
-""")
-ROLL_V2 = rules_text("rollout", """\
-  - {id: buyer, when: "purchase_count(30d) >= 1"}
-  - {id: big, when: "purchase_amount(30d) >= 150"}
-""")  # reader removed, big added
 ROLL_V3 = rules_text("rollout", """\
   - {id: buyer, when: "purchase_count(30d) >= 1"}
   - {id: big, when: "purchase_amount(30d) >= 50"}

@@ -452,6 +452,17 @@ def rules_text(name: str, segments: str, settings: str = "currency: PLN") -> str
     return f"version: 1\nname: {name}\nsettings: {{{settings}}}\nsegments:\n{segments}"
 
 
+# a rule version and its successor: `reader` removed, `big` added
+ROLL_V1 = rules_text("rollout", """\
+  - {id: buyer, when: "purchase_count(30d) >= 1"}
+  - {id: reader, when: "email_opens(30d) >= 1"}
+""")
+ROLL_V2 = rules_text("rollout", """\
+  - {id: buyer, when: "purchase_count(30d) >= 1"}
+  - {id: big, when: "purchase_amount(30d) >= 150"}
+""")
+
+
 def write_rules(tmp: Path, name: str, text: str) -> tuple[Path, RuleSet]:
     path = tmp / f"{name}.yaml"
     path.write_text(text)
