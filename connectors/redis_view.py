@@ -40,6 +40,10 @@ REPLAY_AFTER_RESTART_MS = 60_000
 DEFAULT_FEED_MAX = 1000
 DEFAULT_HISTORY_MAX = 50
 DEFAULT_STATS_TTL = 2 * 86_400  # seconds
+# size history per segment: per minute for 48 h, per hour for 400 days (seconds kept)
+DEFAULT_SIZES_MINUTE_KEEP = 48 * 3600
+DEFAULT_SIZES_HOUR_KEEP = 400 * 86_400
+SIZE_RESOLUTIONS = {"minute": 60, "hour": 3600}
 META_KEYS = ("label", "color", "icon", "actions")
 
 APPLIED, STALE, ERASED, INVALID = "applied", "stale", "erased", "invalid"
@@ -49,7 +53,9 @@ _OUTCOMES = {0: STALE, 1: APPLIED, 2: ERASED}
 # ARGV: 1 prefix, 2 customer id, 3 seq, 4 mode (change|erase), 5 rules_version, 6 updated_at,
 #   7 segments JSON, 8 feed entry, 9 history entry, 10 feed max, 11 history max, 12 stats TTL
 #   (0: no stats), then counted sections: segments; (segment, s|n, metadata JSON) triples;
-#   (group, member or '') pairs; entered; exited.
+#   (group, member or '') pairs; entered; exited; (entered segment, why JSON) pairs; then
+#   the change's `at` in epoch seconds (0: unknown) and how many seconds of size history to keep
+#   per minute and per hour (0: none).
 APPLY_LUA = r"""
 local ckey, hkey, fkey, skey, statkey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local prefix, cid, seq, mode = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
@@ -70,6 +76,9 @@ local function section(width)
 end
 local segs, metas, groups = section(1), section(3), section(2)
 local entered, exited = section(1), section(1)
+local whys = section(2)
+local at_s = tonumber(ARGV[i])
+local series = {{'minute', 60, tonumber(ARGV[i + 1])}, {'hour', 3600, tonumber(ARGV[i + 2])}}
 
 local old = {}
 local oldraw = redis.call('HGET', ckey, 'segments')
@@ -77,11 +86,36 @@ if oldraw then
   for _, s in ipairs(cjson.decode(oldraw)) do old[s] = true end
 end
 local function members(s) return prefix .. 'segment:' .. s .. ':members' end
+-- the segment's size series (sorted sets, score = bucket start, member = 'bucket:size'): the
+-- size after the last change of each bucket; a bucket never goes back in time (the newest
+-- one is reused), so the newest point always equals the size; one point at or before the
+-- kept window stays as the baseline
+local function record(s, size)
+  for _, r in ipairs(series) do
+    if r[3] > 0 then
+      local key = prefix .. 'segment:' .. s .. ':sizes:' .. r[1]
+      local bucket = at_s - at_s % r[2]
+      local last = redis.call('ZREVRANGE', key, 0, 0, 'WITHSCORES')
+      if last[2] and tonumber(last[2]) > bucket then bucket = tonumber(last[2]) end
+      if bucket > 0 then
+        redis.call('ZREMRANGEBYSCORE', key, bucket, bucket)
+        redis.call('ZADD', key, bucket, bucket .. ':' .. size)
+        local base = redis.call('ZREVRANGEBYSCORE', key, bucket - r[3], '-inf', 'WITHSCORES',
+                                'LIMIT', 0, 1)
+        if base[2] then redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. base[2]) end
+      end
+    end
+  end
+end
 local function leave(s)
-  if redis.call('SREM', members(s), cid) == 1 then redis.call('HINCRBY', skey, s, -1) end
+  if redis.call('SREM', members(s), cid) == 1 then
+    record(s, redis.call('HINCRBY', skey, s, -1))
+  end
 end
 local function join(s)
-  if redis.call('SADD', members(s), cid) == 1 then redis.call('HINCRBY', skey, s, 1) end
+  if redis.call('SADD', members(s), cid) == 1 then
+    record(s, redis.call('HINCRBY', skey, s, 1))
+  end
 end
 local ttl = tonumber(ARGV[12])
 local function count(list, what)
@@ -118,7 +152,7 @@ local any_left = false
 for s in pairs(old) do
   if not new[s] then
     leave(s)
-    redis.call('HDEL', ckey, 'seg:' .. s)
+    redis.call('HDEL', ckey, 'seg:' .. s, 'entered:' .. s, 'why:' .. s)
     left[s] = true
     any_left = true
   end
@@ -130,6 +164,9 @@ for _, m in ipairs(metas) do
   else
     redis.call('HSETNX', ckey, 'seg:' .. m[1], m[3])
   end
+end
+for _, w in ipairs(whys) do
+  redis.call('HSET', ckey, 'entered:' .. w[1], ARGV[6], 'why:' .. w[1], w[2])
 end
 local moved = {}
 for _, g in ipairs(groups) do
@@ -184,6 +221,10 @@ class KeyLayout:
 
     def group(self, group: str) -> str:
         return f"{self.prefix}group:{group}"
+
+    def size_series(self, segment: str, resolution: str) -> str:
+        """The segment's size history, `resolution` = minute | hour."""
+        return f"{self.prefix}segment:{segment}:sizes:{resolution}"
 
     def history(self, customer_id: str) -> str:
         return f"{self.prefix}history:{customer_id}"
@@ -259,6 +300,8 @@ class RedisView:
         feed_max: int = DEFAULT_FEED_MAX,
         history_max: int = DEFAULT_HISTORY_MAX,
         stats_ttl: int = DEFAULT_STATS_TTL,
+        sizes_minute_keep: int = DEFAULT_SIZES_MINUTE_KEEP,
+        sizes_hour_keep: int = DEFAULT_SIZES_HOUR_KEEP,
         fallback_metadata: Mapping[str, Mapping[str, Any]] | None = None,
         segment_groups: Mapping[str, str] | None = None,
         metrics: Metrics | None = None,
@@ -271,6 +314,7 @@ class RedisView:
         self.feed_max = feed_max
         self.history_max = history_max
         self.stats_ttl = stats_ttl
+        self.sizes_keep = (max(0, sizes_minute_keep), max(0, sizes_hour_keep))
         self.fallback = {k: orjson.dumps(segment_metadata(v))
                          for k, v in (fallback_metadata or {}).items()}
         self.segment_groups = dict(segment_groups or {})
@@ -328,6 +372,13 @@ class RedisView:
         args.extend(change.entered)
         args.append(len(change.exited))
         args.extend(change.exited)
+        held = set(change.segments)
+        whys = [(seg, orjson.dumps((change.details.get(seg) or {}).get("why") or {}))
+                for seg in change.entered if seg in held]
+        args.append(len(whys))
+        for why_row in whys:
+            args.extend(why_row)
+        args.extend([(at_ms or 0) // 1000, *self.sizes_keep])
         keys = [k.customer(change.customer_id), k.history(change.customer_id), k.feed, k.sizes,
                 k.stats(minute)]
         return keys, args

@@ -64,7 +64,9 @@ async def test_a_change_writes_customer_sets_groups_feed_history_and_stats(
     assert raw[b"segments"] == b'["reader","vip"]'
     assert raw[b"group:tier"] == b"vip"
     assert set(raw) == {b"seq", b"rules_version", b"updated_at", b"segments", b"seg:vip",
-                        b"seg:reader", b"group:tier"}
+                        b"seg:reader", b"group:tier", b"entered:vip", b"entered:reader",
+                        b"why:vip", b"why:reader"}
+    assert raw[b"entered:vip"] == change.at.encode() and raw[b"why:vip"] == b'"because vip"'
 
 
 async def test_older_or_repeated_changes_never_overwrite_newer_ones(view: RedisView) -> None:
