@@ -48,6 +48,11 @@ class SegmentChange:
     details: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     # a quiet rule roll-out: views apply it, follow-ups (webhooks) skip it unless asked to
     quiet: bool = False
+    # only with rule files that have pipelines / control groups (rules/pipelines.py): the
+    # pipeline move {"from", "to"[, "follow_ups"]} when the customer changes pipeline, and the
+    # entered/exited segments for which this customer is in the control group (held out)
+    pipeline: Mapping[str, Any] | None = None
+    control: tuple[str, ...] = ()
 
     def to_wire(self) -> dict[str, Any]:
         out = {
@@ -64,6 +69,10 @@ class SegmentChange:
         }
         if self.quiet:
             out["quiet"] = True
+        if self.pipeline is not None:
+            out["pipeline"] = dict(self.pipeline)
+        if self.control:
+            out["control"] = list(self.control)
         return out
 
     def to_json(self) -> bytes:

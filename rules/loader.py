@@ -37,6 +37,7 @@ from rules.model import (
     SegmentDef,
 )
 from rules.parser import UNIT_MS, Locate, parse_expression, string_source, to_source
+from rules.pipelines import PipelineParser
 from segmenter.errors import RuleFileError, RuleProblem
 
 __all__ = ["dependency_order", "format_duration", "load_rules", "load_rules_text"]
@@ -45,13 +46,13 @@ ID_RE = re.compile(r"[a-z][a-z0-9_]*")
 COLOR_RE = re.compile(r"#(?:[0-9A-Fa-f]{3}|[0-9A-Fa-f]{6})")
 DURATION_RE = re.compile(r"(\d+)([mhdw])")
 
-TOP_KEYS = ("version", "name", "settings", "segments")
+TOP_KEYS = ("version", "name", "settings", "segments", "pipelines")
 SETTINGS_KEYS = ("currency", "resolution", "retention", "dedup_horizon", "future_tolerance",
-                 "engagement", "rfm")
+                 "engagement", "rfm", "control_salt")
 ENGAGEMENT_KEYS = ("half_life", "points")
 RFM_KEYS = ("window", "recency_days", "frequency", "monetary", "grid")
 SEGMENT_KEYS = ("id", "label", "description", "color", "icon", "group", "when", "exit_when",
-                "min_dwell", "actions")
+                "min_dwell", "actions", "control", "control_salt")
 
 MIN_RESOLUTION_MS = MINUTE_MS
 MAX_RESOLUTION_MS = DAY_MS
@@ -202,9 +203,11 @@ class _Loader:
                 if "name" in top else _stem(self.source))
         settings = self._settings(top.get("settings"))
         segments = self._segments(top.get("segments"), settings)
+        pipelines = PipelineParser(self).pipelines(top.get("pipelines"), top.get("segments"))
         if self.problems or settings is None or segments is None or version is None or not name:
             return None
-        return RuleFile(version, name, settings, segments, content_hash, self.source)
+        return RuleFile(version, name, settings, segments, content_hash, self.source,
+                        pipelines or ())
 
     def _yaml_problem(self, exc: yaml.MarkedYAMLError) -> None:
         mark = exc.problem_mark or exc.context_mark
@@ -349,6 +352,7 @@ class _Loader:
         self.window = _Window(valid_resolution, valid_retention)
         engagement = self._engagement(fields.get("engagement"))
         rfm = self._rfm(fields.get("rfm"))
+        control_salt = PipelineParser(self).salt(fields.get("control_salt"), "control_salt")
         if currency is None or None in (engagement, rfm) or any(
             key in fields and value is None
             for key, value in (("resolution", resolution), ("retention", retention),
@@ -364,6 +368,7 @@ class _Loader:
             future_tolerance_ms=defaults.future_tolerance_ms if tolerance is None else tolerance,
             engagement=engagement,
             rfm=rfm,
+            control_salt=control_salt,
         )
 
     def _currency(self, node: Node | None) -> str | None:
@@ -561,6 +566,9 @@ class _Loader:
             ok = False
         min_dwell = self.duration(fields.get("min_dwell"), "min_dwell", positive=False)
         ok &= ("min_dwell" not in fields) or min_dwell is not None
+        control = PipelineParser(self).percent(fields.get("control"), "control")
+        control_salt = PipelineParser(self).salt(fields.get("control_salt"), "control_salt")
+        ok &= ("control" not in fields) or control is not None
         actions: dict[str, Any] = {}
         if "actions" in fields:
             if isinstance(fields["actions"], MappingNode):
@@ -584,6 +592,7 @@ class _Loader:
             group=group, exit_when=exit_when[0] if exit_when else None,
             exit_when_text=exit_when[1] if exit_when else None,
             min_dwell_ms=min_dwell or 0, actions=actions, description=description,
+            control_share=control, control_salt=control_salt,
             pos=Pos(item.start_mark.line + 1, item.start_mark.column + 1),
         )
 

@@ -51,6 +51,7 @@ class RuleSettings:
     future_tolerance_ms: int = 5 * MINUTE_MS
     engagement: EngagementSettings = field(default_factory=EngagementSettings)
     rfm: RfmSettings = field(default_factory=RfmSettings)
+    control_salt: str | None = None  # salt of the control-group hash (rules/pipelines.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +69,8 @@ class SegmentDef:
     actions: Mapping[str, Any] = field(default_factory=dict)
     pos: Pos = field(default_factory=lambda: Pos(1, 1))
     description: str | None = None  # for people: shown by /v1/segments and the dashboard
+    control_share: float | None = None  # `control: 10%` -> 0.1: share held out (control group)
+    control_salt: str | None = None  # this segment's own salt (else settings.control_salt)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,3 +81,19 @@ class RuleFile:
     segments: tuple[SegmentDef, ...]
     content_hash: str  # "sha256:<hex of the file's bytes>": the rules_version of change records
     source: str = "<string>"
+    # `pipelines:` in file order; the default one (no `when`) last. Empty: no pipelines.
+    pipelines: tuple[PipelineDef, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineDef:
+    """One entry of `pipelines:` (see rules/pipelines.py for what it means)."""
+
+    id: str
+    when: tuple[str, ...]  # segment ids and group names as written; () for the default
+    segments: frozenset[str]  # the segments that put a customer in (groups expanded)
+    label: str | None = None
+    description: str | None = None
+    follow_ups: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)  # enter/exit -> items
+    default: bool = False
+    pos: Pos = field(default_factory=lambda: Pos(1, 1))

@@ -17,6 +17,7 @@ from model.events import Event, Rejection, check_time, parse_event
 from model.state import CustomerState
 from rules.context import Ctx
 from rules.ruleset import RuleSet
+from streams.annotated import engine_for
 from streams.due_index import DueIndex
 from streams.engine import Engine, Outcome
 
@@ -51,7 +52,7 @@ class Simulator:
         clock, as in the worker. None: no such check (synthetic logs in tests)."""
         self.rules = rules
         self.wall_now = wall_now
-        self.engine = Engine(rules)
+        self.engine: Engine = engine_for(rules)
         self.currency = rules.settings.currency
         self.states: dict[str, CustomerState] = {}
         self.index = DueIndex()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -130,12 +131,17 @@ def simulate(rules_path: str, events_path: str, until: str | None, wall_now: str
 
 
 def _write_state(out: IO[bytes], sim: Simulator) -> None:
+    from streams.annotated import annotator_for
+
     assert sim.clock is not None
+    pipelines = annotator_for(sim.rules.file)
     for cid in sorted(sim.states):
         st = sim.states[cid]
-        out.write(orjson.dumps({
-            "customer_id": cid, "segments": sorted(st.members),
-            "metrics": customer_metrics(sim.rules, st, sim.clock)}) + b"\n")
+        line: dict[str, Any] = {"customer_id": cid, "segments": sorted(st.members)}
+        if pipelines.default is not None:  # a rule file with pipelines: the current one
+            line["pipeline"] = pipelines.pipeline_of(st.members)
+        line["metrics"] = customer_metrics(sim.rules, st, sim.clock)
+        out.write(orjson.dumps(line) + b"\n")
 
 
 def _summary(sim: Simulator, elapsed: float) -> None:
@@ -155,7 +161,19 @@ def _summary(sim: Simulator, elapsed: float) -> None:
         f"segment changes: {s.changes} ({s.time_changes} time-driven)",
         f"clock: {format_ts(sim.clock) if sim.clock is not None else '-'}",
         "segment sizes: " + ", ".join(f"{k}={v}" for k, v in sim.segment_sizes().items()),
+        *_pipeline_sizes(sim),
         f"throughput: {rate:,.0f} events/s ({elapsed:.2f} s)",
     ]
     for line in lines:
         click.echo(line, err=True)
+
+
+def _pipeline_sizes(sim: Simulator) -> list[str]:
+    from streams.annotated import annotator_for
+
+    pipelines = annotator_for(sim.rules.file)
+    if pipelines.default is None:
+        return []
+    sizes: Counter[str | None] = Counter({p.id: 0 for p in sim.rules.file.pipelines})
+    sizes.update(pipelines.pipeline_of(st.members) for st in sim.states.values())
+    return ["pipeline sizes: " + ", ".join(f"{k}={v}" for k, v in sizes.items())]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rules.ruleset import RuleSet
+from streams.annotated import engine_for
 from streams.engine import Engine
 
 
@@ -12,7 +13,7 @@ class Rulebook:
     on each switch, so that tasks know to roll the new version out."""
 
     def __init__(self, rules: RuleSet) -> None:
-        self.engine = Engine(rules)
+        self.engine: Engine = engine_for(rules)
         self.versions: dict[str, RuleSet] = {rules.version: rules}
         self.quiet = False
         self.generation = 0
@@ -25,7 +26,7 @@ class Rulebook:
         """Use `rules` from now on; False when that version is already in force."""
         if rules.version == self.engine.rules.version:
             return False
-        self.engine = Engine(rules)
+        self.engine = engine_for(rules, previous=self.engine.rules)
         self.versions[rules.version] = rules
         self.quiet = quiet
         self.generation += 1
