@@ -41,6 +41,21 @@ class ChangeRecord:
     def is_erasure(self) -> bool:
         return self.cause_kind == CAUSE_ERASURE
 
+    @property
+    def pipeline(self) -> Mapping[str, Any] | None:
+        """The pipeline move {"from", "to"[, "follow_ups"]}, present only when the customer
+        changed pipeline (rule files with `pipelines:`)."""
+        move = self.wire.get("pipeline")
+        return move if isinstance(move, dict) else None
+
+    @property
+    def control(self) -> frozenset[str]:
+        """The entered/exited segments whose control group holds this customer out."""
+        held = self.wire.get("control")
+        if not isinstance(held, list):
+            return frozenset()
+        return frozenset(s for s in held if isinstance(s, str))
+
     def group_of(self, segment: str) -> str | None:
         """The group of an entered or exited segment, as far as this change tells."""
         for name, move in self.groups.items():

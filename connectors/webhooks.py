@@ -54,6 +54,7 @@ ATTEMPT_HEADER = "X-Segmenter-Attempt"
 EVENT_HEADER = "X-Segmenter-Event"
 DELIVERY_NAMESPACE = uuid.UUID("6f6b1d52-8a51-4c36-9a0e-3f1d2b1c5e77")
 DIRECTIONS = ("entered", "exited")
+PIPELINE_MOVE = "pipeline_move"  # `on: [pipeline_move]`: changes that move a customer's pipeline
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _DURATION_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -83,10 +84,12 @@ class WebhookEndpoint:
     start: str = "latest"  # where a new consumer group starts: latest | earliest
     headers: Mapping[str, str] = field(default_factory=dict)
     quiet: bool = False  # also deliver the changes of quiet rule roll-outs
+    pipelines: frozenset[str] = frozenset()  # pipeline moves from or to these pipelines
+    include_control: bool = False  # also deliver held-out (control group) customers' entries
 
     def wants(self, change: ChangeRecord, segment: str) -> bool:
         if not self.segments and not self.groups:
-            return True
+            return not self.pipelines  # `pipelines:` alone: pipeline moves only
         if segment in self.segments:
             return True
         return bool(self.groups) and change.group_of(segment) in self.groups
@@ -96,9 +99,26 @@ class WebhookEndpoint:
         roll-out's change only if the endpoint asks for those)."""
         if change.quiet and not self.quiet:
             return False
-        if "entered" in self.on and any(self.wants(change, s) for s in change.entered):
+        held = change.control if not self.include_control else frozenset()
+        if "entered" in self.on and any(self.wants(change, s) for s in change.entered
+                                        if s not in held):
             return True
-        return "exited" in self.on and any(self.wants(change, s) for s in change.exited)
+        if "exited" in self.on and any(self.wants(change, s) for s in change.exited
+                                       if s not in held):
+            return True
+        return self._pipeline_move(change, held)
+
+    def _pipeline_move(self, change: ChangeRecord, held: frozenset[str]) -> bool:
+        """A pipeline move this endpoint asked for (`on: [pipeline_move]` or `pipelines:`),
+        unless only held-out segments caused it."""
+        move = change.pipeline
+        if move is None or (PIPELINE_MOVE not in self.on and not self.pipelines):
+            return False
+        if self.pipelines and move.get("from") not in self.pipelines \
+                and move.get("to") not in self.pipelines:
+            return False
+        caused_by = {*change.entered, *change.exited}
+        return not caused_by or not caused_by <= held
 
     @property
     def safe_url(self) -> str:
@@ -117,7 +137,7 @@ class ConnectorsConfig:
 
 ENDPOINT_KEYS = ("name", "url", "secret", "secret_env", "segments", "groups", "on", "timeout",
                  "max_attempts", "verify_tls", "ca_file", "backoff", "max_backoff", "lanes",
-                 "start", "headers", "quiet")
+                 "start", "headers", "quiet", "pipelines", "include_control")
 
 
 def parse_duration(value: object) -> float:
@@ -200,14 +220,15 @@ def parse_connectors_config(data: object, source: str = "<connectors>",
             problem("'secret' (or 'secret_env') is required: the key of the HMAC signature")
         options: dict[str, Any] = {}
         for key, parse in (("segments", _string_list), ("groups", _string_list),
-                           ("on", _string_list)):
+                           ("on", _string_list), ("pipelines", _string_list)):
             if key in entry:
                 try:
                     options[key] = parse(entry[key])
                 except ValueError as exc:
                     problem(f"'{key}' {exc}")
-        if "on" in options and (not options["on"] or not options["on"] <= set(DIRECTIONS)):
-            problem("'on' must list entered and/or exited")
+        if "on" in options and (not options["on"]
+                                or not options["on"] <= {*DIRECTIONS, PIPELINE_MOVE}):
+            problem(f"'on' must list entered, exited and/or {PIPELINE_MOVE}")
         for key in ("timeout", "backoff", "max_backoff"):
             if key in entry:
                 try:
@@ -221,11 +242,12 @@ def parse_connectors_config(data: object, source: str = "<connectors>",
                     problem(f"'{key}' must be an integer between {low} and {high}")
                 else:
                     options[key] = value
-        if "quiet" in entry:
-            if not isinstance(entry["quiet"], bool):
-                problem("'quiet' must be true or false")
-            else:
-                options["quiet"] = entry["quiet"]
+        for key in ("quiet", "include_control"):
+            if key in entry:
+                if not isinstance(entry[key], bool):
+                    problem(f"'{key}' must be true or false")
+                else:
+                    options[key] = entry[key]
         if "verify_tls" in entry:
             if not isinstance(entry["verify_tls"], bool):
                 problem("'verify_tls' must be true or false")
