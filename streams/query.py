@@ -10,13 +10,14 @@ from model.state import CustomerState
 from rules.context import Ctx
 from rules.loader import format_duration
 from rules.ruleset import RuleSet
+from streams.annotated import annotator_for
 from streams.simulate import customer_metrics
 
 
 def customer_view(rules: RuleSet, st: CustomerState, now: int) -> dict[str, Any]:
     """`GET /v1/customers/{id}`: current segments with display data and why, key metrics."""
     ctx = Ctx(st, now, rules.settings.resolution_ms, st.cands, rules.groups_before)
-    segments = []
+    segments: list[dict[str, Any]] = []
     for sid in sorted(st.members):
         seg = rules.by_id.get(sid)
         if seg is None:
@@ -29,9 +30,16 @@ def customer_view(rules: RuleSet, st: CustomerState, now: int) -> dict[str, Any]
                          "group": d.group, "actions": dict(d.actions),
                          "entered_at": format_ts(st.members[sid]), "when": d.when_text,
                          "exit_when": d.exit_when_text, "why": why})
-    return {"customer_id": st.customer_id, "seq": st.seq, "rules_version": st.rules_version,
-            "evaluated_at": format_ts(st.last_eval) if st.last_eval is not None else None,
-            "segments": segments, "metrics": customer_metrics(rules, st, now)}
+    out = {"customer_id": st.customer_id, "seq": st.seq, "rules_version": st.rules_version,
+           "evaluated_at": format_ts(st.last_eval) if st.last_eval is not None else None,
+           "segments": segments, "metrics": customer_metrics(rules, st, now)}
+    annotator = annotator_for(rules.file)
+    if annotator.default is not None:  # rule files with `pipelines:`: the current one
+        out["pipeline"] = annotator.pipeline_of(st.members)
+    for entry in segments:  # `control: 10%` segments: is this customer held out?
+        if entry["id"] in annotator.control:
+            entry["control"] = annotator.held_out(st.customer_id, entry["id"])
+    return out
 
 
 def segments_view(rules: RuleSet, sizes: Mapping[str, int], scope: str) -> dict[str, Any]:

@@ -12,7 +12,9 @@ import orjson
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
+from rules.pipelines import held_out
 from segmenter.settings import Settings
+from streams.annotated import engine_for
 from streams.app import ensure_topics
 from streams.query import customer_view, segments_view
 from streams.runtime.records import partition_for
@@ -180,3 +182,18 @@ async def test_a_worker_forwards_a_customer_to_the_worker_that_owns_it(
         assert [x["id"] for x in body["segments"]] == ["vip"], body
         local = "qa" if port == ports[0] else "qb"
         assert served_by == (None if owner[cid] == local else owner[cid]), (cid, port)
+
+
+def test_customer_view_shows_the_pipeline_and_control_membership() -> None:
+    rules = rules_from_yaml(RULES_YAML.replace("group: tier,\n", "group: tier, control: 50%,\n")
+                            + "pipelines:\n  - {id: premium, when: [vip]}\n  - {id: other}\n")
+    run = EngineRun(rules)
+    run.engine = engine_for(rules)
+    for cid in ("q-1", "q-2", "q-3", "q-4"):
+        run.apply(purchase(T0, 600.0, customer_id=cid))
+        view = customer_view(rules, run.state(cid), T0)
+        assert view["pipeline"] == "premium"
+        [vip] = [s for s in view["segments"] if s["id"] == "vip"]
+        assert vip["control"] == held_out(cid, "vip", 0.5)
+    plain = customer_view(rules_from_yaml(RULES_YAML), run.state("q-1"), T0)
+    assert "pipeline" not in plain
