@@ -79,6 +79,14 @@ local entered, exited = section(1), section(1)
 local whys = section(2)
 local at_s = tonumber(ARGV[i])
 local series = {{'minute', 60, tonumber(ARGV[i + 1])}, {'hour', 3600, tonumber(ARGV[i + 2])}}
+-- pipelines (rules/pipelines.py): after the series, the customer's new pipeline ('' none said,
+-- '-' none any more) and the default one for a customer the view has none for ('' unknown)
+local pipe_to, pipe_default = ARGV[i + 3] or '', ARGV[i + 4] or ''
+local pkey = prefix .. 'pipelines:sizes'
+local function pipeline_leave()
+  local cur = redis.call('HGET', ckey, 'pipeline')
+  if cur then redis.call('HINCRBY', pkey, cur, -1) end
+end
 
 local old = {}
 local oldraw = redis.call('HGET', ckey, 'segments')
@@ -134,6 +142,7 @@ if mode == 'erase' then
     end
   end
   for _, row in ipairs(groups) do redis.call('HDEL', prefix .. 'group:' .. row[1], cid) end
+  pipeline_leave()
   redis.call('DEL', ckey, hkey)
   for _, e in ipairs(redis.call('LRANGE', fkey, 0, -1)) do
     local ok, obj = pcall(cjson.decode, e)
@@ -190,6 +199,16 @@ if any_left then  -- a group member that left without a group move (e.g. a delet
     end
   end
 end
+local pipe_cur = redis.call('HGET', ckey, 'pipeline')
+if pipe_to == '' and not pipe_cur then pipe_to = pipe_default end
+if pipe_to == '-' then
+  pipeline_leave()
+  redis.call('HDEL', ckey, 'pipeline')
+elseif pipe_to ~= '' and pipe_to ~= pipe_cur then
+  pipeline_leave()
+  redis.call('HSET', ckey, 'pipeline', pipe_to)
+  redis.call('HINCRBY', pkey, pipe_to, 1)
+end
 redis.call('HSET', ckey, 'seq', ARGV[3], 'rules_version', ARGV[5], 'updated_at', ARGV[6],
            'segments', ARGV[7])
 count(entered, 'entered')
@@ -238,6 +257,11 @@ class KeyLayout:
         return f"{self.prefix}segments:sizes"
 
     @property
+    def pipeline_sizes(self) -> str:
+        """Pipeline -> number of the view's customers in it."""
+        return f"{self.prefix}pipelines:sizes"
+
+    @property
     def feed(self) -> str:
         return f"{self.prefix}feed"
 
@@ -283,6 +307,7 @@ class CustomerView:
     updated_at: str
     segments: dict[str, dict[str, Any]]  # held segment -> metadata (label, color, icon, actions)
     groups: dict[str, str]  # group -> current member
+    pipeline: str | None = None  # current pipeline (rule files with `pipelines:`)
 
 
 def _text(value: bytes | str) -> str:
@@ -291,6 +316,19 @@ def _text(value: bytes | str) -> str:
 
 class RedisView:
     """Applies segment changes to Redis. Idempotent and ordered by `seq` per customer."""
+
+    # the rule file's default pipeline (`--rules`): a customer whose changes never moved their
+    # pipeline is counted in it; None: only moves set a customer's pipeline
+    default_pipeline: str | None = None
+
+    def _pipeline_args(self, change: ChangeRecord) -> list[str]:
+        move = change.pipeline
+        to = move.get("to") if move is not None else None
+        if move is None:
+            to = ""
+        elif to is None:
+            to = "-"
+        return [str(to), self.default_pipeline or ""]
 
     def __init__(
         self,
@@ -379,6 +417,7 @@ class RedisView:
         for why_row in whys:
             args.extend(why_row)
         args.extend([(at_ms or 0) // 1000, *self.sizes_keep])
+        args.extend(self._pipeline_args(change))
         keys = [k.customer(change.customer_id), k.history(change.customer_id), k.feed, k.sizes,
                 k.stats(minute)]
         return keys, args
@@ -446,10 +485,16 @@ class RedisView:
             updated_at=fields.get("updated_at", ""),
             segments={s: orjson.loads(fields.get(f"seg:{s}", "{}")) for s in held},
             groups={f[6:]: v for f, v in fields.items() if f.startswith("group:")},
+            pipeline=fields.get("pipeline") or self.default_pipeline,
         )
 
     async def members(self, segment: str) -> set[str]:
         return {_text(m) for m in await self.client.smembers(self.keys.members(segment))}
+
+    async def pipeline_sizes(self) -> dict[str, int]:
+        """Pipeline -> customers of the view in it (rule files with `pipelines:`)."""
+        raw = await self.client.hgetall(self.keys.pipeline_sizes)
+        return {_text(k): int(v) for k, v in raw.items()}
 
     async def sizes(self) -> dict[str, int]:
         raw = await self.client.hgetall(self.keys.sizes)

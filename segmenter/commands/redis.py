@@ -64,6 +64,7 @@ def view_options(func: Any) -> Any:
 def build_view(client: Any, flags: dict[str, Any], metrics: Metrics | None) -> RedisView:
     metadata: dict[str, Any] = {}
     groups: dict[str, str] = {}
+    default_pipeline: str | None = None
     rules_path = flags.get("rules_path")
     if rules_path is not None:
         from rules.loader import load_rules
@@ -73,9 +74,12 @@ def build_view(client: Any, flags: dict[str, Any], metrics: Metrics | None) -> R
         except (SegmenterError, OSError) as exc:
             raise click.ClickException(f"cannot load rule file {rules_path}: {exc}") from exc
         metadata, groups = rule_file_metadata(rule_file), rule_file_groups(rule_file)
-    return RedisView(client, prefix=flags["prefix"], feed_max=flags["feed_max"],
+        default_pipeline = next((p.id for p in rule_file.pipelines if p.default), None)
+    view = RedisView(client, prefix=flags["prefix"], feed_max=flags["feed_max"],
                      history_max=flags["history_max"], stats_ttl=flags["stats_ttl"],
                      fallback_metadata=metadata, segment_groups=groups, metrics=metrics)
+    view.default_pipeline = default_pipeline
+    return view
 
 
 def redis_client(settings: Settings) -> Any:
