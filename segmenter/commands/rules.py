@@ -49,16 +49,25 @@ def validate(files: tuple[Path, ...]) -> None:
 @click.argument("new", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--events", "events_path", required=True, type=click.Path(dir_okay=False),
               help="JSONL event log to replay through both versions.")
-def diff(old: Path, new: Path, events_path: str) -> None:
+@click.option("--show", "show", default=10, show_default=True, type=click.IntRange(min=0),
+              help="Customer ids listed per segment that customers enter or exit.")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False),
+              help="Write every customer who moves as a JSON line (entered, exited, pipeline).")
+def diff(old: Path, new: Path, events_path: str, show: int, out_path: str | None) -> None:
     """Replay an event log through OLD and NEW and report, per segment, how many customers
-    would enter and exit it (their membership at the end of the log under NEW vs OLD)."""
+    would enter and exit it (their membership at the end of the log under NEW vs OLD), the
+    first --show of them, and how many follow-ups and pipeline moves each version fires."""
     from rules.ruleset import RuleSet
+    from segmenter.commands.dry_run import FiredCounter
     from streams.simulate import Simulator
 
     sims: list[Simulator] = []
+    fired: list[FiredCounter] = []
     for path in (old, new):
         try:
-            sims.append(Simulator(RuleSet(load_rules(path))))
+            rules = RuleSet(load_rules(path))
+            fired.append(FiredCounter(rules))
+            sims.append(Simulator(rules, on_change=fired[-1].count))
         except RuleFileError as exc:
             click.echo(f"error: invalid rule file {path}:\n{exc}", err=True)
             raise SystemExit(2) from exc
@@ -95,6 +104,20 @@ def diff(old: Path, new: Path, events_path: str) -> None:
                    f"{entering[sid]:>+7}  {-exiting[sid]:>+7}{mark}")
     click.echo(f"customers: {len(after.states)}; rules_version {before.rules.version} -> "
                f"{after.rules.version}")
+    from segmenter.commands.dry_run import movers, report_movers
+
+    moving = movers(before, after)
+    report_movers(moving, fired[0], fired[1], show, click.echo)
+    if out_path is not None:
+        import orjson
+
+        try:
+            with open(out_path, "wb") as out:
+                for mover in moving:
+                    out.write(orjson.dumps(mover) + b"\n")
+        except OSError as exc:
+            click.echo(f"error: cannot write {out_path}: {exc.strerror}", err=True)
+            raise SystemExit(2) from exc
 
 
 @rules.command()
