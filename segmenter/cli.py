@@ -23,6 +23,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "ingest": ("segmenter.commands.ingest", "ingest"),
     "import": ("segmenter.commands.importer", "import_cmd"),
     "dashboard": ("segmenter.commands.dashboard", "dashboard"),
+    "export-events": ("segmenter.commands.export_events", "export_events_cmd"),
 }
 
 
