@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -64,4 +65,16 @@ async def main() -> None:
     await serve(worker)
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    out = os.environ.get("SEGMENTER_BENCH_PROFILE")  # a cProfile of the whole run, to this file
+    if not out:
+        asyncio.run(main())
+    else:
+        import cProfile
+
+        prof = cProfile.Profile()
+        prof.enable()
+        try:
+            asyncio.run(main())
+        finally:
+            prof.disable()
+            prof.dump_stats(out)
