@@ -20,7 +20,7 @@ find_python() {
   die "Python 3.11 or newer not found (set SEGMENTER_PYTHON to its path)"
 }
 
-# .venv with the project installed (editable, with the dev and rocksdb extras). Reinstalls
+# .venv with the project installed (editable, with the dev, rocksdb and models extras). Reinstalls
 # when pyproject.toml changed since the last install.
 ensure_venv() {
   if [[ ! -x "$VENV/bin/python" ]]; then
@@ -32,8 +32,8 @@ ensure_venv() {
   local stamp="$VENV/.segmenter-installed" want
   want="$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)"
   if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]] || ! "$VENV/bin/python" -c 'import segmenter' 2>/dev/null; then
-    log "installing segmenter with its dev and rocksdb extras into .venv (pip)"
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$ROOT[dev,rocksdb]"
+    log "installing segmenter with its dev, rocksdb and models extras into .venv (pip)"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$ROOT[dev,rocksdb,models]"
     echo "$want" >"$stamp"
   fi
 }

@@ -78,3 +78,19 @@ class ChangeRecordError(SegmenterError):
 
 class ImportFileError(SegmenterError):
     """A file given to `segmenter import` cannot be read as the format it claims to be."""
+
+
+class ModelFileError(SegmenterError):
+    """A model file (`segmenter models fit`'s output) cannot be read or is invalid; carries
+    every problem found."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = list(problems)
+        super().__init__("\n".join(f"{source}: {p}" for p in self.problems)
+                         or f"{source}: invalid model file")
+
+
+class ModelFitError(SegmenterError):
+    """The data given to `segmenter models fit` cannot give a useful model (no purchases, too
+    few customers, a fit that did not converge to finite parameters...)."""
