@@ -96,6 +96,8 @@ class Changes:
             now_ms = time.time() * 1000
             for msgs in batch.values():
                 for m in msgs:
+                    if m.value is None:  # the tombstone after an erasure
+                        continue
                     cause = orjson.loads(m.value)["cause"]
                     kind = cause["kind"]
                     self.kinds[kind] = self.kinds.get(kind, 0) + 1

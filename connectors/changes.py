@@ -2,6 +2,10 @@
 
 The producer side is `model.changes.SegmentChange.to_wire`; this module checks what the
 connectors rely on and never trusts the rest blindly.
+
+A record with a null value is a tombstone: the worker writes one (key = customer id) right
+after an erasure's change record, so that compaction of `segment-changes` forgets the customer.
+`decode_record` returns it as a `Tombstone`; it is not a change and not an error.
 """
 
 from __future__ import annotations
@@ -120,10 +124,34 @@ def change_from_wire(obj: object, key: bytes | None = None) -> ChangeRecord:
         details=details_raw, wire=obj)
 
 
-def decode_change(value: bytes | None, key: bytes | None = None) -> ChangeRecord:
-    """Decode one `segment-changes` record value (the key is used when customer_id is absent)."""
+@dataclass(frozen=True, slots=True)
+class Tombstone:
+    """A null-value record of `segment-changes`: `customer_id` was erased. It follows the
+    erasure's change record; after compaction it may be all that is left of the customer."""
+
+    customer_id: str
+
+
+def decode_record(value: bytes | None, key: bytes | None) -> ChangeRecord | Tombstone:
+    """Decode one `segment-changes` record: a change, or a tombstone (null value)."""
     if value is None:
-        raise ChangeRecordError("empty record (tombstone)")
+        if key is None:
+            raise ChangeRecordError("a record with neither key nor value")
+        try:
+            customer_id = key.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ChangeRecordError("the tombstone's key is not UTF-8") from exc
+        if not customer_id:
+            raise ChangeRecordError("a tombstone with an empty key")
+        return Tombstone(customer_id)
+    return decode_change(value, key)
+
+
+def decode_change(value: bytes | None, key: bytes | None = None) -> ChangeRecord:
+    """Decode one `segment-changes` record value (the key is used when customer_id is absent).
+    A tombstone (null value) is refused here: read with `decode_record`, or skip it first."""
+    if value is None:
+        raise ChangeRecordError("a tombstone (null value), not a change")
     try:
         obj = orjson.loads(value)
     except orjson.JSONDecodeError as exc:

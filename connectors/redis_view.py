@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
-from connectors.changes import ChangeRecord, decode_change
+from connectors.changes import ChangeRecord, Tombstone, decode_record
 from connectors.common import Backoff, sleep_or_stop, topic_partitions
 from model.events import parse_rfc3339
 from segmenter.errors import ChangeRecordError
@@ -50,7 +50,8 @@ APPLIED, STALE, ERASED, INVALID = "applied", "stale", "erased", "invalid"
 _OUTCOMES = {0: STALE, 1: APPLIED, 2: ERASED}
 
 # KEYS: customer hash, history list, feed list, sizes hash, stats hash (of the change's minute).
-# ARGV: 1 prefix, 2 customer id, 3 seq, 4 mode (change|erase), 5 rules_version, 6 updated_at,
+# ARGV: 1 prefix, 2 customer id, 3 seq, 4 mode (change|erase|tombstone), 5 rules_version,
+#   6 updated_at,
 #   7 segments JSON, 8 feed entry, 9 history entry, 10 feed max, 11 history max, 12 stats TTL
 #   (0: no stats), then counted sections: segments; (segment, s|n, metadata JSON) triples;
 #   (group, member or '') pairs; entered; exited; (entered segment, why JSON) pairs; then
@@ -60,7 +61,13 @@ APPLY_LUA = r"""
 local ckey, hkey, fkey, skey, statkey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local prefix, cid, seq, mode = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local stored = redis.call('HGET', ckey, 'seq')
-if stored and tonumber(stored) >= seq then return 0 end
+if mode == 'tombstone' then
+  -- erased (the erasure's change came before it, or compaction removed that): forget the
+  -- customer whatever its seq; nothing to do when the view does not have it
+  if not stored then return 0 end
+elseif stored and tonumber(stored) >= seq then
+  return 0
+end
 
 local i = 13
 local function section(width)
@@ -133,7 +140,7 @@ local function count(list, what)
   end
 end
 
-if mode == 'erase' then
+if mode == 'erase' or mode == 'tombstone' then
   for _, row in ipairs(exited) do old[row[1]] = true end
   for s in pairs(old) do leave(s) end
   for _, f in ipairs(redis.call('HKEYS', ckey)) do
@@ -361,7 +368,20 @@ class RedisView:
         self._script = client.register_script(APPLY_LUA)
 
     # ------------------------------------------------------------------ writing
-    def _call(self, change: ChangeRecord) -> tuple[list[str], list[Any]]:
+    def _tombstone_call(self, cid: str) -> tuple[list[str], list[Any]]:
+        k = self.keys
+        # no stats, and empty sections (segments, metadata, groups, entered, exited, whys):
+        # the script erases what the customer's hash lists; time unknown (0: the size
+        # history's newest points are updated)
+        args: list[Any] = [k.prefix, cid, 0, "tombstone", "", "", b"[]", b"", b"",
+                           self.feed_max, self.history_max, 0, 0, 0, 0, 0, 0, 0,
+                           0, *self.sizes_keep]
+        return [k.customer(cid), k.history(cid), k.feed, k.sizes, k.stats("0")], args
+
+    def _call(self, change: ChangeRecord | Tombstone) -> tuple[list[str], list[Any]]:
+        if type(change) is Tombstone:
+            return self._tombstone_call(change.customer_id)
+        assert isinstance(change, ChangeRecord)
         k = self.keys
         at_ms = parse_rfc3339(change.at)
         stats_ttl = self.stats_ttl
@@ -422,12 +442,14 @@ class RedisView:
                 k.stats(minute)]
         return keys, args
 
-    async def apply(self, change: ChangeRecord) -> str:
-        """Apply one change: 'applied', 'stale' (seq not newer: nothing written) or 'erased'."""
+    async def apply(self, change: ChangeRecord | Tombstone) -> str:
+        """Apply one change: 'applied', 'stale' (seq not newer: nothing written) or 'erased'.
+        A tombstone erases the customer ('erased'), or is 'stale' when the view does not have
+        the customer (already erased, or never seen)."""
         [outcome] = await self.apply_many([change])
         return outcome
 
-    async def apply_many(self, changes: Sequence[ChangeRecord]) -> list[str]:
+    async def apply_many(self, changes: Sequence[ChangeRecord | Tombstone]) -> list[str]:
         """Apply changes in order, in one round trip (each change is atomic on its own).
         Raises RedisError when Redis fails; applying the same changes again is safe."""
         if not changes:
@@ -521,7 +543,7 @@ class RedisView:
 
 async def apply_with_retry(
     view: RedisView,
-    changes: Sequence[ChangeRecord],
+    changes: Sequence[ChangeRecord | Tombstone],
     *,
     stop: asyncio.Event | None = None,
     backoff: Backoff | None = None,
@@ -549,13 +571,14 @@ async def apply_with_retry(
 
 
 def decode_records(records: Iterable[Any], metrics: Metrics | None = None
-                   ) -> list[ChangeRecord]:
-    """Decode Kafka records (key, value, topic, partition, offset) into changes, logging and
-    counting (outcome 'invalid') the ones that cannot be used."""
-    out: list[ChangeRecord] = []
+                   ) -> list[ChangeRecord | Tombstone]:
+    """Decode Kafka records (key, value, topic, partition, offset) into changes and tombstones
+    (null values: erased customers), logging and counting (outcome 'invalid') the ones that
+    cannot be used."""
+    out: list[ChangeRecord | Tombstone] = []
     for msg in records:
         try:
-            out.append(decode_change(msg.value, msg.key))
+            out.append(decode_record(msg.value, msg.key))
         except ChangeRecordError as exc:
             log.error("skipping invalid segment change at %s[%d]@%d: %s",
                       msg.topic, msg.partition, msg.offset, exc)

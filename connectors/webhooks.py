@@ -663,6 +663,9 @@ class EndpointConsumer:
             await consumer.stop()
 
     def _handle(self, progress: PartitionProgress, msg: Any) -> None:
+        if msg.value is None:  # the tombstone after an erasure's change: nothing to deliver
+            progress.finish(msg.offset)
+            return
         try:
             change = decode_change(msg.value, msg.key)
         except ChangeRecordError as exc:

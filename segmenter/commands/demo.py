@@ -398,6 +398,8 @@ async def _show(
             batch = await consumer.getmany(timeout_ms=200)
             for messages in batch.values():
                 for msg in messages:
+                    if msg.value is None:  # the tombstone after an erasure: not a change
+                        continue
                     changes += 1
                     key = msg.key.decode() if msg.key else ""
                     click.echo(f"<- {key:<12} {describe_change(msg.value)}")

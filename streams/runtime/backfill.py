@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
-from model.changes import SegmentChange
+from model.changes import CAUSE_ERASURE, SegmentChange
 from model.codec import encode_state
 from segmenter.errors import SegmenterError
 from segmenter.settings import Settings
@@ -61,7 +61,10 @@ async def backfill(settings: Settings, seed: Seed, lines: Iterable[bytes], *, un
     def keep(ch: SegmentChange) -> None:
         change = replace(ch, quiet=True)
         key = change.customer_id.encode()
-        by_partition[partition_for(key, p_count)].append((key, change.to_json()))
+        records = by_partition[partition_for(key, p_count)]
+        records.append((key, change.to_json()))
+        if change.cause.kind == CAUSE_ERASURE:  # then a tombstone, as the worker writes
+            records.append((key, None))
         changes.append(key)
 
     sim = Simulator(seed.rules, until=until, wall_now=wall_now, on_change=keep)

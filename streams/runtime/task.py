@@ -52,7 +52,8 @@ class Rec(Protocol):
 class Pending:
     """What the task's next commit writes."""
 
-    changes: list[tuple[bytes, bytes]] = field(default_factory=list)  # key, change record
+    # key, change record; value None: the tombstone that follows an erasure's change record
+    changes: list[tuple[bytes, bytes | None]] = field(default_factory=list)
     latencies_ms: list[int] = field(default_factory=list)  # Kafka timestamp of each cause
     dead_letters: list[tuple[bytes | None, bytes]] = field(default_factory=list)
     rekey: list[tuple[int, bytes, bytes]] = field(default_factory=list)  # partition, key, value
@@ -230,6 +231,10 @@ class Task:
             self.due.set(cid, st.next_due)
         for ch in out.changes:
             self._emit(ch, cause_ts)
+        if st is None and existed:
+            # erased (its change record, cause "erasure", was emitted last above): a tombstone
+            # on the compacted segment-changes, so that compaction forgets the customer
+            self.pending.changes.append((cid.encode(), None))
 
     def _emit(self, ch: SegmentChange, cause_ts: int | None) -> None:
         pending, stats = self.pending, self.stats

@@ -402,12 +402,20 @@ async def test_rules_roll_out_quiet_invalid_and_erasure_on_a_running_worker(
         _, ready = await http_get(port, "/readyz")
         assert orjson.loads(ready)["rules_version"] == v3.version
 
-        # erasure: one change exiting everything; the id starts again at seq 1
+        # erasure: one change exiting everything, then a tombstone of the customer (in the
+        # same transaction, on the same partition, right after it); no other tombstone
+        assert col.tombstones == []
         await send(ev("customer_erased", erased, T0 + 4 * MINUTE))
-        await col.wait("the erasure", lambda: len(col.records) > base + 2, workers=[w])
-        ch = col.records[-1].json
+        await col.wait("the erasure and its tombstone",
+                       lambda: len(col.records) > base + 2 and len(col.tombstones) >= 1,
+                       workers=[w])
+        erasure_record = col.records[-1]
+        ch = erasure_record.json
         assert (ch["customer_id"], ch["seq"], ch["cause"]["kind"], ch["entered"], ch["exited"],
                 ch["segments"]) == (erased, 4, "erasure", [], ["big", "buyer"], []), ch
+        [tombstone] = col.tombstones
+        assert (tombstone.key, tombstone.partition, tombstone.offset) == \
+            (erased.encode(), erasure_record.partition, erasure_record.offset + 1)
         await send(ev("page_view", erased, T0 + 5 * MINUTE),
                    ev("purchase", erased, T0 + 6 * MINUTE))
         await col.wait("the erased id again", lambda: len(col.records) > base + 3, workers=[w])
@@ -415,6 +423,8 @@ async def test_rules_roll_out_quiet_invalid_and_erasure_on_a_running_worker(
         again = [r.json for r in col.records[base + 3:]]
         assert [(ch["customer_id"], ch["seq"], ch["cause"]["kind"], ch["entered"])
                 for ch in again] == [(erased, 1, "event", ["big", "buyer"])], again
+        assert col.records[-1].offset > tombstone.offset  # the new life comes after it
+        assert len(col.tombstones) == 1
         assert w.alive(), w.tail()
 
 

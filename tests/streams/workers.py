@@ -195,12 +195,16 @@ class Record:
 
 
 class Collector:
-    """Reads topics from the beginning in the background (no group, read_committed)."""
+    """Reads topics from the beginning in the background (no group, read_committed).
+
+    Records with a null value (the tombstone after each erasure on segment-changes) go to
+    `tombstones` (value b""), every other record to `records`."""
 
     def __init__(self, bootstrap: str, *topics: str) -> None:
         self.bootstrap = bootstrap
         self.topics = topics
         self.records: list[Record] = []
+        self.tombstones: list[Record] = []
         self._task: asyncio.Task[None] | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self.error: BaseException | None = None
@@ -229,6 +233,10 @@ class Collector:
                 now = time.time()
                 for msgs in batch.values():
                     for m in msgs:
+                        if m.value is None:
+                            self.tombstones.append(Record(m.topic, m.partition, m.offset,
+                                                          m.key, b"", m.timestamp, now))
+                            continue
                         self.records.append(Record(m.topic, m.partition, m.offset, m.key,
                                                    m.value, m.timestamp, now))
         except asyncio.CancelledError:
