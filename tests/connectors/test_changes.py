@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from connectors.changes import decode_change
+from connectors.changes import ChangeRecord, Tombstone, decode_change, decode_record
 from segmenter.errors import ChangeRecordError
 from tests.connectors.factories import erasure, wire_change
 
@@ -53,3 +53,16 @@ def test_unusable_records_are_refused(mutate: object) -> None:
 def test_non_objects_are_refused(value: bytes | None) -> None:
     with pytest.raises(ChangeRecordError):
         decode_change(value)
+
+
+def test_a_null_value_is_a_tombstone_not_an_error() -> None:
+    """The worker writes a tombstone (key = customer id, null value) after each erasure's
+    change: decode_record returns it as such; decode_change refuses it (not a change)."""
+    assert decode_record(None, b"c-1") == Tombstone("c-1")
+    change = decode_record(orjson.dumps(wire_change("c-1", 1, segments=["vip"])), b"c-1")
+    assert isinstance(change, ChangeRecord) and change.segments == ("vip",)
+    with pytest.raises(ChangeRecordError, match="tombstone"):
+        decode_change(None, b"c-1")
+    for key in (None, b"", b"\xff"):
+        with pytest.raises(ChangeRecordError):
+            decode_record(None, key)

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from connectors.changes import ChangeRecord
+from connectors.changes import ChangeRecord, Tombstone
 from connectors.redis_view import KeyLayout, RedisView, minute_of
 from segmenter.metrics import Metrics
 from tests.connectors.factories import BASE_AT, GROUP_OF, META, erasure, record, wire_change
@@ -244,3 +244,41 @@ async def test_any_delivery_order_with_duplicates_ends_at_the_newest_state(
     for segment, size in expected_sizes.items():
         assert len(await view.members(segment)) == size
     await view.wipe()
+
+
+async def test_a_tombstone_is_an_erasure_of_its_key(
+        view: RedisView, redis_client: aioredis.Redis, unique: str) -> None:
+    """After compaction, a customer's erasure change may be gone and only the tombstone left:
+    it forgets the customer like the erasure does, whatever the seq; it is idempotent, and a
+    tombstone of a customer the view does not have writes nothing."""
+    await view.apply(record(wire_change("c-1", 1, segments=["buyer"])))
+    await view.apply(record(wire_change("c-2", 1, segments=["buyer"])))
+    await view.apply(record(wire_change("c-1", 2, segments=["vip", "reader"],
+                                        previous=["buyer"])))
+    stats_before = await view.stats(minute_of(BASE_AT + 2000))
+    assert await view.apply(Tombstone("c-1")) == "erased"
+
+    assert await view.customer("c-1") is None
+    assert await redis_client.exists(f"{unique}:history:c-1") == 0
+    assert await view.members("vip") == set() and await view.members("reader") == set()
+    assert await view.members("buyer") == {"c-2"}
+    assert await view.sizes() == {"vip": 0, "reader": 0, "buyer": 1}
+    assert await view.group_members("tier") == {"c-2": "buyer"}
+    assert [e["customer_id"] for e in await view.feed()] == ["c-2"]
+    keys = {k async for k in redis_client.scan_iter(match=f"{unique}:*")}
+    assert not any(b"c-1" in k for k in keys)
+    assert await view.stats(minute_of(BASE_AT + 2000)) == stats_before  # no time, no counts
+
+    # again, and for a customer never seen: nothing to do
+    before = {k: await redis_client.type(k) for k in keys}
+    assert await view.apply_many([Tombstone("c-1"), Tombstone("c-9")]) == ["stale", "stale"]
+    assert {k: await redis_client.type(k)
+            for k in [k async for k in redis_client.scan_iter(match=f"{unique}:*")]} == before
+    # the erasure change then its tombstone (as the worker writes them); then a new life
+    await view.apply(record(wire_change("c-2", 2, segments=["vip"], previous=["buyer"])))
+    assert await view.apply_many([record(erasure("c-2", 3, previous=["vip"])),
+                                  Tombstone("c-2")]) == ["erased", "stale"]
+    assert await view.apply(record(wire_change("c-2", 1, segments=["reader"]))) == "applied"
+    customer = await view.customer("c-2")
+    assert customer is not None and customer.seq == 1 and set(customer.segments) == {"reader"}
+    assert {s: n for s, n in (await view.sizes()).items() if n} == {"reader": 1}

@@ -18,6 +18,7 @@ import orjson
 import pytest
 import pytest_asyncio
 import yaml
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from click.testing import CliRunner
 from prometheus_client import CollectorRegistry
@@ -369,7 +370,7 @@ async def test_tls_is_verified_by_default(tmp_path: Path) -> None:
 @pytest.mark.integration
 async def test_changes_flow_from_kafka_to_endpoints_and_dead_letters(
         kafka_bootstrap: str, kafka_admin: AIOKafkaAdminClient, topic_factory: TopicFactory,
-        server: HookServer, unique: str) -> None:
+        server: HookServer, unique: str, caplog: pytest.LogCaptureFixture) -> None:
     topic = await topic_factory("changes", partitions=2)
     dead = await topic_factory("dead")
     server.behaviour["broken"] = Behaviour(always=410)
@@ -384,6 +385,14 @@ async def test_changes_flow_from_kafka_to_endpoints_and_dead_letters(
         wire_change("c-3", 1, segments=["reader"]),
     ]
     await produce_json(kafka_bootstrap, topic, [(c["customer_id"], c) for c in changes])
+    # a tombstone (an erased customer, after its erasure change): skipped by every endpoint,
+    # neither delivered nor dead-lettered nor logged as invalid
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, None, key=b"c-3")
+    finally:
+        await producer.stop()
     settings = Settings.from_env(env={}, kafka_bootstrap=kafka_bootstrap)
     metrics = Metrics(CollectorRegistry())
     stop = asyncio.Event()
@@ -399,11 +408,19 @@ async def test_changes_flow_from_kafka_to_endpoints_and_dead_letters(
             for name in ("vip", "broken"):
                 got = await kafka_admin.list_consumer_group_offsets(f"{unique}.{name}")
                 offsets.append(sum(m.offset for m in got.values()))
-            return offsets == [4, 4]
+            return offsets == [5, 5]
         await eventually(all_committed)
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)
+    assert "invalid segment change" not in caplog.text
+    ends = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap)
+    await ends.start()
+    try:
+        parts = [TopicPartition(dead, p) for p in ends.partitions_for_topic(dead) or {0}]
+        assert sum((await ends.end_offsets(parts)).values()) == 4  # no 5th dead letter
+    finally:
+        await ends.stop()
     assert sorted((h.json["customer_id"], h.json["seq"]) for h in server.ok_hits("vip")) == [
         ("c-1", 2), ("c-2", 1)]
     assert all(h.signature_ok for h in server.hits)
