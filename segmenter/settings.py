@@ -109,12 +109,15 @@ class Settings:
     # Seconds to wait for a local service to come up.
     startup_timeout: float = 90.0
     # retention.ms of the topics Segmenter creates (existing topics are left alone): the input
-    # topics and segmenter-rekey (raw events), segment-changes, and the two dead-letter topics
+    # topics and segmenter-rekey (raw events), and the two dead-letter topics; segment-changes
+    # is compacted instead, keeping every record this long (min.compaction.lag.ms, see
+    # segmenter.kafka_admin.topic_configs)
     input_retention_ms: int = 30 * DAY_MS
     changes_retention_ms: int = 30 * DAY_MS
     dead_letter_retention_ms: int = 14 * DAY_MS
     # max.compaction.lag.ms of the customers changelog when created: an erased customer's
     # earlier states are compacted away (behind the erasure's tombstone) within this long
+    # (added to changes_retention_ms for segment-changes)
     changelog_compaction_lag_ms: int = 7 * DAY_MS
     # HTTP servers (ingest, dashboard): seconds a client has to send a request's headers after
     # connecting, and that an idle kept-alive connection stays open
