@@ -577,6 +577,13 @@ def compile_expr(expr: ast.Expr, text: str, settings: RuleSettings) -> CompiledE
     return c.out
 
 
+def compile_value(expr: ast.Expr, text: str, settings: RuleSettings) -> Fn:
+    """The value of an expression at a context (a number, a text or null, with the null rules
+    above), not turned into a condition as `compile_expr` does: what a segment's outcome metric
+    (rules/outcome.py) is measured with. Not used by the engine."""
+    return _Compiler(settings, text).compile(expr).fn
+
+
 _MAX_LEAVES = 12  # beyond that, the parts of each combination are built when first met
 
 

@@ -36,6 +36,7 @@ from rules.model import (
     RuleSettings,
     SegmentDef,
 )
+from rules.outcome import OutcomeParser
 from rules.parser import UNIT_MS, Locate, parse_expression, string_source, to_source
 from rules.pipelines import PipelineParser
 from segmenter.errors import RuleFileError, RuleProblem
@@ -52,7 +53,7 @@ SETTINGS_KEYS = ("currency", "resolution", "retention", "dedup_horizon", "future
 ENGAGEMENT_KEYS = ("half_life", "points")
 RFM_KEYS = ("window", "recency_days", "frequency", "monetary", "grid")
 SEGMENT_KEYS = ("id", "label", "description", "color", "icon", "group", "when", "exit_when",
-                "min_dwell", "actions", "control", "control_salt")
+                "min_dwell", "actions", "control", "control_salt", "outcome")
 
 MIN_RESOLUTION_MS = MINUTE_MS
 MAX_RESOLUTION_MS = DAY_MS
@@ -569,6 +570,9 @@ class _Loader:
         control = PipelineParser(self).percent(fields.get("control"), "control")
         control_salt = PipelineParser(self).salt(fields.get("control_salt"), "control_salt")
         ok &= ("control" not in fields) or control is not None
+        outcome = OutcomeParser(self, checker).outcome(fields.get("outcome"), seg_id,
+                                                       "control" in fields)
+        ok &= ("outcome" not in fields) or outcome is not None
         actions: dict[str, Any] = {}
         if "actions" in fields:
             if isinstance(fields["actions"], MappingNode):
@@ -592,7 +596,7 @@ class _Loader:
             group=group, exit_when=exit_when[0] if exit_when else None,
             exit_when_text=exit_when[1] if exit_when else None,
             min_dwell_ms=min_dwell or 0, actions=actions, description=description,
-            control_share=control, control_salt=control_salt,
+            control_share=control, control_salt=control_salt, outcome=outcome,
             pos=Pos(item.start_mark.line + 1, item.start_mark.column + 1),
         )
 

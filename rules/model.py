@@ -71,6 +71,7 @@ class SegmentDef:
     description: str | None = None  # for people: shown by /v1/segments and the dashboard
     control_share: float | None = None  # `control: 10%` -> 0.1: share held out (control group)
     control_salt: str | None = None  # this segment's own salt (else settings.control_salt)
+    outcome: OutcomeDef | None = None  # what the control group is compared on (rules/outcome.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,3 +98,21 @@ class PipelineDef:
     follow_ups: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)  # enter/exit -> items
     default: bool = False
     pos: Pos = field(default_factory=lambda: Pos(1, 1))
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeDef:
+    """A segment's `outcome:` (rules/outcome.py): what its treated and held-out customers are
+    compared on. Either a metric (`metric` set: a numeric rule expression evaluated at
+    entered_at + `window_ms`) or a conversion (`event_type` set: any such event within
+    `window_ms` after entering)."""
+
+    window_ms: int  # `after` of a metric, `within` of a conversion
+    metric: Expr | None = None
+    metric_text: str | None = None
+    event_type: str | None = None
+    pos: Pos = field(default_factory=lambda: Pos(1, 1))
+
+    @property
+    def kind(self) -> str:
+        return "conversion" if self.event_type is not None else "metric"

@@ -20,8 +20,8 @@ find_python() {
   die "Python 3.11 or newer not found (set SEGMENTER_PYTHON to its path)"
 }
 
-# .venv with the project installed (editable, with the dev, rocksdb and models extras). Reinstalls
-# when pyproject.toml changed since the last install.
+# .venv with the project installed (editable, with the dev, rocksdb, models and outcome
+# extras). Reinstalls when pyproject.toml changed since the last install.
 ensure_venv() {
   if [[ ! -x "$VENV/bin/python" ]]; then
     local python
@@ -32,8 +32,8 @@ ensure_venv() {
   local stamp="$VENV/.segmenter-installed" want
   want="$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)"
   if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]] || ! "$VENV/bin/python" -c 'import segmenter' 2>/dev/null; then
-    log "installing segmenter with its dev, rocksdb and models extras into .venv (pip)"
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$ROOT[dev,rocksdb,models]"
+    log "installing segmenter with its dev, rocksdb, models and outcome extras into .venv (pip)"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$ROOT[dev,rocksdb,models,outcome]"
     echo "$want" >"$stamp"
   fi
 }

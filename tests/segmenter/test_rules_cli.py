@@ -52,7 +52,8 @@ def test_invalid_file_lists_every_problem(tmp_path: Path) -> None:
     assert err.splitlines() == [
         f"{path}:7:11: unknown function 'purchase_amout' (did you mean 'purchase_amount'?)",
         f"{path}:9:5: unknown key 'colour' in a segment (known keys: id, label, description, "
-        "color, icon, group, when, exit_when, min_dwell, actions, control, control_salt) "
+        "color, icon, group, when, exit_when, min_dwell, actions, control, control_salt, "
+        "outcome) "
         "(did you mean 'color'?)",
         f"{path}: 2 problems",
     ]
