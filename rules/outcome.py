@@ -56,6 +56,12 @@ class OutcomeParser:
         before = len(self.loader.problems)
         fields = self.loader.mapping(node, "outcome", OUTCOME_KEYS)
         if fields is None or len(self.loader.problems) > before:  # unknown keys: said so
+            for key, _ in node.value:
+                if isinstance(key, ScalarNode) and (")" in key.value or "(" in key.value):
+                    add(node, "the metric contains a comma, which ends a value in a {...} "
+                              "mapping: write outcome: as indented 'key: value' lines, or quote "
+                              "the metric")
+                    break
             return None
         ok = True
         if not has_control:

@@ -24,6 +24,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "import": ("segmenter.commands.importer", "import_cmd"),
     "dashboard": ("segmenter.commands.dashboard", "dashboard"),
     "export-events": ("segmenter.commands.export_events", "export_events_cmd"),
+    "segments": ("segmenter.commands.segments", "segments"),
 }
 
 

@@ -94,3 +94,10 @@ def test_an_unknown_function_in_a_metric_is_reported_once_with_a_suggestion() ->
                           "     outcome: {metric: purchase_amout(30d), after: 30d}}\n")
     assert got == ["r.yaml:5:24: unknown function 'purchase_amout' (did you mean "
                    "'purchase_amount'?)"]
+
+
+def test_a_comma_in_a_flow_mapping_metric_says_how_to_write_it() -> None:
+    got = problems(HEAD + '  - {id: a, when: count(1h) > 0, control: 5%, outcome: {metric: '
+                          'count("add_to_cart", 30d), after: 30d}}\n')
+    assert "r.yaml:4:56: the metric contains a comma, which ends a value in a {...} mapping: " \
+           "write outcome: as indented 'key: value' lines, or quote the metric" in got
