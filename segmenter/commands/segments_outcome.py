@@ -17,7 +17,6 @@ import click
 import orjson
 
 from model.events import parse_rfc3339
-from segmenter.errors import RuleFileError
 
 
 def _instant(option: str, value: str | None) -> int | None:
@@ -59,19 +58,10 @@ def outcome(segment: str, rules_path: str, events_path: str, until: str | None,
     treated - control with its confidence interval and p-value (Welch t-test; difference of
     proportions for a conversion). Exit code 0, or 2 for an invalid rule file, an unknown
     segment, a segment without control group or outcome, or unreadable input."""
-    from rules.loader import load_rules
-    from rules.ruleset import RuleSet
-    from segmenter.commands.simulate import _lines
+    from segmenter.commands.simulate import _lines, load_ruleset_or_exit
     from streams.outcome import OutcomeError, OutcomeSimulator
 
-    try:
-        rules = RuleSet(load_rules(rules_path))
-    except RuleFileError as exc:
-        click.echo(f"error: invalid rule file {rules_path}:\n{exc}", err=True)
-        sys.exit(2)
-    except OSError as exc:
-        click.echo(f"error: cannot read rule file {rules_path}: {exc.strerror}", err=True)
-        sys.exit(2)
+    rules = load_ruleset_or_exit(rules_path)
     until_ms = _instant("--until", until)
     wall_ms = _instant("--wall-now", wall_now)
     try:

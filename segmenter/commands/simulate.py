@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 import orjson
@@ -18,6 +18,9 @@ from model.events import Rejection, parse_rfc3339
 from segmenter.errors import RuleFileError
 from streams.simulate import Simulator, customer_metrics
 
+if TYPE_CHECKING:
+    from rules.ruleset import RuleSet
+
 
 def _open_out(stack: ExitStack, path: str | None) -> IO[bytes] | None:
     if path is None:
@@ -25,6 +28,20 @@ def _open_out(stack: ExitStack, path: str | None) -> IO[bytes] | None:
     if path == "-":
         return sys.stdout.buffer
     return stack.enter_context(open(path, "wb"))
+
+
+def load_ruleset_or_exit(rules_path: str) -> RuleSet:
+    """The rule file compiled, or its error on stderr and exit code 2."""
+    from rules.loader import load_rules
+    from rules.ruleset import RuleSet
+
+    try:
+        return RuleSet(load_rules(rules_path))
+    except RuleFileError as exc:
+        click.echo(f"error: invalid rule file {rules_path}:\n{exc}", err=True)
+    except OSError as exc:
+        click.echo(f"error: cannot read rule file {rules_path}: {exc.strerror}", err=True)
+    sys.exit(2)
 
 
 def _lines(src: IO[bytes], total: int | None, show: bool) -> Iterator[bytes]:
@@ -66,17 +83,7 @@ def simulate(rules_path: str, events_path: str, until: str | None, wall_now: str
     now = the largest event time seen so far; due timers fire as the clock advances. Rejected
     events are counted by reason and never stop the run. Exit code 0, or 2 for an invalid rule
     file or unreadable input."""
-    from rules.loader import load_rules
-    from rules.ruleset import RuleSet
-
-    try:
-        rules = RuleSet(load_rules(rules_path))
-    except RuleFileError as exc:
-        click.echo(f"error: invalid rule file {rules_path}:\n{exc}", err=True)
-        sys.exit(2)
-    except OSError as exc:
-        click.echo(f"error: cannot read rule file {rules_path}: {exc.strerror}", err=True)
-        sys.exit(2)
+    rules = load_ruleset_or_exit(rules_path)
     until_ms = None
     if until is not None:
         until_ms = parse_rfc3339(until)
