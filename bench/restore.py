@@ -4,7 +4,7 @@
     python -m bench.restore --customers 100000 --workers 1 2 --json bench/results/quick/restore.json
     python -m bench.restore --store memory:// rocksdb://     # also a cold RocksDB restore
 
-One changelog under a fresh prefix (`bench-restore-<hex>-`, 4 partitions, streams.app
+One changelog under a fresh prefix (`bench-restore-<hex>-`, 4 partitions, streams.runtime.app
 .ensure_topics) is filled with `--customers` realistic states: a few hundred customers' states
 built by the engine (rules/examples/retail.yaml over `streams.generator.generate` events ending
 now, then fired one day ahead so no timer falls due during the run), copied under new ids
@@ -70,7 +70,7 @@ from bench.worker_common import (
     worker_env,
     worker_process,
 )
-from streams.app import INPUTS, changelog_topic, ensure_topics
+from streams.runtime.app import INPUTS, changelog_topic, ensure_topics
 from streams.runtime.records import partition_for
 
 PARTITIONS = 4

@@ -21,10 +21,10 @@ from model.events import Event
 from model.state import CustomerState
 from rules.loader import load_rules
 from rules.ruleset import RuleSet
-from segmenter.metrics import Metrics
-from segmenter.settings import Settings
-from streams.app import ensure_topics, worker_datadir
 from streams.engine import Outcome
+from streams.runtime.app import ensure_topics, worker_datadir
+from streams.runtime.metrics import Metrics
+from streams.runtime.settings import Settings
 from streams.runtime.web import serve
 from streams.runtime.worker import Worker
 

@@ -32,8 +32,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from bench.common import RESULTS, ROOT, START_MS, event_log
 from model.events import TOPIC_FOR_TYPE
-from segmenter.settings import Settings
-from streams.app import INPUTS, SEGMENT_CHANGES, ensure_topics
+from streams.runtime.app import INPUTS, SEGMENT_CHANGES, ensure_topics
+from streams.runtime.settings import Settings
 
 DAY_MS = 86_400_000
 BOOTSTRAP = "127.0.0.1:9092"
@@ -88,7 +88,7 @@ def per_topic(records: Iterable[Record]) -> dict[str, int]:
 
 
 async def create_topics(settings: Settings) -> None:
-    """The worker's topics (streams.app.ensure_topics: same partition counts as the worker)."""
+    """The worker's topics (streams.runtime.app.ensure_topics: the worker's partition counts)."""
     await ensure_topics(settings)
 
 

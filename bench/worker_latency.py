@@ -53,7 +53,7 @@ from bench.worker_common import (
     workers,
 )
 from model.events import TOPIC_FOR_TYPE
-from streams.app import SEGMENT_CHANGES
+from streams.runtime.app import SEGMENT_CHANGES
 
 
 def load_events(events: int, customers: int, count: int, seed: int) -> list[dict[str, Any]]:

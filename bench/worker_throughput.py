@@ -57,7 +57,7 @@ from bench.worker_common import (
     settings_for,
     workers,
 )
-from streams.app import INPUTS
+from streams.runtime.app import INPUTS
 
 CEILING_MODES = ("raw", "orjson", "parse_event")
 

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from model.changes import CAUSE_ERASURE
-from segmenter.errors import ChangeRecordError
+from model.errors import ChangeRecordError
 
 
 @dataclass(frozen=True, slots=True)

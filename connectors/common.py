@@ -15,10 +15,10 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from prometheus_client import CollectorRegistry
 
+from model.errors import SegmenterError, TopologyError
 from model.events import TOPIC_FOR_TYPE
-from segmenter.errors import SegmenterError, TopologyError
-from segmenter.kafka_admin import create_and_wait, log_retention, topic_configs
-from segmenter.settings import Settings
+from streams.runtime.kafka_admin import create_and_wait, log_retention, topic_configs
+from streams.runtime.settings import Settings
 
 log = logging.getLogger(__name__)
 

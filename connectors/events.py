@@ -16,6 +16,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
+from model.errors import ConfigError, RuleFileError
 from model.events import (
     DEFAULT_FUTURE_TOLERANCE_MS,
     TOPIC_FOR_TYPE,
@@ -25,8 +26,7 @@ from model.events import (
     parse_dict,
     parse_event,
 )
-from segmenter.errors import ConfigError, RuleFileError
-from segmenter.settings import Settings
+from streams.runtime.settings import Settings
 
 DEFAULT_RETENTION_MS = 400 * 86_400_000  # rules.model.RuleSettings' default
 

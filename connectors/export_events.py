@@ -22,7 +22,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from connectors.common import INPUT_TOPICS
 from model.events import parse_rfc3339
-from segmenter.settings import Settings
+from streams.runtime.settings import Settings
 
 SEEK_MARGIN_MS = 3_600_000  # records produced up to an hour before `since` are read too
 

@@ -24,9 +24,9 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from connectors.events import EventValidator, topic_of
+from model.errors import ImportFileError
 from model.events import Event, Rejection, RejectReason, parse_rfc3339
-from segmenter.errors import ImportFileError
-from segmenter.settings import Settings
+from streams.runtime.settings import Settings
 
 log = logging.getLogger(__name__)
 

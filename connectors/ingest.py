@@ -32,8 +32,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from connectors.events import EventRules, EventValidator, topic_of
 from model.events import Event
-from segmenter.metrics import Metrics
-from segmenter.settings import Settings
+from streams.runtime.metrics import Metrics
+from streams.runtime.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -25,10 +25,10 @@ from redis.exceptions import RedisError
 
 from connectors.changes import ChangeRecord, Tombstone, decode_record
 from connectors.common import Backoff, sleep_or_stop, topic_partitions
+from model.errors import ChangeRecordError
 from model.events import parse_rfc3339
-from segmenter.errors import ChangeRecordError
-from segmenter.metrics import Metrics
-from segmenter.settings import Settings
+from streams.runtime.metrics import Metrics
+from streams.runtime.settings import Settings
 
 log = logging.getLogger(__name__)
 

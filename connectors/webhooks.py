@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import importlib.metadata
 import logging
 import os
 import random
@@ -40,12 +41,19 @@ from aiokafka.errors import KafkaError
 from connectors.changes import ChangeRecord, decode_change
 from connectors.common import Backoff, backoff_delay
 from model.changes import format_ts
-from segmenter import __version__
-from segmenter.errors import ChangeRecordError, ConnectorConfigError
-from segmenter.metrics import Metrics
-from segmenter.settings import Settings
+from model.errors import ChangeRecordError, ConnectorConfigError
+from streams.runtime.metrics import Metrics
+from streams.runtime.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+def _version() -> str:
+    """The installed package's version, for the User-Agent header."""
+    try:
+        return importlib.metadata.version("segmenter")
+    except importlib.metadata.PackageNotFoundError:
+        return "dev"
 
 SIGNATURE_HEADER = "X-Segmenter-Signature"
 DELIVERY_HEADER = "X-Segmenter-Delivery"
@@ -419,7 +427,7 @@ class EndpointDispatcher:
             self._ssl = await asyncio.to_thread(ssl.create_default_context, cafile=ep.ca_file)
         connector = aiohttp.TCPConnector(limit=ep.lanes, limit_per_host=ep.lanes)
         self._session = aiohttp.ClientSession(
-            connector=connector, headers={"User-Agent": f"segmenter-webhooks/{__version__}"})
+            connector=connector, headers={"User-Agent": f"segmenter-webhooks/{_version()}"})
         self._queues = [asyncio.Queue() for _ in range(ep.lanes)]
         self._tasks = [asyncio.create_task(self._lane(q), name=f"webhook-{ep.name}-{i}")
                        for i, q in enumerate(self._queues)]

@@ -24,6 +24,7 @@ import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from model.errors import RuleFileError, RuleProblem
 from rules.ast import Binary, Call, Duration, Expr, In, Items, Keyword, Literal, Pos, Unary, calls
 from rules.catalogue import EVENT_TYPES, FUNCTIONS, KEYWORDS
 from rules.model import (
@@ -39,7 +40,6 @@ from rules.model import (
 from rules.outcome import OutcomeParser
 from rules.parser import UNIT_MS, Locate, parse_expression, string_source, to_source
 from rules.pipelines import PipelineParser
-from segmenter.errors import RuleFileError, RuleProblem
 
 __all__ = ["dependency_order", "format_duration", "load_rules", "load_rules_text"]
 

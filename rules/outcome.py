@@ -24,11 +24,11 @@ from typing import TYPE_CHECKING
 
 from yaml.nodes import MappingNode, Node, ScalarNode
 
+from model.errors import RuleFileError
 from rules.ast import Expr, Pos
 from rules.catalogue import EVENT_TYPES
 from rules.model import OutcomeDef
 from rules.parser import parse_expression, to_source
-from segmenter.errors import RuleFileError
 
 if TYPE_CHECKING:
     from rules.loader import _ExprChecker, _Loader

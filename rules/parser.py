@@ -29,10 +29,10 @@ from lark.exceptions import (
     VisitError,
 )
 
+from model.errors import RuleFileError, RuleProblem
 from rules.ast import Binary, Call, Duration, Expr, In, Items, Keyword, Literal, Pos, Unary, Value
 from rules.catalogue import FUNCTIONS
 from rules.model import DAY_MS, HOUR_MS, MINUTE_MS
-from segmenter.errors import RuleFileError, RuleProblem
 
 Locate = Callable[[int], tuple[int, int]]
 """Maps a character offset in the expression text to a (line, column) in the rule file."""

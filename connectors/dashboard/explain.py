@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from model.errors import SegmenterError
 from rules.ast import COMPARISONS, Binary, Call, Duration, Expr, In, Literal, Unary
 from rules.parser import parse_expression, to_source
-from segmenter.errors import SegmenterError
 
 _MISSING = object()
 

@@ -25,8 +25,8 @@ from typing import Any
 
 import orjson
 
+from model.errors import ModelFileError
 from rules.models.bgnbd import BgNbdParams, GammaGammaParams
-from segmenter.errors import ModelFileError
 
 FORMAT = 1
 TIME_UNITS: Mapping[str, int] = {"day": 86_400_000, "week": 7 * 86_400_000}

@@ -10,10 +10,10 @@ from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+from model.errors import ModelFitError
 from rules.models.bgnbd import BgNbdParams, GammaGammaParams, log_likelihood
 from rules.models.file import KMeansModel
 from rules.models.history import CustomerSummary
-from segmenter.errors import ModelFitError
 
 MIN_CUSTOMERS = 10
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import click
 
-from segmenter.errors import SegmenterError
-from segmenter.settings import Settings
+from model.errors import SegmenterError
+from streams.runtime.settings import Settings
 
 
 @click.command()

@@ -11,8 +11,8 @@ import click
 
 from connectors.common import install_stop_signals, run_command, setup_logging
 from connectors.redis_view import DEFAULT_PREFIX
-from segmenter.errors import SegmenterError
-from segmenter.settings import Settings
+from model.errors import SegmenterError
+from streams.runtime.settings import Settings
 
 log = logging.getLogger(__name__)
 

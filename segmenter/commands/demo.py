@@ -29,10 +29,10 @@ from pathlib import Path
 import click
 import orjson
 
+from model.errors import SegmenterError, ServiceError
 from segmenter import local as services
-from segmenter.errors import SegmenterError, ServiceError
 from segmenter.local.common import port_open, process_alive, stop_process, tail
-from segmenter.settings import Settings
+from streams.runtime.settings import Settings
 
 DEFAULT_RULES = Path(__file__).resolve().parents[2] / "rules" / "examples" / "retail.yaml"
 UNATTENDED_SECONDS = 60.0  # without a terminal and without --seconds, stop after this long
@@ -262,7 +262,7 @@ def _cli() -> list[str]:
 
 
 async def _ensure_topics(settings: Settings) -> None:
-    from streams.app import ensure_topics
+    from streams.runtime.app import ensure_topics
 
     await ensure_topics(settings)
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from segmenter.settings import Settings
+from streams.runtime.settings import Settings
 
 
 @click.command("export-events")

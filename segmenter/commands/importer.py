@@ -28,8 +28,8 @@ from connectors.importer import (
     parse_mapping,
     time_zone,
 )
-from segmenter.errors import ImportFileError, SegmenterError
-from segmenter.settings import Settings
+from model.errors import ImportFileError, SegmenterError
+from streams.runtime.settings import Settings
 
 
 @click.command("import")

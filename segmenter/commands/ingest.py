@@ -20,8 +20,8 @@ from connectors.common import (
 )
 from connectors.events import event_rules, input_topics
 from connectors.ingest import DEFAULT_MAX_BYTES, EVENTS_PATH, create_ingest_app, serve_ingest
-from segmenter.errors import SegmenterError
-from segmenter.settings import Settings
+from model.errors import SegmenterError
+from streams.runtime.settings import Settings
 
 log = logging.getLogger(__name__)
 STOP_TIMEOUT = 10.0  # seconds the producer may take to send what it holds when stopping
@@ -74,7 +74,7 @@ async def serve(settings: Settings, host: str, port: int, token: str | None, max
     from aiohttp import web
     from prometheus_client import CollectorRegistry
 
-    from segmenter.metrics import Metrics
+    from streams.runtime.metrics import Metrics
 
     stop = asyncio.Event()
     install_stop_signals(stop)

@@ -12,9 +12,9 @@ from typing import Any, TypeVar
 
 import click
 
+from model.errors import SegmenterError
 from segmenter import local as services
-from segmenter.errors import SegmenterError
-from segmenter.settings import Settings
+from streams.runtime.settings import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 SERVICE_CHOICE = click.Choice(services.SERVICES)

@@ -33,9 +33,9 @@ from connectors.redis_view import (
     rule_file_groups,
     rule_file_metadata,
 )
-from segmenter.errors import SegmenterError
-from segmenter.metrics import Metrics
-from segmenter.settings import Settings
+from model.errors import SegmenterError
+from streams.runtime.metrics import Metrics
+from streams.runtime.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
+from model.errors import RuleFileError
 from rules.loader import load_rules
-from segmenter.errors import RuleFileError
 
 
 @click.group()
@@ -133,7 +133,7 @@ def publish(file: Path, quiet: bool, kafka_bootstrap: str | None,
     switches to it without a restart and re-evaluates all its customers."""
     import asyncio
 
-    from segmenter.settings import Settings
+    from streams.runtime.settings import Settings
 
     try:
         rule_file = load_rules(file)
@@ -150,9 +150,9 @@ def publish(file: Path, quiet: bool, kafka_bootstrap: str | None,
 
 async def publish_rules(settings: object, text: str, source: str, quiet: bool = False) -> None:
     """Produce one rules record (acks=all); creates the topics if they are missing."""
-    from segmenter.settings import Settings
-    from streams.app import ensure_topics
+    from streams.runtime.app import ensure_topics
     from streams.runtime.rules_topic import publish
+    from streams.runtime.settings import Settings
 
     assert isinstance(settings, Settings)
     await ensure_topics(settings)

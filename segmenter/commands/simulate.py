@@ -14,8 +14,8 @@ import click
 import orjson
 
 from model.changes import SegmentChange, format_ts
+from model.errors import RuleFileError
 from model.events import Rejection, parse_rfc3339
-from segmenter.errors import RuleFileError
 from streams.simulate import Simulator, customer_metrics
 
 if TYPE_CHECKING:

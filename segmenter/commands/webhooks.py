@@ -22,8 +22,8 @@ from connectors.common import (
     start_metrics_server,
 )
 from connectors.webhooks import ConnectorsConfig, load_connectors_config, run_webhooks
-from segmenter.errors import ConnectorConfigError
-from segmenter.metrics import Metrics
+from model.errors import ConnectorConfigError
+from streams.runtime.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import click
 
-from segmenter.errors import SegmenterError
-from segmenter.settings import STORES, Settings
+from model.errors import SegmenterError
+from streams.runtime.settings import STORES, Settings
 
 
 @click.command()
@@ -67,7 +67,7 @@ def run_worker(settings: Settings) -> None:
     """Run one worker process until SIGTERM / Ctrl-C (blocks)."""
     import asyncio
 
-    from streams.app import ensure_topics, worker_datadir
+    from streams.runtime.app import ensure_topics, worker_datadir
 
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -123,7 +123,7 @@ class Throttle(logging.Filter):
 async def _run(settings: Settings, seed: Any) -> None:
     from prometheus_client import CollectorRegistry
 
-    from segmenter.metrics import Metrics
+    from streams.runtime.metrics import Metrics
     from streams.runtime.web import serve
     from streams.runtime.worker import Worker
 

@@ -11,10 +11,10 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Protocol
 
-from segmenter.errors import ServiceError
+from model.errors import ServiceError
 from segmenter.local import kafka, redis
 from segmenter.local.common import Origin, ServiceStatus
-from segmenter.settings import Settings
+from streams.runtime.settings import Settings
 
 __all__ = [
     "SERVICES",

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
-from segmenter.errors import ServiceError
+from model.errors import ServiceError
 
 
 class Origin(Enum):

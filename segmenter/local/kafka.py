@@ -16,7 +16,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
-from segmenter.errors import ServiceError
+from model.errors import ServiceError
 from segmenter.local.common import (
     Origin,
     ServiceStatus,
@@ -28,7 +28,7 @@ from segmenter.local.common import (
     tails,
     wait_until_ready,
 )
-from segmenter.settings import Settings
+from streams.runtime.settings import Settings
 
 SERVICE = "kafka"
 BROKER_MAIN = "kafka.Kafka"

@@ -7,7 +7,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from segmenter.errors import ServiceError
+from model.errors import ServiceError
 from segmenter.local.common import (
     Origin,
     ServiceStatus,
@@ -19,7 +19,7 @@ from segmenter.local.common import (
     tails,
     wait_until_ready,
 )
-from segmenter.settings import Settings
+from streams.runtime.settings import Settings
 
 SERVICE = "redis"
 DEBIAN_PACKAGE = "redis-server"

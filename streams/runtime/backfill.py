@@ -25,12 +25,19 @@ from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
 from model.changes import CAUSE_ERASURE, SegmentChange
 from model.codec import encode_state
-from segmenter.errors import SegmenterError
-from segmenter.settings import Settings
-from streams.app import INPUTS, REKEY, RULES, SEGMENT_CHANGES, changelog_topic, ensure_topics
+from model.errors import SegmenterError
+from streams.runtime.app import (
+    INPUTS,
+    REKEY,
+    RULES,
+    SEGMENT_CHANGES,
+    changelog_topic,
+    ensure_topics,
+)
 from streams.runtime.commit import send_records
 from streams.runtime.records import partition_for
 from streams.runtime.rules_topic import Seed, latest_rules, publish
+from streams.runtime.settings import Settings
 from streams.simulate import SimulationStats, Simulator
 
 log = logging.getLogger(__name__)

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from segmenter.settings import Settings
-from streams.app import MEMBERS
+from streams.runtime.app import MEMBERS
+from streams.runtime.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -11,12 +11,12 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from model.errors import RuleFileError
 from rules.loader import load_rules_text
 from rules.ruleset import RuleSet
-from segmenter.errors import RuleFileError
-from segmenter.metrics import Metrics
-from segmenter.settings import Settings
-from streams.app import RULES
+from streams.runtime.app import RULES
+from streams.runtime.metrics import Metrics
+from streams.runtime.settings import Settings
 
 log = logging.getLogger(__name__)
 OnRules = Callable[[RuleSet, bool], None]  # (rules, quiet)

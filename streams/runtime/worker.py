@@ -31,9 +31,7 @@ from aiokafka.errors import KafkaError, ProducerFenced
 from aiokafka.structs import TopicPartition
 
 from rules.ruleset import RuleSet
-from segmenter.metrics import Metrics
-from segmenter.settings import Settings
-from streams.app import (
+from streams.runtime.app import (
     DEAD_LETTERS,
     INPUTS,
     REKEY,
@@ -48,8 +46,10 @@ from streams.runtime.commit import (
     commit_exactly_once,
 )
 from streams.runtime.members import Members, cancel
+from streams.runtime.metrics import Metrics
 from streams.runtime.rulebook import Rulebook
 from streams.runtime.rules_topic import Seed, follow_rules
+from streams.runtime.settings import Settings
 from streams.runtime.store import MemoryStore, RocksStore, Store
 from streams.runtime.task import Task
 

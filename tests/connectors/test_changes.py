@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from connectors.changes import ChangeRecord, Tombstone, decode_change, decode_record
-from segmenter.errors import ChangeRecordError
+from model.errors import ChangeRecordError
 from tests.connectors.factories import erasure, wire_change
 
 

@@ -43,8 +43,8 @@ from connectors.redis_view import RedisView, minute_of, rule_file_groups, rule_f
 from model.changes import CAUSE_EVENT, Cause, SegmentChange
 from model.events import encode_event, new_event
 from rules.loader import load_rules
-from segmenter.settings import Settings
 from streams.generator import generate
+from streams.runtime.settings import Settings
 
 pytestmark = pytest.mark.integration
 

@@ -28,8 +28,8 @@ from prometheus_client import CollectorRegistry
 from connectors.dashboard import DashboardOptions, create_dashboard_app
 from connectors.dashboard.app import COOKIE
 from connectors.ingest import create_ingest_app
-from segmenter.metrics import Metrics
-from segmenter.settings import Settings
+from streams.runtime.metrics import Metrics
+from streams.runtime.settings import Settings
 from streams.runtime.web import build_app
 from streams.runtime.worker import Worker
 

@@ -24,11 +24,11 @@ from connectors.importer import (
     parse_mapping,
     time_zone,
 )
+from model.errors import ImportFileError
 from model.events import Event, Rejection, parse_rfc3339
 from segmenter.cli import main
-from segmenter.errors import ImportFileError
-from segmenter.settings import Settings
 from streams.generator import generate_raw
+from streams.runtime.settings import Settings
 from tests.kafka_helpers import consume_json, create_topics
 
 VALIDATOR = EventValidator(EventRules("PLN"), check_clock=False)

@@ -24,8 +24,8 @@ from prometheus_client import CollectorRegistry
 
 from connectors.events import input_topics
 from connectors.ingest import create_ingest_app
-from segmenter.metrics import Metrics
-from segmenter.settings import Settings
+from streams.runtime.metrics import Metrics
+from streams.runtime.settings import Settings
 from tests.kafka_helpers import consume_json, create_topics
 
 pytestmark = pytest.mark.integration

@@ -23,8 +23,8 @@ from connectors.common import ensure_topics, make_producer
 from connectors.events import input_topics
 from connectors.ingest import MAX_LISTED, create_ingest_app, serve_ingest
 from segmenter.local import kafka as local_kafka
-from segmenter.metrics import Metrics
-from segmenter.settings import Settings
+from streams.runtime.metrics import Metrics
+from streams.runtime.settings import Settings
 from tests.kafka_helpers import create_topics
 
 pytestmark = pytest.mark.integration

@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from connectors.changes import ChangeRecord, Tombstone
 from connectors.redis_view import KeyLayout, RedisView, minute_of
-from segmenter.metrics import Metrics
+from streams.runtime.metrics import Metrics
 from tests.connectors.factories import BASE_AT, GROUP_OF, META, erasure, record, wire_change
 
 pytestmark = pytest.mark.integration

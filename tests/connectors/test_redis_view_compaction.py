@@ -15,7 +15,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from connectors.changes import decode_record
 from connectors.redis_view import RedisView, rebuild_view
-from segmenter.settings import Settings
+from streams.runtime.settings import Settings
 from tests.connectors.factories import GROUP_OF, META, erasure, wire_change
 
 pytestmark = pytest.mark.integration

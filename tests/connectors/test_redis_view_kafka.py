@@ -24,8 +24,8 @@ from redis.backoff import NoBackoff
 from connectors.common import Backoff
 from connectors.redis_view import RedisView, ViewConsumer, rebuild_view
 from segmenter.cli import main
-from segmenter.metrics import Metrics
-from segmenter.settings import Settings
+from streams.runtime.metrics import Metrics
+from streams.runtime.settings import Settings
 from tests.conftest import TopicFactory
 from tests.connectors.factories import BASE_AT, erasure, wire_change
 from tests.connectors.tcp_proxy import TcpProxy

@@ -39,10 +39,10 @@ from connectors.webhooks import (
     sign,
     verify_signature,
 )
+from model.errors import ConnectorConfigError
 from segmenter.cli import main
-from segmenter.errors import ConnectorConfigError
-from segmenter.metrics import Metrics
-from segmenter.settings import Settings
+from streams.runtime.metrics import Metrics
+from streams.runtime.settings import Settings
 from tests.conftest import TopicFactory
 from tests.connectors.factories import erasure, record, wire_change
 from tests.connectors.hook_server import Behaviour, HookServer

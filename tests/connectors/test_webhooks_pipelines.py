@@ -16,11 +16,11 @@ from prometheus_client import CollectorRegistry
 
 from connectors.changes import change_from_wire
 from connectors.webhooks import ConnectorsConfig, parse_connectors_config, run_webhooks
+from model.errors import ConnectorConfigError
 from model.events import encode_event
 from rules.pipelines import held_out
-from segmenter.errors import ConnectorConfigError
-from segmenter.metrics import Metrics
-from segmenter.settings import Settings
+from streams.runtime.metrics import Metrics
+from streams.runtime.settings import Settings
 from streams.simulate import Simulator
 from tests.connectors.factories import wire_change
 from tests.connectors.hook_server import HookServer

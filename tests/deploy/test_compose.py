@@ -13,7 +13,7 @@ import pytest
 
 from rules.loader import load_rules
 from segmenter.cli import main as segmenter_cli
-from segmenter.settings import ENV_VARS, Settings
+from streams.runtime.settings import ENV_VARS, Settings
 from tests.deploy.common import (
     COMPOSE_DIR,
     GRAFANA_DIR,
@@ -150,7 +150,7 @@ def test_segmenter_env_uses_real_settings(name: str) -> None:
     env = environment(services()[name])
     ours = {k: v for k, v in env.items() if k.startswith("SEGMENTER_")}
     unknown = set(ours) - set(ENV_VARS.values())
-    assert not unknown, f"{name}: {sorted(unknown)} are not settings (segmenter.settings.ENV_VARS)"
+    assert not unknown, f"{name}: {sorted(unknown)} are not settings (ENV_VARS)"
     settings = Settings.from_env(ours)  # the values are valid too
     host, _, port = settings.kafka_bootstrap.partition(":")
     assert host == "kafka" and port == "9092", settings.kafka_bootstrap
@@ -281,7 +281,7 @@ def test_workers_serve_their_web_port_beyond_localhost() -> None:
     if "SEGMENTER_WEB_BIND" not in ENV_VARS.values():
         pytest.xfail(
             "no SEGMENTER_WEB_BIND setting yet: the worker's web server binds "
-            "127.0.0.1 (streams/app.py), unreachable from Prometheus in compose"
+            "127.0.0.1 (streams/runtime/app.py), unreachable from Prometheus in compose"
         )
     for name in WORKERS:
         assert environment(services()[name]).get("SEGMENTER_WEB_BIND") == "0.0.0.0", name

@@ -148,7 +148,7 @@ def test_queries_use_real_metric_names() -> None:
         assert referenced_series(expr), f"{ref}: no metric found in {expr!r}"
         unknown = unknown_series(expr)
         assert not unknown, (
-            f"{ref} refers to {sorted(unknown)}, which segmenter.metrics.Metrics does not export"
+            f"{ref} refers to {sorted(unknown)}, which Metrics does not export"
         )
 
 

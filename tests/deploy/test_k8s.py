@@ -12,7 +12,7 @@ from click import Command
 
 from rules.loader import load_rules_text
 from segmenter.commands.worker import worker as worker_command
-from segmenter.settings import ENV_VARS, Settings
+from streams.runtime.settings import ENV_VARS, Settings
 from tests.deploy.common import INGEST_JOB, K8S_DIR, WORKER_JOB
 
 NAMESPACE = "segmenter"
@@ -154,7 +154,7 @@ def test_containers_have_resources_and_settings_from_the_configmap(name: str) ->
 def test_settings_configmap_holds_valid_settings() -> None:
     data = settings_data()
     for key, value in data.items():
-        assert key in ENV_VARS.values(), f"{key} is not a setting (segmenter.settings.ENV_VARS)"
+        assert key in ENV_VARS.values(), f"{key} is not a setting (ENV_VARS)"
         assert isinstance(value, str), f"{key}: ConfigMap values must be strings, got {value!r}"
     Settings.from_env(data)  # parses and validates
 
@@ -240,6 +240,6 @@ def test_worker_web_server_reachable_by_the_kubelet() -> None:
     if "SEGMENTER_WEB_BIND" not in ENV_VARS.values():
         pytest.xfail(
             "no SEGMENTER_WEB_BIND setting yet: the worker's web server binds "
-            "127.0.0.1 (streams/app.py), so the probes and scrapes cannot reach it"
+            "127.0.0.1 (streams/runtime/app.py), so the probes and scrapes cannot reach it"
         )
     assert settings_data().get("SEGMENTER_WEB_BIND") == "0.0.0.0"

@@ -110,7 +110,7 @@ def test_alert_uses_real_metric_names(rule: dict[str, Any]) -> None:
     assert referenced_series(expr), f"{rule['alert']}: no metric found in {expr!r}"
     unknown = unknown_series(expr)
     assert not unknown, (
-        f"{rule['alert']} refers to {sorted(unknown)}, which segmenter.metrics.Metrics does not "
+        f"{rule['alert']} refers to {sorted(unknown)}, which Metrics does not "
         "export (renamed? counters carry _total, histograms _bucket/_sum/_count)"
     )
 

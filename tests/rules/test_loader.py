@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from model.errors import RuleFileError, RuleProblem
 from rules.ast import Binary, Call, Expr, Literal, Pos, calls
 from rules.loader import dependency_order, format_duration, load_rules, load_rules_text
 from rules.model import DAY_MS, DEFAULT_RFM_GRID, HOUR_MS, MINUTE_MS, RuleFile
-from segmenter.errors import RuleFileError, RuleProblem
 
 EXAMPLES = resources.files("rules").joinpath("examples")
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
+from model.errors import RuleFileError
 from rules.ast import Call
 from rules.loader import load_rules_text
-from segmenter.errors import RuleFileError
 
 HEAD = """\
 version: 1

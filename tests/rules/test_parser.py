@@ -6,10 +6,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from model.errors import RuleFileError, RuleProblem
 from rules.ast import Binary, Call, Duration, Expr, In, Items, Keyword, Literal, Pos, Unary
 from rules.model import DAY_MS, HOUR_MS, MINUTE_MS
 from rules.parser import parse_expression, to_source
-from segmenter.errors import RuleFileError, RuleProblem
 
 
 def parse(text: str, line: int = 1, column: int = 1) -> Expr:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from model.changes import CAUSE_ERASURE, CAUSE_EVENT, Cause, SegmentChange
+from model.errors import RuleFileError
 from rules.loader import load_rules_text
 from rules.pipelines import DEFAULT_SALT, Annotator, held_out
-from segmenter.errors import RuleFileError
 
 BASE = """\
 version: 1

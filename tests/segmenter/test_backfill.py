@@ -18,8 +18,8 @@ from model.changes import format_ts
 from model.events import encode_event
 from rules.loader import load_rules
 from rules.ruleset import RuleSet
-from streams.app import INPUTS, SEGMENT_CHANGES, changelog_topic
 from streams.generator import generate
+from streams.runtime.app import INPUTS, SEGMENT_CHANGES, changelog_topic
 from streams.simulate import Simulator
 from tests.streams.workers import (
     DAY,

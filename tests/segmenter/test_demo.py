@@ -24,7 +24,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from segmenter.commands.demo import DemoRun, _leftover_run, _record_run
 from segmenter.local.common import process_alive
-from segmenter.settings import Settings
+from streams.runtime.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -198,7 +198,7 @@ async def test_a_run_killed_before_its_clean_up_is_cleaned_up_by_the_next(
     base = Settings.from_env(env={}, kafka_bootstrap=kafka_bootstrap, redis_url=redis_url,
                              state_dir=tmp_path)
     run = DemoRun.new(base)
-    from streams.app import ensure_topics
+    from streams.runtime.app import ensure_topics
 
     await ensure_topics(run.settings(base))
     client = redis.Redis.from_url(redis_url)

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from model.errors import ServiceError
 from segmenter import local
 from segmenter.commands.local import local as local_cli
-from segmenter.errors import ServiceError
 from segmenter.local import kafka, redis
 from segmenter.local.common import Origin, owned_pid, process_alive, wait_until_ready
-from segmenter.settings import Settings
+from streams.runtime.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 

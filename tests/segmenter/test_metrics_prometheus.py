@@ -17,9 +17,9 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
 from model.events import TOPIC_FOR_TYPE, encode_event
-from segmenter.settings import Settings
-from streams.app import ensure_topics
 from streams.generator import generate
+from streams.runtime.app import ensure_topics
+from streams.runtime.settings import Settings
 from tests.kafka_helpers import produce_json, worker_process
 
 RULES = Path(__file__).resolve().parents[2] / "rules" / "examples" / "retail.yaml"

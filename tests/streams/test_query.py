@@ -13,11 +13,11 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
 from rules.pipelines import held_out
-from segmenter.settings import Settings
 from streams.annotated import engine_for
-from streams.app import ensure_topics
 from streams.query import customer_view, segments_view
+from streams.runtime.app import ensure_topics
 from streams.runtime.records import partition_for
+from streams.runtime.settings import Settings
 from tests.factories import T0, EngineRun, days, purchase, rules_from_yaml, segment
 from tests.kafka_helpers import produce_json, worker_process
 

@@ -22,7 +22,7 @@ from connectors.redis_view import RedisView, ViewConsumer
 from rules.loader import load_rules_text
 from rules.ruleset import RuleSet
 from segmenter.commands.rules import publish_rules
-from streams.app import SEGMENT_CHANGES, changelog_topic
+from streams.runtime.app import SEGMENT_CHANGES, changelog_topic
 from tests.streams.workers import (
     MINUTE,
     ROLL_V1,

@@ -24,7 +24,7 @@ from model.events import encode_event
 from rules.loader import load_rules, load_rules_text
 from rules.ruleset import RuleSet
 from segmenter.commands.rules import publish_rules
-from streams.app import DEAD_LETTERS, RULES, SEGMENT_CHANGES
+from streams.runtime.app import DEAD_LETTERS, RULES, SEGMENT_CHANGES
 from streams.runtime.records import partition_for
 from streams.simulate import Simulator
 from tests.streams.workers import (

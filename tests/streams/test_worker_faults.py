@@ -30,9 +30,9 @@ from model.events import encode_event
 from model.state import CustomerState
 from rules.loader import load_rules
 from rules.ruleset import RuleSet
-from segmenter.settings import Settings
-from streams.app import DEAD_LETTERS, INPUTS, SEGMENT_CHANGES, changelog_topic
 from streams.generator import generate
+from streams.runtime.app import DEAD_LETTERS, INPUTS, SEGMENT_CHANGES, changelog_topic
+from streams.runtime.settings import Settings
 from tests.streams.workers import (
     PARTITIONS,
     RETAIL,

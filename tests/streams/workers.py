@@ -31,12 +31,12 @@ from model.events import TOPIC_FOR_TYPE, encode_event, new_event
 from model.state import CustomerState
 from rules.loader import load_rules_text
 from rules.ruleset import RuleSet
-from segmenter.settings import Settings
-from streams.app import (
+from streams.generator import generate
+from streams.runtime.app import (
     ensure_topics,
 )
-from streams.generator import generate
 from streams.runtime.records import partition_for
+from streams.runtime.settings import Settings
 from streams.simulate import Simulator
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -13,9 +13,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from connectors.common import WEBHOOK_DEAD_LETTERS
 from connectors.common import ensure_topics as connector_topics
-from segmenter.kafka_admin import LONG_MAX, compaction_lag_ms, retention_ms, topic_configs
-from segmenter.settings import Settings
-from streams.app import (
+from streams.runtime.app import (
     DEAD_LETTERS,
     INPUTS,
     MEMBERS,
@@ -24,7 +22,9 @@ from streams.app import (
     SEGMENT_CHANGES,
     changelog_topic,
 )
-from streams.app import ensure_topics as worker_topics
+from streams.runtime.app import ensure_topics as worker_topics
+from streams.runtime.kafka_admin import LONG_MAX, compaction_lag_ms, retention_ms, topic_configs
+from streams.runtime.settings import Settings
 from tests.kafka_helpers import create_topics
 
 pytestmark = pytest.mark.integration
@@ -111,7 +111,7 @@ async def test_connector_topics_get_retention_and_existing_ones_are_left_alone(
     before = (await configs(kafka_admin, [purchases]))[purchases]["retention.ms"]
     assert before != str(30 * DAY)
     try:
-        with caplog.at_level(logging.INFO, logger="segmenter.kafka_admin"):
+        with caplog.at_level(logging.INFO, logger="streams.runtime.kafka_admin"):
             created = await connector_topics(s, [changes, dead, purchases])
         assert created == [changes, dead]
         found = await configs(kafka_admin, [changes, dead, purchases])
@@ -137,7 +137,7 @@ async def test_an_existing_segment_changes_with_delete_is_left_alone_with_a_warn
         for ensure in (lambda: connector_topics(s, [changes]),
                        lambda: worker_topics(s, (SEGMENT_CHANGES,))):
             caplog.clear()
-            with caplog.at_level(logging.INFO, logger="segmenter.kafka_admin"):
+            with caplog.at_level(logging.INFO, logger="streams.runtime.kafka_admin"):
                 await ensure()
             [warning] = [r for r in caplog.records if r.levelno == logging.WARNING]
             assert f"topic {changes} exists with cleanup.policy=delete" in warning.getMessage()

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from segmenter.errors import ConfigError
-from segmenter.settings import ENV_VARS, Settings
+from model.errors import ConfigError
+from streams.runtime.settings import ENV_VARS, Settings
 
 
 def test_defaults_point_at_the_local_services(tmp_path: Path) -> None:

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from segmenter.errors import TopologyError
-from segmenter.kafka_admin import create_and_wait, log_retention, topic_configs
-from segmenter.settings import Settings
+from model.errors import TopologyError
+from streams.runtime.kafka_admin import create_and_wait, log_retention, topic_configs
+from streams.runtime.settings import Settings
 
 PURCHASES = "purchases"
 EMAIL_EVENTS = "email-events"

@@ -10,9 +10,8 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from segmenter.errors import TopologyError
-from segmenter.settings import Settings
-from streams.app import (
+from model.errors import TopologyError
+from streams.runtime.app import (
     MEMBERS,
     PARTITIONED,
     PURCHASES,
@@ -22,6 +21,7 @@ from streams.app import (
     ensure_topics,
     worker_datadir,
 )
+from streams.runtime.settings import Settings
 from tests.kafka_helpers import Received, consume_json, create_topics, produce_json, worker_process
 
 
@@ -118,7 +118,7 @@ async def test_worker_turns_purchases_into_segment_changes(
         assert record["groups"]["tier"] == {"from": None, "to": "low_value"}
 
 
-RETAIL = Path(__file__).resolve().parents[2] / "rules" / "examples" / "retail.yaml"
+RETAIL = Path(__file__).resolve().parents[3] / "rules" / "examples" / "retail.yaml"
 
 
 def _tail(path: Path, lines: int = 60) -> str:

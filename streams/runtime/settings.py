@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Literal, cast, get_args
 
-from segmenter.errors import ConfigError
+from model.errors import ConfigError
 
 Clock = Literal["wall", "event"]
 ProcessingGuarantee = Literal["at_least_once", "exactly_once"]
@@ -111,7 +111,7 @@ class Settings:
     # retention.ms of the topics Segmenter creates (existing topics are left alone): the input
     # topics and segmenter-rekey (raw events), and the two dead-letter topics; segment-changes
     # is compacted instead, keeping every record this long (min.compaction.lag.ms, see
-    # segmenter.kafka_admin.topic_configs)
+    # streams.runtime.kafka_admin.topic_configs)
     input_retention_ms: int = 30 * DAY_MS
     changes_retention_ms: int = 30 * DAY_MS
     dead_letter_retention_ms: int = 14 * DAY_MS

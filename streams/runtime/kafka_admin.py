@@ -8,8 +8,8 @@ from collections.abc import Sequence
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from segmenter.errors import TopologyError
-from segmenter.settings import Settings
+from model.errors import TopologyError
+from streams.runtime.settings import Settings
 
 log = logging.getLogger(__name__)
 
