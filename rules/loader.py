@@ -41,7 +41,8 @@ from rules.outcome import OutcomeParser
 from rules.parser import UNIT_MS, Locate, parse_expression, string_source, to_source
 from rules.pipelines import PipelineParser
 
-__all__ = ["dependency_order", "format_duration", "load_rules", "load_rules_text"]
+__all__ = ["check_number_expression", "dependency_order", "format_duration", "load_rules",
+           "load_rules_text"]
 
 ID_RE = re.compile(r"[a-z][a-z0-9_]*")
 COLOR_RE = re.compile(r"#(?:[0-9A-Fa-f]{3}|[0-9A-Fa-f]{6})")
@@ -117,6 +118,27 @@ def load_rules_text(text: str | bytes, *, source: str = "<string>") -> RuleFile:
     if loader.problems or rule_file is None:
         raise RuleFileError(sorted(loader.problems, key=lambda p: (p.line, p.column)))
     return rule_file
+
+
+def check_number_expression(text: str, rule_file: RuleFile, *, source: str) -> Expr:
+    """Parse and check one numeric expression written outside a rule file (a k-means feature of
+    `segmenter models fit`) against `rule_file`'s settings and segment ids, with the checks of
+    a rule: function names and signatures, windows within resolution and retention, types.
+    Raises RuleFileError (positions are columns of `text`, on line 1 of `source`)."""
+    loader = _Loader(source, text)
+    settings = rule_file.settings
+    loader.window = _Window(settings.resolution_ms, settings.retention_ms)
+    if not text.strip():
+        raise RuleFileError([RuleProblem(source, 1, 1, "an empty expression")])
+    expr = parse_expression(text, file=source, line=1, column=1)
+    checker = _ExprChecker(loader, settings, sorted(s.id for s in rule_file.segments))
+    kind = checker.type_of(expr)
+    if not loader.problems and kind not in ("number", "any"):
+        loader.add(_start(expr), f"must be a number, but {to_source(expr)} is "
+                                 f"{_TYPE_NAMES.get(kind, kind)}")
+    if loader.problems:
+        raise RuleFileError(sorted(loader.problems, key=lambda p: (p.line, p.column)))
+    return expr
 
 
 def dependency_order(rule_file: RuleFile) -> list[int]:

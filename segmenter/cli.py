@@ -25,6 +25,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "dashboard": ("segmenter.commands.dashboard", "dashboard"),
     "export-events": ("segmenter.commands.export_events", "export_events_cmd"),
     "segments": ("segmenter.commands.segments", "segments"),
+    "models": ("segmenter.commands.models", "models"),
 }
 
 
