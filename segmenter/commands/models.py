@@ -54,7 +54,7 @@ def _read_lines(stack: ExitStack, path: str, show: bool) -> Iterator[bytes]:
             src: IO[bytes] = sys.stdin.buffer
             total = None
         else:
-            src = stack.enter_context(open(path, "rb"))
+            src = stack.enter_context(open(path, "rb"))  # noqa: SIM115 (the stack closes it)
             total = Path(path).stat().st_size
     except OSError as exc:
         _fail(f"{exc.filename}: {exc.strerror}")
@@ -218,7 +218,7 @@ def _fit_kmeans(path: str, until: int, features: list[str], rules_path: str | No
 
     if k is not None and k < 1:
         _fail(f"--k must be at least 1, got {k}")
-    rules, table = _features(rules_path, features, path, until, show)
+    _, table = _features(rules_path, features, path, until, show)
     try:
         fitted = fit_kmeans(table.rows, features, k=k, labels=labels, seed=seed)
     except ModelFitError as exc:
