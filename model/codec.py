@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from model.events import Event, Rejection, event_to_wire, parse_dict
-from model.state import Bucket, CustomerState
+from model.state import Bucket, CustomerState, estimate_occasions
 
 FORMAT = 1
 
@@ -51,6 +51,9 @@ def encode_state(st: CustomerState) -> bytes:
         st.eng_score, st.eng_ref, st.unsubscribed, st.attributes,
         [event_to_wire(e) for e in st.pending], st.dedup, st.members, sorted(st.cands), st.due,
         st.seq, st.rules_version, st.last_eval,
+        # slot 20: the purchase occasions (0 without a purchase); decoders before it read 20
+        [st.pdays, st.pday_ts, st.gross, st.first_day_amount, st.first_amount] if st.pdays
+        else 0,
     ])
 
 
@@ -63,10 +66,17 @@ def decode_state(data: bytes) -> CustomerState:
         ev = parse_dict(obj, currency=obj.get("currency") or "")
         if not isinstance(ev, Rejection):
             pending.append(ev)
-    return CustomerState(
+    st = CustomerState(
         customer_id=raw[1], buckets=dict(map(_bucket_in, raw[2])), first_ts=raw[3],
         last_ts=raw[4], first_seen=raw[5], lifetime_amount=raw[6], lifetime_orders=raw[7],
         eng_score=raw[8], eng_ref=raw[9], unsubscribed=raw[10], attributes=raw[11],
         pending=pending, dedup=raw[13], members=raw[14], cands=set(raw[15]), due=raw[16],
         seq=raw[17], rules_version=raw[18], last_eval=raw[19],
     )  # states written by the Faust worker have two more slots (replay guard, outbox): ignored
+    if len(raw) == 21:
+        occ = raw[20]
+        if occ:
+            st.pdays, st.pday_ts, st.gross, st.first_day_amount, st.first_amount = occ
+    elif st.lifetime_orders:  # written before the purchase occasions were kept
+        estimate_occasions(st)
+    return st

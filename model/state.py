@@ -16,6 +16,7 @@ from typing import Any
 
 PURCHASE = "purchase"
 REFUND = "refund"
+_DAY_MS = 86_400_000
 
 
 class Bucket:
@@ -66,6 +67,13 @@ class CustomerState:
     seq: int = 0
     rules_version: str = ""
     last_eval: int | None = None
+    # Purchase occasions, what BG/NBD and Gamma-Gamma read (rules/models; docs/models.md): a
+    # repeat purchase is a distinct UTC purchase day or an order, as the model says
+    pdays: int = 0  # distinct UTC days with a purchase, all time
+    pday_ts: int | None = None  # the first purchase instant of the latest purchase day
+    gross: float = 0.0  # purchase amounts of all time (refunds not subtracted)
+    first_day_amount: float = 0.0  # amount of the purchases on the first purchase day
+    first_amount: float = 0.0  # amount of the first purchase
 
     @property
     def next_due(self) -> int | None:
@@ -90,6 +98,7 @@ def fold_event(st: CustomerState, ev: Any, resolution_ms: int, points: dict[str,
     types = bucket.types
     types[etype] = types.get(etype, 0) + 1
     if etype == PURCHASE:
+        add_occasion(st, ts, ev.amount, resolution_ms)
         bucket.pa += ev.amount
         bucket.pc += 1
         st.lifetime_amount += ev.amount
@@ -135,6 +144,59 @@ def fold_event(st: CustomerState, ev: Any, resolution_ms: int, points: dict[str,
     p = points.get(etype)
     if p:
         add_engagement(st, ts, p, half_life_ms)
+
+
+def add_occasion(st: CustomerState, ts: int, amount: float, resolution_ms: int) -> None:
+    """Count a purchase (at ts, before its bucket and first_ts/last_ts take it in) into the
+    purchase occasions: the distinct purchase days, the latest day's first instant, the gross
+    amount, the first day's and the first purchase's amounts. Out-of-order purchases are exact
+    when the resolution divides a day (the buckets tell whether their day had a purchase);
+    with another resolution a purchase between the first and the latest purchase day that
+    arrives after a later one counts as a new day."""
+    st.gross += amount
+    first = st.first_ts.get(PURCHASE)
+    if first is None or st.pday_ts is None:
+        st.pdays = 1
+        st.pday_ts = ts
+        st.first_day_amount = st.first_amount = amount
+        return
+    if ts < first:
+        st.first_amount = amount
+    day, fday, lday = ts // _DAY_MS, first // _DAY_MS, st.pday_ts // _DAY_MS
+    if day < fday:
+        st.first_day_amount = amount
+    elif day == fday:
+        st.first_day_amount += amount
+    if day > lday:
+        st.pdays += 1
+        st.pday_ts = ts
+    elif day == lday:
+        if ts < st.pday_ts:
+            st.pday_ts = ts
+    elif day < fday or (day > fday and not _bought_on(st, day, resolution_ms)):
+        st.pdays += 1
+
+
+def _bought_on(st: CustomerState, day: int, resolution_ms: int) -> bool:
+    if _DAY_MS % resolution_ms:
+        return False
+    per_day = _DAY_MS // resolution_ms
+    lo, hi = day * per_day, (day + 1) * per_day
+    return any(lo <= b < hi and bk.pc for b, bk in st.buckets.items())
+
+
+def estimate_occasions(st: CustomerState) -> None:
+    """Purchase occasions of a state written before they were kept (a codec upgrade): estimated
+    from the lifetime facts (every order a day of its own, within the days from the first to
+    the latest purchase; each order of the mean value). `segmenter backfill` rebuilds them
+    exactly from the input topics."""
+    first, last = st.first_ts.get(PURCHASE), st.last_ts.get(PURCHASE)
+    if first is None or last is None or st.lifetime_orders <= 0:
+        return
+    st.pdays = max(1, min(st.lifetime_orders, last // _DAY_MS - first // _DAY_MS + 1))
+    st.pday_ts = last
+    st.gross = max(st.lifetime_amount, 0.0)
+    st.first_day_amount = st.first_amount = st.gross / st.lifetime_orders
 
 
 def add_engagement(st: CustomerState, ts: int, p: float, half_life_ms: int) -> None:

@@ -5,6 +5,7 @@ attributes; a decoded state carries on exactly like the original."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Iterator
 from importlib import resources
 
@@ -133,8 +134,11 @@ def test_round_trip_of_edge_states() -> None:
     assert round_trip(st) == st
     assert round_trip(st).lifetime_amount == st.lifetime_amount
     assert round_trip(st).unsubscribed
-    old = [*orjson.loads(encode_state(st)), {"0": 17}, []]  # written by the Faust worker
-    assert decode_state(orjson.dumps(old)) == st
+    # written by the Faust worker: the first 20 slots, then a replay guard and an outbox
+    old = [*orjson.loads(encode_state(st))[:20], {"0": 17}, []]
+    faust = decode_state(orjson.dumps(old))
+    assert faust == dataclasses.replace(  # the purchase occasions estimated
+        st, pday_ts=T0 + 1, first_day_amount=st.gross / 2, first_amount=st.gross / 2)
 
 
 def test_web_only_buckets_stay_small() -> None:
@@ -153,3 +157,52 @@ def test_unknown_format_is_refused() -> None:
     raw[0] = FORMAT + 1
     with pytest.raises(ValueError, match="format"):
         decode_state(orjson.dumps(raw))
+
+
+def test_purchase_occasions_round_trip_and_older_states_decode() -> None:
+    """Slot 20 holds the purchase occasions BG/NBD reads (distinct purchase days, the latest
+    day's first instant, gross amount, first day's and first purchase's amounts): kept bit for
+    bit; a state written before it (20 slots) decodes with them estimated from the lifetime
+    facts, one without purchases with none; decoders that read 20 slots still read the rest."""
+    engine = Engine(RETAIL)
+    st = None
+    for ts, amount in ((T0 + 3 * DAY + HOUR, 10.0), (T0 + 3 * DAY + 5 * HOUR, 2.5),
+                       (T0 + 7 * DAY, 4.0), (T0 + 8 * DAY + 2 * HOUR, 1.25),
+                       (T0 + 8 * DAY + HOUR, 0.75)):
+        st = engine.apply(st, purchase(ts, amount), T0 + 9 * DAY).state
+    assert st is not None
+    assert (st.pdays, st.pday_ts, st.gross, st.first_day_amount, st.first_amount) == (
+        3, T0 + 8 * DAY + HOUR, 18.5, 12.5, 10.0)
+    raw = orjson.loads(encode_state(st))
+    assert len(raw) == 21 and raw[20] == [3, T0 + 8 * DAY + HOUR, 18.5, 12.5, 10.0]
+    assert round_trip(st) == st
+    before = decode_state(orjson.dumps(raw[:20]))  # a state written before slot 20
+    assert (before.pdays, before.pday_ts, before.gross, before.first_day_amount,
+            before.first_amount) == (5, T0 + 8 * DAY + 2 * HOUR, 18.5, 3.7, 3.7)
+    assert dataclasses.replace(before, pdays=3, pday_ts=T0 + 8 * DAY + HOUR,
+                               first_day_amount=12.5, first_amount=10.0) == st
+    no_purchase = engine.apply(None, event("email_open", T0), T0).state
+    assert no_purchase is not None and orjson.loads(encode_state(no_purchase))[20] == 0
+    assert decode_state(orjson.dumps(orjson.loads(encode_state(no_purchase))[:20])) \
+        == no_purchase == round_trip(no_purchase)
+
+
+def test_out_of_order_purchases_count_days_exactly() -> None:
+    """A purchase arriving after a later one: on a day already counted (found in the buckets),
+    on a new day in between, before the first day: the same occasions as in order."""
+    engine = Engine(RETAIL)
+    days = [(T0 + 5 * DAY, 1.0), (T0 + 2 * DAY + HOUR, 2.0), (T0 + 2 * DAY, 4.0),
+            (T0 + 4 * DAY, 8.0), (T0 + 9 * DAY, 16.0), (T0 + 4 * DAY + 3 * HOUR, 32.0)]
+    now = T0 + 10 * DAY
+    shuffled = None
+    for ts, amount in days:
+        shuffled = engine.apply(shuffled, purchase(ts, amount), now).state
+    ordered = None
+    for ts, amount in sorted(days):
+        ordered = engine.apply(ordered, purchase(ts, amount), now).state
+    assert shuffled is not None and ordered is not None
+    occ = (ordered.pdays, ordered.pday_ts, ordered.gross, ordered.first_day_amount,
+           ordered.first_amount)
+    assert occ == (4, T0 + 9 * DAY, 63.0, 6.0, 4.0)
+    assert (shuffled.pdays, shuffled.pday_ts, shuffled.gross, shuffled.first_day_amount,
+            shuffled.first_amount) == occ
