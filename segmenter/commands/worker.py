@@ -123,11 +123,15 @@ class Throttle(logging.Filter):
 async def _run(settings: Settings, seed: Any) -> None:
     from prometheus_client import CollectorRegistry
 
+    from connectors.audience_web import AudienceRoutes
     from streams.runtime.metrics import Metrics
     from streams.runtime.web import serve
     from streams.runtime.worker import Worker
 
-    await serve(Worker(settings, Metrics(CollectorRegistry()), seed))
+    worker = Worker(settings, Metrics(CollectorRegistry()), seed)
+    # the audience routes (members, size history, overlap from the Redis view) live in
+    # connectors/: the CLI hands them to the worker's web server (streams/ never imports them)
+    await serve(worker, [AudienceRoutes(worker)])
 
 
 if __name__ == "__main__":  # `python -m segmenter.commands.worker` (used by the demo and tests)

@@ -4,7 +4,11 @@
   worker forwards the request to the owner (found on the members topic) and relays its answer;
 - `GET /v1/segments`: the definitions in force with sizes (all workers' from the Redis view
   when it is there, else this worker's);
-- `GET /healthz`, `GET /readyz` (restore progress included), `GET /metrics`.
+- `GET /healthz`, `GET /readyz` (restore progress included), `GET /metrics`;
+- routes of `WebExtension`s given by the layer that starts the worker: `segmenter worker` adds
+  the audience routes (`/v1/segments/{id}/members`, `/v1/segments/{id}/history`,
+  `/v1/overlap`, read from the Redis view by connectors.audience_web). This package never
+  imports connectors (import-linter's layers): the extension comes in from above.
 Every endpoint but `/healthz` and `/metrics` requires the bearer token when one is set, except
 that `/readyz` without it still answers 200 or 503 with `{"ready": ...}` only (for probes).
 """
@@ -14,7 +18,8 @@ from __future__ import annotations
 import hmac
 import logging
 import socket
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol
 
 import aiohttp
 from aiohttp import web
@@ -27,8 +32,22 @@ from streams.runtime.worker import Worker
 log = logging.getLogger(__name__)
 FORWARDED = "X-Segmenter-Forwarded"
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-def build_app(worker: Worker) -> web.Application:
+
+class WebExtension(Protocol):
+    """More GET routes for the worker's web server, behind the same bearer token."""
+
+    def routes(self) -> Sequence[tuple[str, Handler]]:
+        """(path, handler) pairs, e.g. ("/v1/segments/{segment_id}/members", handler)."""
+        ...
+
+    async def close(self) -> None:
+        """Release what the routes hold (clients); called when the server stops."""
+        ...
+
+
+def build_app(worker: Worker, extensions: Sequence[WebExtension] = ()) -> web.Application:
     s = worker.settings
     token = s.api_token.encode()
     redis: list[Any] = []  # one pooled client, created on first use
@@ -115,17 +134,37 @@ def build_app(worker: Worker) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    for extension in extensions:
+        for path, handler in extension.routes():
+            app.router.add_get(path, _guarded(handler, authorized, unauthorized))
     app.on_cleanup.append(close_redis)
+
+    async def close_extensions(app: web.Application) -> None:
+        for extension in extensions:
+            await extension.close()
+
+    app.on_cleanup.append(close_extensions)
     return app
 
 
-async def start_web(worker: Worker) -> web.AppRunner | None:
+def _guarded(handler: Handler, authorized: Callable[[web.Request], bool],
+             unauthorized: Callable[[], web.Response]) -> Handler:
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        if not authorized(request):
+            return unauthorized()
+        return await handler(request)
+
+    return guarded
+
+
+async def start_web(worker: Worker, extensions: Sequence[WebExtension] = ()
+                    ) -> web.AppRunner | None:
     """Serve the worker's pages on SEGMENTER_WEB_BIND:SEGMENTER_WEB_PORT (off when 0)."""
     s = worker.settings
     if not s.web_enabled:
         return None
     # a connection idle or without complete headers for this long is closed
-    runner = web.AppRunner(build_app(worker), access_log=None,
+    runner = web.AppRunner(build_app(worker, extensions), access_log=None,
                            keepalive_timeout=s.web_header_timeout)
     await runner.setup()
     await web.TCPSite(runner, s.web_bind, s.web_port).start()
@@ -135,15 +174,16 @@ async def start_web(worker: Worker) -> web.AppRunner | None:
     return runner
 
 
-async def serve(worker: Worker) -> None:
-    """Run `worker` with its web server until SIGTERM or SIGINT (then stop it cleanly)."""
+async def serve(worker: Worker, extensions: Sequence[WebExtension] = ()) -> None:
+    """Run `worker` with its web server (plus `extensions`' routes) until SIGTERM or SIGINT
+    (then stop it cleanly)."""
     import asyncio
     import signal
 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stop)
-    runner = await start_web(worker)
+    runner = await start_web(worker, extensions)
     try:
         await worker.run()
     finally:
