@@ -16,8 +16,9 @@ from dataclasses import MISSING, dataclass, field, fields, make_dataclass
 from datetime import UTC, date, datetime
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Any, cast
+from typing import Annotated, Any, cast
 
+import msgspec
 import orjson
 
 # --- types and families -------------------------------------------------------------------------
@@ -541,7 +542,18 @@ def parse_event(
     """Decode and validate one message value: everything but the clock and dedup checks.
 
     `currency` is the rule file's `settings.currency`. Returns an Event or a Rejection, never
-    raises."""
+    raises. The common, valid event takes the fast path (`_fast_event`); anything it does not
+    accept as is goes through `parse_event_checked`, which gives the precise rejection."""
+    event = _fast_event(raw, currency)
+    if event is not None:
+        return event
+    return parse_event_checked(raw, currency=currency)
+
+
+def parse_event_checked(
+    raw: bytes | bytearray | memoryview | str, *, currency: str
+) -> Event | Rejection:
+    """parse_event without the fast path: orjson, then parse_dict's field-by-field checks."""
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -552,6 +564,110 @@ def parse_event(
         return Rejection(_R.NOT_AN_OBJECT,
                          f"an event must be a JSON object, got {_json_type(obj)}")
     return parse_dict(obj, currency=currency)
+
+
+# --- the fast path -------------------------------------------------------------------------------
+# msgspec decodes and checks the common, valid event in one C pass (~1 us instead of ~4). Its
+# schema is stricter than parse_dict: no unknown field, every field of every family typed and
+# bounded whatever the event's type, no bool for a number, integers as JSON integers. So every
+# message it accepts is one parse_dict accepts too, with the same Event (the property test in
+# tests/model/test_events_fast.py holds the two paths equal); everything else, valid or not,
+# takes the checked path and gets its precise rejection there.
+
+_Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LEN)]
+_Url = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_URL_LEN)]
+_Money = Annotated[float, msgspec.Meta(ge=0.0, le=1.7976931348623157e308)]  # finite, >= 0
+
+
+class _WireItem(msgspec.Struct, forbid_unknown_fields=True):
+    sku: _Id
+    category: _Id
+    quantity: Annotated[int, msgspec.Meta(ge=1, le=MAX_QUANTITY)]
+    price: _Money
+
+
+class _WireEvent(msgspec.Struct, forbid_unknown_fields=True):
+    event_id: _Id
+    customer_id: _Id
+    type: str
+    ts: int | Annotated[str, msgspec.Meta(max_length=MAX_TS_TEXT_LEN)]
+    amount: _Money | None = None
+    currency: str | None = None
+    order_id: _Id | None = None
+    items: Annotated[list[_WireItem], msgspec.Meta(max_length=MAX_ITEMS)] | None = None
+    campaign_id: _Id | None = None
+    session_id: _Id | None = None
+    url: _Url | None = None
+    sku: _Id | None = None
+    category: _Id | None = None
+    attributes: dict[str, str | int | float | bool | None] | None = None
+
+
+_fast_decode = msgspec.json.Decoder(_WireEvent).decode
+_I64_MIN, _U64_MAX = -(1 << 63), (1 << 64) - 1
+_FastError = (msgspec.DecodeError, msgspec.ValidationError)
+
+
+def _fast_event(raw: bytes | bytearray | memoryview | str, currency: str) -> Event | None:
+    """The Event of a common, valid message, or None for parse_event_checked to decide."""
+    try:
+        w = _fast_decode(raw)
+    except _FastError:
+        return None
+    except Exception:  # e.g. not bytes at all: the checked path says what it is
+        return None
+    wire_ts = w.ts
+    if type(wire_ts) is int:
+        if not MIN_TS_MS <= wire_ts <= MAX_TS_MS:
+            return None
+        ts: int = wire_ts
+    else:
+        parsed = parse_rfc3339(cast(str, wire_ts))
+        if parsed is None:
+            return None
+        ts = parsed
+    family = _FAMILY.get(w.type)
+    event = _EventTwin(w.event_id, w.customer_id, w.type, ts)
+    if family == _FAMILY_PURCHASE:
+        if w.amount is None or w.currency != currency:
+            return None
+        event.amount = w.amount
+        event.currency = currency
+        event.order_id = w.order_id
+        if w.items:
+            items = []
+            for wi in w.items:
+                item = _ItemTwin(wi.sku, wi.category, wi.quantity, wi.price)
+                item.__class__ = Item
+                items.append(item)
+            event.items = tuple(items)
+    elif family == _FAMILY_WEB:
+        event.session_id = w.session_id
+        event.url = w.url
+        event.sku = w.sku
+        event.category = w.category
+    elif family == _FAMILY_EMAIL:
+        event.campaign_id = w.campaign_id
+    elif family == _FAMILY_PROFILE_UPDATE:
+        attrs = w.attributes
+        if attrs is None or len(attrs) > MAX_ATTRIBUTES:
+            return None
+        for key, value in attrs.items():
+            if not key or len(key) > MAX_ID_LEN:
+                return None
+            if type(value) is str:
+                if len(value) > MAX_ATTRIBUTE_VALUE_LEN:
+                    return None
+            elif type(value) is int:
+                if not _I64_MIN <= value <= _U64_MAX:  # orjson reads these as floats
+                    return None
+            elif type(value) is float and not math.isfinite(value):
+                return None
+        event.attributes = Attributes(attrs)
+    elif family is None:
+        return None
+    event.__class__ = Event
+    return cast(Event, event)
 
 
 def _decode_rejection(raw: object, exc: Exception) -> Rejection:
