@@ -391,9 +391,13 @@ class RedisView:
         else:
             minute = minute_of(at_ms)
         cause = change.wire.get("cause")
-        feed_entry = orjson.dumps({
+        feed: dict[str, Any] = {
             "customer_id": change.customer_id, "seq": change.seq, "at": change.at,
-            "cause": cause, "entered": list(change.entered), "exited": list(change.exited)})
+            "cause": cause, "entered": list(change.entered), "exited": list(change.exited)}
+        move = change.pipeline
+        if move is not None:  # rule files with `pipelines:`: the dashboard's pipeline moves
+            feed["pipeline"] = {"from": move.get("from"), "to": move.get("to")}
+        feed_entry = orjson.dumps(feed)
         history_entry = orjson.dumps({
             "seq": change.seq, "at": change.at, "cause": cause, "rules_version":
             change.rules_version, "entered": list(change.entered), "exited": list(change.exited),

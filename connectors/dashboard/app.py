@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import html
 import logging
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from redis.exceptions import RedisError
 
+from connectors import audience as aud
 from connectors.dashboard.data import (
     DashboardData,
     DashboardOptions,
@@ -215,6 +217,76 @@ async def customer(request: web.Request) -> web.StreamResponse:
     return json_response(found)
 
 
+async def _segment(request: web.Request) -> tuple[str, str | None]:
+    """The {segment_id} of the path and its label; 404 for a segment nobody knows."""
+    segment = request.match_info["segment_id"]
+    found, label, known = await request.app[DATA].segment_label(segment)
+    if not found:
+        raise web.HTTPNotFound(text=orjson.dumps({"error": aud.unknown_segment(
+            segment, known)}).decode(), content_type="application/json")
+    return segment, label
+
+
+def _bad_request(exc: aud.AudienceError) -> web.HTTPBadRequest:
+    return web.HTTPBadRequest(text=orjson.dumps({"error": str(exc)}).decode(),
+                              content_type="application/json")
+
+
+async def segment_members(request: web.Request) -> web.StreamResponse:
+    segment, label = await _segment(request)
+    try:
+        cursor = aud.parse_cursor(request.query.get("cursor"))
+        limit = aud.parse_limit(request.query.get("limit"))
+    except aud.AudienceError as exc:
+        raise _bad_request(exc) from exc
+    return json_response(await request.app[DATA].members(segment, cursor, limit, label))
+
+
+async def segment_export(request: web.Request) -> web.StreamResponse:
+    """The whole segment as a CSV (or `?format=jsonl`) download, as `segments export` writes."""
+    segment, label = await _segment(request)
+    fmt = request.query.get("format", "csv")
+    if fmt not in aud.EXPORT_FORMATS:
+        raise _bad_request(aud.AudienceError("format must be csv or jsonl"))
+    data = request.app[DATA]
+    with tempfile.TemporaryFile() as spool:
+        await aud.export_members(data.reader.client, data.reader.keys, segment, fmt, spool,
+                                 label=label)
+        spool.seek(0)
+        response = web.StreamResponse(headers={
+            "Content-Type": "text/csv; charset=utf-8" if fmt == "csv"
+            else "application/x-ndjson",
+            "Content-Disposition": f'attachment; filename="{segment}-members.{fmt}"',
+            "Cache-Control": "no-store", **SECURITY_HEADERS})
+        await response.prepare(request)
+        while chunk := spool.read(1 << 16):
+            await response.write(chunk)
+        await response.write_eof()
+    return response
+
+
+async def segment_history(request: web.Request) -> web.StreamResponse:
+    segment, _ = await _segment(request)
+    try:
+        resolution = aud.parse_resolution(request.query.get("resolution"))
+    except aud.AudienceError as exc:
+        raise _bad_request(exc) from exc
+    return json_response(await request.app[DATA].history(segment, resolution))
+
+
+async def overlap(request: web.Request) -> web.StreamResponse:
+    try:
+        wanted = aud.parse_segments(request.query.get("segments"))
+        return json_response(await request.app[DATA].overlap(wanted))
+    except aud.AudienceError as exc:
+        raise _bad_request(exc) from exc
+
+
+async def pipelines(request: web.Request) -> web.StreamResponse:
+    minutes = _int(request, "minutes", 60, 1, 2880)
+    return json_response(await request.app[DATA].pipelines(minutes))
+
+
 async def feed(request: web.Request) -> web.StreamResponse:
     limit = _int(request, "limit", FEED_SNAPSHOT, 1, 1000)
     raw = await request.app[DATA].reader.feed_raw(limit)
@@ -324,6 +396,11 @@ def create_dashboard_app(
     app.router.add_get("/api/feed", feed)
     app.router.add_get("/api/feed/stream", feed_stream)
     app.router.add_get("/api/customers/{customer_id}", customer)
+    app.router.add_get("/api/segments/{segment_id}/members", segment_members)
+    app.router.add_get("/api/segments/{segment_id}/export", segment_export)
+    app.router.add_get("/api/segments/{segment_id}/history", segment_history)
+    app.router.add_get("/api/overlap", overlap)
+    app.router.add_get("/api/pipelines", pipelines)
     app.router.add_static("/static/", STATIC, append_version=False)
     return app
 

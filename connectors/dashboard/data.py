@@ -19,6 +19,7 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from connectors import audience as aud
 from connectors.dashboard.explain import explain
 from connectors.redis_view import DEFAULT_PREFIX, KeyLayout, RedisView, minute_of
 
@@ -407,6 +408,81 @@ class DashboardData:
                 "status": {"api_ok": api_error is None, "api_error": api_error,
                            "api_url": self.options.api_url, "in_view": view is not None,
                            "in_api": live is not None}}
+
+    # ------------------------------------------------------------- audiences (issue 14)
+
+    async def known_segments(self) -> tuple[dict[str, str | None], set[str]]:
+        """(segment id -> label of the definitions, in file order; every segment the
+        definitions or the view know)."""
+        defs, _ = await self._defs()
+        labels = {s["id"]: s.get("label") for s in defs.get("segments", [])}
+        return labels, set(labels) | await aud.view_segments(self.reader.client,
+                                                              self.reader.keys)
+
+    async def segment_label(self, segment: str) -> tuple[bool, str | None, set[str]]:
+        """(known?, label, every known segment)."""
+        labels, known = await self.known_segments()
+        return segment in known, labels.get(segment), known
+
+    async def members(self, segment: str, cursor: int, limit: int,
+                      label: str | None) -> dict[str, Any]:
+        return await aud.members_page(self.reader.client, self.reader.keys, segment,
+                                      cursor=cursor, limit=limit, label=label)
+
+    async def history(self, segment: str, resolution: str) -> dict[str, Any]:
+        return await aud.size_history(self.reader.client, self.reader.keys, segment,
+                                      resolution)
+
+    async def overlap(self, wanted: list[str]) -> dict[str, Any]:
+        """The overlap of `wanted` (all named must be known), or by default of the segments
+        with members, in file order (at most audience.MAX_OVERLAP, the largest first kept)."""
+        labels, known = await self.known_segments()
+        unknown = [w for w in wanted if w not in known]
+        if unknown:
+            raise aud.AudienceError(aud.unknown_segment(unknown[0], known))
+        if not wanted:
+            sizes = await self.reader.sizes()
+            ordered = [*labels, *sorted(known - set(labels))]
+            wanted = [s for s in ordered if sizes.get(s, 0) > 0]
+            if len(wanted) > aud.MAX_OVERLAP:
+                keep = set(sorted(wanted, key=lambda s: -sizes[s])[:aud.MAX_OVERLAP])
+                wanted = [s for s in wanted if s in keep]
+        result = await aud.overlap(self.reader.client, self.reader.keys, wanted)
+        result["labels"] = {s: labels.get(s) for s in result["segments"]}
+        return result
+
+    async def pipelines(self, minutes: int) -> dict[str, Any]:
+        """Pipeline sizes (the view's `pipelines:sizes`) and the moves between pipelines in
+        the last `minutes`, from the feed entries (which carry `pipeline` when it moved)."""
+        raw = await self.reader.client.hgetall(self.reader.keys.pipeline_sizes)
+        sizes = {_text(k): int(v) for k, v in raw.items()}
+        minutes = max(1, min(MAX_MINUTES, minutes))
+        since = time.strftime("%Y-%m-%dT%H:%M:%S.000Z",
+                              time.gmtime(minute_starts(minutes, time.time())[0]))
+        moves: Counter[tuple[str, str]] = Counter()
+        oldest: str | None = None
+        entries = 0
+        for line in await self.reader.feed_raw(10_000):
+            with contextlib.suppress(orjson.JSONDecodeError):
+                e = orjson.loads(line)
+                entries += 1
+                at = e.get("at")
+                if not isinstance(at, str):
+                    continue
+                oldest = at if oldest is None or at < oldest else oldest
+                move = e.get("pipeline")
+                if at >= since and isinstance(move, dict):
+                    moves[(move.get("from") or NONE, move.get("to") or NONE)] += 1
+        names = sorted(sizes, key=lambda p: (-sizes[p], p))
+        for src, dst in moves:
+            for p in (src, dst):
+                if p != NONE and p not in names:
+                    names.append(p)
+        return {"pipelines": [{"id": p, "size": sizes.get(p, 0)} for p in names],
+                "order": [*names, NONE], "minutes": minutes,
+                "cells": [{"from": a, "to": b, "count": n} for (a, b), n in sorted(moves.items())],
+                "feed_entries": entries, "complete": oldest is None or oldest <= since,
+                "covered_since": oldest}
 
     async def rules(self) -> dict[str, Any]:
         defs, status = await self._defs()

@@ -12,7 +12,6 @@ import io
 import random
 import socket
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
@@ -27,69 +26,32 @@ from prometheus_client import CollectorRegistry
 
 from connectors import audience as aud
 from connectors.audience_web import AudienceRoutes
-from connectors.changes import change_from_wire
-from connectors.redis_view import KeyLayout, RedisView, rule_file_groups, rule_file_metadata
-from model.changes import SegmentChange, format_ts
-from rules.loader import load_rules
+from connectors.redis_view import KeyLayout, RedisView
 from rules.ruleset import RuleSet
 from segmenter.commands import segments_export
 from segmenter.commands.segments import segments as segments_cli
-from streams.generator import generate
 from streams.runtime.metrics import Metrics
 from streams.runtime.settings import Settings
 from streams.runtime.web import build_app
 from streams.runtime.worker import Worker
-from streams.simulate import Simulator
-from tests.connectors.factories import BASE_AT, record, wire_change
+from tests.connectors.factories import (
+    BASE_AT,
+    RETAIL_RULES,
+    record,
+    replay_into_view,
+    wire_change,
+)
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-RETAIL_PATH = ROOT / "rules" / "examples" / "retail.yaml"
-RETAIL = RuleSet(load_rules(RETAIL_PATH))
+RETAIL = RETAIL_RULES
 LABELS = {s.id: s.defn.label for s in RETAIL.segments}
 TOKEN = "audience-token"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
 
 
 # ------------------------------------------------------------------------- factories
-
-
-@dataclass
-class Replayed:
-    """The retail rules replayed over a generated log: the final states (what the worker
-    holds) and every change record, applied to a Redis view."""
-
-    sim: Simulator
-    changes: list[SegmentChange]
-    view: RedisView
-
-    def members(self, segment: str) -> dict[str, str]:
-        """customer -> entered_at (RFC 3339) of the Simulator's current members."""
-        return {cid: format_ts(st.members[segment]) for cid, st in self.sim.states.items()
-                if segment in st.members}
-
-    def why(self, segment: str, customer_id: str) -> Any:
-        """The `why` of the change that last entered the customer into the segment."""
-        entering = [c for c in self.changes
-                    if c.customer_id == customer_id and segment in c.entered]
-        return entering[-1].details[segment]["why"]
-
-
-async def replay_into_view(client: aioredis.Redis, prefix: str, *, customers: int = 1000,
-                           events: int = 10_000, seed: int = 14) -> Replayed:
-    changes: list[SegmentChange] = []
-    sim = Simulator(RETAIL, on_change=changes.append)
-    for ev in generate(customers=customers, events=events, seed=seed,
-                       start_ms=BASE_AT - 120 * 86_400_000, days=120):
-        sim.feed(ev)
-    sim.finish()
-    view = RedisView(client, prefix=prefix, fallback_metadata=rule_file_metadata(RETAIL.file),
-                     segment_groups=rule_file_groups(RETAIL.file))
-    records = [change_from_wire(orjson.loads(orjson.dumps(c.to_wire()))) for c in changes]
-    for i in range(0, len(records), 500):
-        assert set(await view.apply_many(records[i:i + 500])) <= {"applied", "erased"}
-    return Replayed(sim, changes, view)
 
 
 def stub_worker(prefix: str, redis_url: str, *, rules: RuleSet | None = RETAIL) -> Worker:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import csv
+import io
 import os
 import re
 import shutil
@@ -45,6 +47,7 @@ from model.events import encode_event, new_event
 from rules.loader import load_rules
 from streams.generator import generate
 from streams.runtime.settings import Settings
+from tests.connectors.factories import replay_into_view
 
 pytestmark = pytest.mark.integration
 
@@ -519,6 +522,90 @@ def test_every_asset_is_served_locally() -> None:
     assert {s.icon for s in RETAIL.segments if s.icon} <= set(icons)
 
 
+# ------------------------------------------------------------------------- audiences (issue 14)
+
+
+async def test_segment_members_export_history_and_overlap_api(
+        redis_client: aioredis.Redis, unique: str) -> None:
+    """The dashboard's audience endpoints over a view built from the Simulator's change
+    records: members and the CSV download equal the Simulator's states, the overlap its
+    intersections; 404 / 400 with messages."""
+    prefix = f"{unique}:"
+    async with dashboard(redis_client, prefix, token=TOKEN, seed=False) as d:
+        replayed = await replay_into_view(redis_client, prefix)
+        bearer = {"Authorization": f"Bearer {TOKEN}"}
+        seg = "low_value"
+        want = replayed.members(seg)
+        assert len(want) > 128  # several SSCAN pages
+        got: dict[str, Any] = {}
+        cursor: str | None = "0"
+        while cursor is not None:
+            status, page = await d.get(f"/api/segments/{seg}/members?limit=50&cursor={cursor}",
+                                       headers=bearer)
+            assert status == 200 and page["size"] == len(want)
+            got.update({m["customer_id"]: m for m in page["members"]})
+            cursor = page["next_cursor"]
+        assert {c: m["entered_at"] for c, m in got.items()} == want
+        assert {m["label"] for m in got.values()} == {"Low value"}
+        assert all(m["why"] == replayed.why(seg, c) for c, m in got.items())
+
+        async with d.http.get(d.url + f"/api/segments/{seg}/export", headers=bearer) as resp:
+            assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/csv")
+            assert f'filename="{seg}-members.csv"' in resp.headers["Content-Disposition"]
+            table = list(csv.reader(io.StringIO((await resp.read()).decode())))
+        assert table[0][:3] == ["customer_id", "label", "entered_at"]
+        assert {r[0]: r[2] for r in table[1:]} == want and len(table) == len(want) + 1
+
+        status, body = await d.get("/api/segments/nope/members", headers=bearer)
+        assert status == 404 and "no segment 'nope'" in body["error"]
+        for path in (f"/api/segments/{seg}/members?cursor=x", f"/api/segments/{seg}/members"
+                     "?limit=0", f"/api/segments/{seg}/history?resolution=day",
+                     f"/api/segments/{seg}/export?format=xml", "/api/overlap?segments=nope"):
+            status, body = await d.get(path, headers=bearer)
+            assert status == 400 and body["error"], path
+        for path in (f"/api/segments/{seg}/members", f"/api/segments/{seg}/export",
+                     f"/api/segments/{seg}/history", "/api/overlap", "/api/pipelines"):
+            assert (await d.get(path))[0] == 401, path
+
+        status, history = await d.get(f"/api/segments/{seg}/history?resolution=hour",
+                                      headers=bearer)
+        assert status == 200 and history["size"] == len(want) and history["points"]
+
+        status, matrix = await d.get("/api/overlap", headers=bearer)
+        assert status == 200
+        members = {s.id: set(replayed.members(s.id)) for s in RETAIL.segments}
+        assert matrix["segments"] == [s.id for s in RETAIL.segments if members[s.id]]
+        for i, a in enumerate(matrix["segments"]):
+            for j, b in enumerate(matrix["segments"]):
+                assert matrix["both"][i][j] == len(members[a] & members[b]), (a, b)
+        assert matrix["labels"]["vip"] == "VIP"
+
+
+async def test_pipeline_sizes_and_moves_from_the_view(
+        redis_client: aioredis.Redis, unique: str) -> None:
+    prefix = f"{unique}:"
+    async with dashboard(redis_client, prefix, seed=False) as d:
+        await apply(d.view, pipeline_story(d.story))
+        status, body = await d.get("/api/pipelines?minutes=60")
+    assert status == 200
+    assert body["pipelines"] == [{"id": "occasional", "size": 2}, {"id": "premium", "size": 1}]
+    assert body["order"] == ["occasional", "premium", "-"]
+    assert {(c["from"], c["to"]): c["count"] for c in body["cells"]} == {
+        ("-", "occasional"): 3, ("occasional", "premium"): 1}
+
+
+def pipeline_story(story: Story) -> list[dict[str, Any]]:
+    """Three customers enter `occasional` (growth), one moves on to `premium` (vip)."""
+    wires = []
+    for cid in ("p-1", "p-2", "p-3"):
+        wire = story.change(cid, ["growth"])
+        wire["pipeline"] = {"from": None, "to": "occasional"}
+        wires.append(wire)
+    wire = story.change("p-1", ["vip"])
+    wire["pipeline"] = {"from": "occasional", "to": "premium"}
+    return [*wires, wire]
+
+
 # ------------------------------------------------------------------------- headless Chromium
 
 CHROMIUM = os.environ.get("SEGMENTER_CHROMIUM", "/usr/bin/chromium")
@@ -739,7 +826,132 @@ async def test_browser_pages_on_a_seeded_view(
         sync.close()
 
 
-PAGES = ("overview", "feed", "customer/c-vip", "rules")
+def member_rows(driver: Any) -> dict[str, dict[str, Any]]:
+    """The segment page's members table: customer -> {entered (shown), entered_at (title), why
+    (text)}."""
+    return driver.execute_script("""
+        const out = {};
+        for (const tr of document.querySelectorAll('#segment-members tr[data-customer]')) {
+          const ts = tr.querySelector('.entered .ts');
+          out[tr.dataset.customer] = {entered: ts ? ts.textContent : null,
+            entered_at: ts ? ts.title : null, why: tr.querySelector('.why').textContent};
+        }
+        return out;""")
+
+
+def overlap_cells(driver: Any) -> dict[tuple[str, str], int]:
+    return {(c["a"], c["b"]): int(c["both"]) for c in driver.execute_script("""
+        return [...document.querySelectorAll('table.overlap td[data-a]')].map(td => ({
+          a: td.dataset.a, b: td.dataset.b, both: td.dataset.both}));""")}
+
+
+async def test_browser_segment_page_members_csv_history_overlap_and_pipelines(
+        browser: Any, redis_client: aioredis.Redis, unique: str, tmp_path: Path) -> None:
+    """On a view built from the Simulator's change records: a click on a segment card opens
+    its page; its members table (every page, with "Load more") equals the Simulator's members
+    with their entry times; the CSV download holds them all; the size chart is drawn with the
+    view's size; the overview's overlap matrix equals the states' intersections and the
+    pipelines panel the view's pipeline sizes."""
+    def run(fn: Callable[..., Any], *args: Any) -> Any:
+        return asyncio.to_thread(fn, *args)
+
+    prefix = f"{unique}:"
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    async with dashboard(redis_client, prefix, token=TOKEN, seed=False) as d:
+        replayed = await replay_into_view(redis_client, prefix)
+        seg = "low_value"
+        want = replayed.members(seg)
+        assert len(want) > 128
+        # a few changes now: the minute history has points of today
+        await apply(d.view, [d.story.change(f"now-{i}", [seg]) for i in range(3)])
+        want.update({f"now-{i}": None for i in range(3)})  # type: ignore[misc]
+        size = len(want)
+
+        await run(browser.get, d.url + f"/?token={TOKEN}#/overview")
+        await run(wait_for, browser, lambda: browser.find_elements(
+            "css selector", f'#cards .card[data-segment="{seg}"]'), 20.0, "the cards")
+        await run(lambda: browser.find_element(
+            "css selector", f'#cards .card[data-segment="{seg}"]').click())
+        await run(wait_for, browser, lambda: browser.current_url.endswith(f"#/segment/{seg}"),
+                  10.0, "the segment page's address")
+        await run(wait_for, browser, lambda: member_rows(browser), 20.0, "the first members")
+        first = await run(member_rows, browser)
+        assert 0 < len(first) < size  # one page of about 100
+        while not await run(lambda: browser.find_element("id", "segment-more")
+                            .get_attribute("hidden")):
+            before = len(await run(member_rows, browser))
+            await run(lambda: browser.find_element("id", "segment-more").click())
+            await run(wait_for, browser, lambda b=before: len(member_rows(browser)) > b or
+                      browser.find_element("id", "segment-more").get_attribute("hidden"),
+                      20.0, "the next page")
+        rows = await run(member_rows, browser)
+        assert set(rows) == set(want)
+        for cid, entered_at in want.items():
+            if entered_at is not None:
+                assert rows[cid]["entered_at"] == entered_at, cid
+            assert DATE_TIME.fullmatch(rows[cid]["entered"]), rows[cid]
+        some = next(c for c in want if replayed.why(seg, c) if not c.startswith("now-"))
+        for term in replayed.why(seg, some):
+            assert term in rows[some]["why"]
+        count = await run(lambda: browser.find_element("id", "segment-members-count").text)
+        assert count == f"({size:,} shown of {size:,})"
+
+        # the size chart: drawn, with the view's size
+        await run(wait_for, browser, lambda: browser.find_elements(
+            "css selector", "#segment-history canvas"), 20.0, "the size chart")
+        shown_size = await run(lambda: browser.find_element("id", "segment-history")
+                               .get_attribute("data-size"))
+        assert shown_size == str(size) == str((await d.view.sizes())[seg])
+        await run(browser.execute_script, "window.scrollTo(0, 0)")
+        await run(browser.save_screenshot, str(tmp_path / "segment.png"))
+
+        # the CSV download (the session cookie authorizes it)
+        await run(browser.execute_cdp_cmd, "Page.setDownloadBehavior",
+                  {"behavior": "allow", "downloadPath": str(downloads)})
+        await run(browser.execute_script, "document.getElementById('segment-csv')"
+                  ".scrollIntoView({block: 'center'})")
+        await run(lambda: browser.find_element("id", "segment-csv").click())
+        target = downloads / f"{seg}-members.csv"
+        await run(wait_for, browser, lambda: target.exists() and not list(
+            downloads.glob("*.crdownload")), 30.0, "the CSV download")
+        table = list(csv.reader(io.StringIO(target.read_text())))
+        assert table[0][:3] == ["customer_id", "label", "entered_at"]
+        assert {r[0] for r in table[1:]} == set(want) and len(table) == size + 1
+        assert {r[1] for r in table[1:]} == {"Low value"}
+
+        # overview: the overlap matrix and the pipelines
+        await apply(d.view, pipeline_story(d.story))
+        await run(browser.get, d.url + "/#/overview")
+        members = {s.id: set(replayed.members(s.id)) for s in RETAIL.segments}
+        members[seg] |= {f"now-{i}" for i in range(3)}
+        members["growth"] |= {"p-2", "p-3"}
+        members["vip"] |= {"p-1"}
+        held = [s for s, m in members.items() if m]
+        expected = {(a, b): len(members[a] & members[b]) for a in held for b in held}
+        assert any(n for (a, b), n in expected.items() if a != b)
+        await run(wait_for, browser, lambda: overlap_cells(browser) == expected, 20.0,
+                  "the overlap matrix equal to the states' intersections")
+        sizes = await run(wait_for, browser, lambda: browser.execute_script("""
+            if (document.getElementById('pipelines-panel').hidden) return null;
+            const out = {};
+            for (const el of document.querySelectorAll('#pipelines [data-pipeline]'))
+              out[el.dataset.pipeline] = el.querySelector('.n').textContent;
+            return out;"""), 20.0, "the pipelines panel")
+        assert sizes == {"occasional": "2", "premium": "1"}
+        moves = await run(lambda: browser.execute_script(
+            "return document.querySelector('table.pipelines td[data-from=\"occasional\"]"
+            "[data-to=\"premium\"]').textContent"))
+        assert moves == "1"
+        await run(browser.execute_script, "document.getElementById('overlap')"
+                  ".scrollIntoView({block: 'center'})")
+        await run(browser.save_screenshot, str(tmp_path / "overview-overlap.png"))
+        logs = [e for e in await run(browser.get_log, "browser") if e["level"] == "SEVERE"]
+        assert not logs, logs
+    print(f"screenshots in {tmp_path}")
+
+
+PAGES = ("overview", "feed", "customer/c-vip", "rules", "segment/vip")
 DATE_TIME = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")
 
 
@@ -791,7 +1003,8 @@ async def test_browser_pages_fit_a_phone_and_a_desktop_with_one_date_format(
             for page in PAGES:
                 await run(browser.get, d.url + f"/#/{page}")
                 ready = {"overview": "#cards .card", "feed": "#feed-list li[data-customer]",
-                         "customer": "#customer-badges .badge", "rules": ".rule"}
+                         "customer": "#customer-badges .badge", "rules": ".rule",
+                         "segment": "#segment-members tr[data-customer]"}
                 css = ready[page.split("/")[0]]
                 await run(wait_for, browser, lambda css=css: browser.find_elements(
                     "css selector", css), 20.0, f"{page} rendered")
@@ -800,7 +1013,7 @@ async def test_browser_pages_fit_a_phone_and_a_desktop_with_one_date_format(
                 await run(browser.save_screenshot, str(tmp_path / f"{width}-{page[:8]}.png"))
                 assert not problems, (width, page, problems)
                 times = await run(shown_times, browser)
-                if page in ("feed", "customer/c-vip"):
+                if page in ("feed", "customer/c-vip", "segment/vip"):
                     assert times, page
                 assert all(DATE_TIME.fullmatch(t) for t in times), (page, times)
     print(f"screenshots in {tmp_path}")

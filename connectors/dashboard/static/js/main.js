@@ -1,11 +1,13 @@
-// The dashboard's entry point: hash routing between the four pages and the status bar.
+// The dashboard's entry point: hash routing between the pages (the four of the navigation and
+// a segment's page) and the status bar.
 import { $, api, esc, loadIcons, segments, shortVersion } from "./util.js";
 import * as overview from "./overview.js";
 import * as feed from "./feed.js";
 import * as customer from "./customer.js";
 import * as rules from "./rules.js";
+import * as segment from "./segment.js";
 
-const pages = { overview, feed, customer, rules };
+const pages = { overview, feed, customer, rules, segment };
 let current = null;
 
 // Called by the pages with what the server said about its sources.

@@ -1,5 +1,7 @@
-// Overview: a card per segment (colour, icon, label, live size), a stacked bar per group,
-// entered/exited per minute (uPlot) and the from -> to matrix of a group's moves.
+// Overview: a card per segment (colour, icon, label, live size; a click opens the segment's
+// page), a stacked bar per group, entered/exited per minute (uPlot), the from -> to matrix of a
+// group's moves, pipeline sizes and moves (rule files with `pipelines:`) and the overlap
+// matrix between segments (customers in both, Jaccard index).
 import {
   $, api, axisTimes, esc, fmtDateTime, fmtInt, frameThrottle, iconSvg, inkOn, segColor, segInfo,
   segLabel,
@@ -15,15 +17,18 @@ const cardEls = new Map(); // segment id -> card element
 let cardOrder = "";
 const charts = { entered: null, exited: null, key: "" };
 let lastStats = null;
+let lastOverlap = null;
 
 export function init(statusFn) {
   setStatus = statusFn;
   $("stats-minutes").addEventListener("change", refreshStats);
   $("transitions-group").addEventListener("change", refreshTransitions);
   $("transitions-minutes").addEventListener("change", refreshTransitions);
+  $("pipelines-minutes").addEventListener("change", refreshPipelines);
+  $("overlap-mode").addEventListener("change", () => lastOverlap && renderOverlap(lastOverlap));
   $("cards").addEventListener("click", (e) => {
     const card = e.target.closest(".card");
-    if (card) window.location.hash = `#/feed/${encodeURIComponent(card.dataset.segment)}`;
+    if (card) window.location.hash = `#/segment/${encodeURIComponent(card.dataset.segment)}`;
   });
   new ResizeObserver(() => resizeCharts()).observe($("chart-entered"));
 }
@@ -33,8 +38,12 @@ export function show() {
   refreshOverview();
   refreshStats();
   refreshTransitions();
+  refreshPipelines();
+  refreshOverlap();
   timers.push(setInterval(refreshOverview, OVERVIEW_EVERY));
-  timers.push(setInterval(() => { refreshStats(); refreshTransitions(); }, CHARTS_EVERY));
+  timers.push(setInterval(() => {
+    refreshStats(); refreshTransitions(); refreshPipelines(); refreshOverlap();
+  }, CHARTS_EVERY));
 }
 
 export function hide() {
@@ -71,7 +80,7 @@ function renderCards(list) {
     box.innerHTML = list.map((s) => {
       const color = segColor(s);
       return `<div class="card" data-segment="${esc(s.id)}" style="--seg:${color}" ` +
-        `title="${esc(s.id)}: show its changes in the live feed">` +
+        `title="${esc(s.id)}: its members, size over time and CSV download">` +
         `<span class="swatch" style="background:${color};color:${inkOn(color)}">` +
         `${iconSvg(s.icon)}</span><div class="txt"><div class="label">${esc(segLabel(s))}</div>` +
         `<div class="sid">${esc(s.id)}${s.group ? ` · ${esc(s.group)}` : ""}` +
@@ -237,4 +246,95 @@ function renderTransitions(data) {
   box.innerHTML = `<table class="matrix" data-group="${esc(data.group)}"><thead><tr>` +
     `<th>from \\ to</th>${head}</tr></thead><tbody>${rows}</tbody></table>` +
     `<p class="muted">${note}</p>`;
+}
+
+// ---------------------------------------------------------------- pipelines
+
+async function refreshPipelines() {
+  let data;
+  try {
+    data = await api(`/api/pipelines?minutes=${$("pipelines-minutes").value}`);
+  } catch (err) {
+    $("pipelines").textContent = `cannot load the pipelines: ${err.message}`;
+    return;
+  }
+  renderPipelines(data);
+}
+
+function pipelineColor(id) {
+  return id === "-" ? "#888888" : segColor({ id });
+}
+
+function renderPipelines(data) {
+  const panel = $("pipelines-panel");
+  panel.hidden = !data.pipelines.length;
+  if (!data.pipelines.length) return;
+  const sum = data.pipelines.reduce((a, p) => a + p.size, 0) || 1;
+  const bar = data.pipelines.map((p) => `<div style="flex-grow:${p.size};` +
+    `background:${pipelineColor(p.id)}" title="${esc(p.id)}: ${fmtInt(p.size)}"></div>`).join("");
+  const legend = data.pipelines.map((p) => `<span data-pipeline="${esc(p.id)}"><span ` +
+    `class="dot" style="background:${pipelineColor(p.id)}"></span>${esc(p.id)} ` +
+    `<b class="n">${fmtInt(p.size)}</b> <span class="muted">` +
+    `${((100 * p.size) / sum).toFixed(1)}%</span></span>`).join("");
+  const counts = new Map(data.cells.map((c) => [`${c.from}>${c.to}`, c.count]));
+  const max = Math.max(1, ...data.cells.map((c) => c.count));
+  const name = (id) => (id === "-" ? "none" : esc(id));
+  const head = data.order.map((id) => `<th>${name(id)}</th>`).join("");
+  const rows = data.order.map((src) => `<tr><th>${name(src)}</th>${data.order.map((dst) => {
+    if (src === dst) return '<td class="diag">·</td>';
+    const n = counts.get(`${src}>${dst}`) || 0;
+    const bg = n ? `color-mix(in srgb, ${pipelineColor(dst)} ` +
+      `${Math.round((0.15 + (0.65 * n) / max) * 100)}%, transparent)` : "transparent";
+    return `<td data-from="${esc(src)}" data-to="${esc(dst)}" style="background:${bg}">` +
+      `${n ? fmtInt(n) : ""}</td>`;
+  }).join("")}</tr>`).join("");
+  let note = `Moves derived from the latest ${fmtInt(data.feed_entries)} changes of the feed`;
+  note += data.complete ? "." : `, which go back to ${esc(fmtDateTime(data.covered_since))}.`;
+  $("pipelines").innerHTML = `<div class="groupbar"><div class="bar">${bar}</div>` +
+    `<div class="legend">${legend}</div></div><table class="matrix pipelines"><thead><tr>` +
+    `<th>from \\ to</th>${head}</tr></thead><tbody>${rows}</tbody></table>` +
+    `<p class="muted">${note}</p>`;
+}
+
+// ---------------------------------------------------------------- overlap
+
+async function refreshOverlap() {
+  try {
+    lastOverlap = await api("/api/overlap");
+  } catch (err) {
+    $("overlap").textContent = `cannot load the overlap: ${err.message}`;
+    return;
+  }
+  renderOverlap(lastOverlap);
+}
+
+function renderOverlap(data) {
+  const box = $("overlap");
+  if (!data.segments.length) {
+    box.innerHTML = '<p class="muted">No segment has members yet.</p>';
+    return;
+  }
+  const jaccard = $("overlap-mode").value === "jaccard";
+  const label = (id) => esc(segLabel(segInfo(id, { label: data.labels[id] || undefined })));
+  const head = data.segments.map((id) => `<th title="${esc(id)}">${label(id)}</th>`).join("");
+  const rows = data.segments.map((a, i) => {
+    const cells = data.segments.map((b, j) => {
+      const both = data.both[i][j];
+      const jac = data.jaccard[i][j];
+      const value = jaccard ? (jac === null ? "" : jac.toFixed(2)) : fmtInt(both);
+      const shade = i === j ? 0 : Math.round(100 * (jac || 0) * 0.8);
+      const color = segColor(segInfo(b));
+      const bg = shade ? `color-mix(in srgb, ${color} ${shade}%, transparent)` : "transparent";
+      const title = `${a} and ${b}: ${both} in both, Jaccard ` +
+        `${jac === null ? "none" : jac.toFixed(3)}`;
+      return `<td class="${i === j ? "diag" : ""}" data-a="${esc(a)}" data-b="${esc(b)}" ` +
+        `data-both="${both}" data-jaccard="${jac === null ? "" : jac}" ` +
+        `title="${esc(title)}" style="background:${bg}">${value}</td>`;
+    }).join("");
+    return `<tr><th title="${esc(a)}">${label(a)}</th>${cells}</tr>`;
+  }).join("");
+  box.innerHTML = `<table class="matrix overlap"><thead><tr><th></th>${head}</tr></thead>` +
+    `<tbody>${rows}</tbody></table><p class="muted">Customers in both segments now (the ` +
+    "diagonal: the segment's size); the shade is the Jaccard index, both / in either: " +
+    "near 1, two segments hold almost the same customers.</p>";
 }
