@@ -52,7 +52,7 @@ class AudienceRoutes:
     def client(self) -> aioredis.Redis:
         if self._client is None:
             self._client = aioredis.from_url(self.worker.settings.redis_url,
-                                             socket_timeout=2.0, socket_connect_timeout=1.0)
+                                             socket_timeout=10.0, socket_connect_timeout=2.0)
         return self._client
 
     def routes(self) -> Sequence[tuple[str, Handler]]:

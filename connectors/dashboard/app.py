@@ -274,6 +274,25 @@ async def segment_history(request: web.Request) -> web.StreamResponse:
     return json_response(await request.app[DATA].history(segment, resolution))
 
 
+async def segment_outcome(request: web.Request) -> web.StreamResponse:
+    """The segment's control-group outcome report (`--outcomes DIR`), or 404 saying how to
+    make one."""
+    segment = request.match_info["segment_id"]
+    found = request.app[DATA].outcome(segment)
+    if found is None:
+        where = request.app[OPTIONS].outcomes_dir
+        hint = "the dashboard was started without --outcomes DIR" if where is None else \
+            f"write one with `segmenter segments outcome {segment} --rules FILE --events LOG " \
+            f"--json --out {where / (segment + '.json')}`"
+        return json_response({"error": f"no outcome report for {segment!r}: {hint}"},
+                             status=404)
+    return json_response(found)
+
+
+async def outcomes(request: web.Request) -> web.StreamResponse:
+    return json_response({"segments": request.app[DATA].outcome_segments()})
+
+
 async def overlap(request: web.Request) -> web.StreamResponse:
     try:
         wanted = aud.parse_segments(request.query.get("segments"))
@@ -399,6 +418,8 @@ def create_dashboard_app(
     app.router.add_get("/api/segments/{segment_id}/members", segment_members)
     app.router.add_get("/api/segments/{segment_id}/export", segment_export)
     app.router.add_get("/api/segments/{segment_id}/history", segment_history)
+    app.router.add_get("/api/segments/{segment_id}/outcome", segment_outcome)
+    app.router.add_get("/api/outcomes", outcomes)
     app.router.add_get("/api/overlap", overlap)
     app.router.add_get("/api/pipelines", pipelines)
     app.router.add_static("/static/", STATIC, append_version=False)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
@@ -29,6 +30,7 @@ DEFAULT_API_URL = "http://127.0.0.1:6066"
 MAX_MINUTES = 2 * 24 * 60  # the view keeps its per-minute counters 2 days by default
 NONE = "-"  # "in no segment of the group" in the transitions matrix
 _REMEMBER = 32  # feed entries remembered between two polls
+_SEGMENT_ID = re.compile(r"[a-z][a-z0-9_]*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +46,9 @@ class DashboardOptions:
     feed_poll: float = 0.25  # seconds between two reads of the feed list
     feed_batch: int = 500  # newest entries read per poll (more new ones at once: a gap)
     history: int = 50  # changes shown on a customer's page
+    # folder of control-group outcome reports, `<segment>.json` as `segmenter segments outcome
+    # SEGMENT --json --out DIR/SEGMENT.json` writes them (shown on the segment's page)
+    outcomes_dir: Path | None = None
 
 
 class ApiUnavailable(Exception):
@@ -483,6 +488,35 @@ class DashboardData:
                 "cells": [{"from": a, "to": b, "count": n} for (a, b), n in sorted(moves.items())],
                 "feed_entries": entries, "complete": oldest is None or oldest <= since,
                 "covered_since": oldest}
+
+    def outcome_segments(self) -> list[str]:
+        """The segments with a report in `outcomes_dir`, sorted."""
+        folder = self.options.outcomes_dir
+        if folder is None:
+            return []
+        try:
+            return sorted(p.stem for p in folder.glob("*.json")
+                          if _SEGMENT_ID.fullmatch(p.stem))
+        except OSError:
+            return []
+
+    def outcome(self, segment: str) -> dict[str, Any] | None:
+        """The segment's outcome report from `outcomes_dir` (None: no folder, no report, or
+        not a report), with the file's modification time as `report_written_at`."""
+        folder = self.options.outcomes_dir
+        if folder is None or not _SEGMENT_ID.fullmatch(segment):
+            return None
+        path = folder / f"{segment}.json"
+        try:
+            report = orjson.loads(path.read_bytes())
+            written = path.stat().st_mtime
+        except (OSError, orjson.JSONDecodeError):
+            return None
+        if not isinstance(report, dict) or report.get("segment") != segment or \
+                not isinstance(report.get("treated"), dict):
+            return None
+        return {**report, "report_written_at": time.strftime(
+            "%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(written))}
 
     async def rules(self) -> dict[str, Any]:
         defs, status = await self._defs()

@@ -37,10 +37,15 @@ DEFAULT_PORT = 8050
               "[SEGMENTER_API_TOKEN].")
 @click.option("--rules", "rules_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Rule file whose definitions are shown while the Query API is down.")
+@click.option("--outcomes", "outcomes_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder of control-group outcome reports (<segment>.json, as `segmenter "
+              "segments outcome SEGMENT --json --out DIR/SEGMENT.json` writes), shown on "
+              "each segment's page.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               help="Log level [SEGMENTER_LOG_LEVEL].")
 def dashboard(port: int, bind: str | None, redis_url: str | None, prefix: str, api_url: str | None,
-              token: str | None, rules_path: Path | None, log_level: str | None) -> None:
+              token: str | None, rules_path: Path | None, outcomes_dir: Path | None,
+              log_level: str | None) -> None:
     """Serve the web dashboard until Ctrl-C / SIGTERM: segment sizes and flows, the live feed
     of changes, each customer's segments and why, the rules in force.
 
@@ -59,7 +64,7 @@ def dashboard(port: int, bind: str | None, redis_url: str | None, prefix: str, a
     if rules_path is not None and not rules_path.is_file():
         raise click.ClickException(f"no rule file {rules_path}")
     options = DashboardOptions(
-        prefix=prefix, token=secret, rules_path=rules_path,
+        prefix=prefix, token=secret, rules_path=rules_path, outcomes_dir=outcomes_dir,
         api_url=api_url or f"http://127.0.0.1:{settings.web_port or 6066}")
     if bind not in ("127.0.0.1", "localhost", "::1") and not secret:
         log.warning("serving on %s without a token: anyone who reaches it sees the dashboard",

@@ -47,7 +47,7 @@ from model.events import encode_event, new_event
 from rules.loader import load_rules
 from streams.generator import generate
 from streams.runtime.settings import Settings
-from tests.connectors.factories import replay_into_view
+from tests.connectors.factories import record, replay_into_view, wire_change
 
 pytestmark = pytest.mark.integration
 
@@ -223,7 +223,7 @@ class Dash:
 @contextlib.asynccontextmanager
 async def dashboard(redis_client: aioredis.Redis, prefix: str, *, token: str = "",
                     api_up: bool = True, rules: Path | None = None,
-                    seed: bool = True) -> AsyncIterator[Dash]:
+                    seed: bool = True, outcomes: Path | None = None) -> AsyncIterator[Dash]:
     stub = StubApi(token=token, customers={"c-vip": vip_customer()})
     view = RedisView(redis_client, prefix=prefix)
     story, wires = base_story()
@@ -234,7 +234,8 @@ async def dashboard(redis_client: aioredis.Redis, prefix: str, *, token: str = "
             else f"http://127.0.0.1:{free_port()}"
         stub.url = api_url
         options = DashboardOptions(prefix=prefix, api_url=api_url, token=token,
-                                   rules_path=rules, feed_poll=0.05, definitions_ttl=0.0)
+                                   rules_path=rules, feed_poll=0.05, definitions_ttl=0.0,
+                                   outcomes_dir=outcomes)
         url = await stack.enter_async_context(running(create_dashboard_app(options,
                                                                            redis_client)))
         http = await stack.enter_async_context(  # unsafe: keeps cookies of IP addresses
@@ -606,6 +607,58 @@ def pipeline_story(story: Story) -> list[dict[str, Any]]:
     return [*wires, wire]
 
 
+OUTCOME_RULES = """\
+version: 1
+settings: {currency: PLN, control_salt: dashboard-test}
+segments:
+  - id: engaged_buyers
+    when: count("email_open", 14d) >= 1
+    control: 30%
+    outcome: {conversion: purchase, within: 14d}
+"""
+
+
+@pytest.fixture(scope="module")
+def outcome_reports(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with the outcome report of `engaged_buyers` as `segmenter segments outcome
+    --json --out` writes it, on a generated shop."""
+    from click.testing import CliRunner
+
+    from segmenter.cli import main
+    from tests.factories import T0
+
+    d = tmp_path_factory.mktemp("outcomes")
+    (d / "rules.yaml").write_text(OUTCOME_RULES)
+    events = generate(customers=400, events=12000, seed=5, start_ms=T0, days=60)
+    (d / "log.jsonl").write_bytes(b"".join(encode_event(e) + b"\n" for e in events))
+    reports = d / "reports"
+    reports.mkdir()
+    result = CliRunner().invoke(main, ["segments", "outcome", "engaged_buyers", "--rules",
+                                       str(d / "rules.yaml"), "--events", str(d / "log.jsonl"),
+                                       "--json", "--out", str(reports / "engaged_buyers.json"),
+                                       "--wall-now", "2026-06-01T00:00:00Z", "--quiet"])
+    assert result.exit_code == 0, result.output
+    return reports
+
+
+async def test_outcome_report_of_a_segment(redis_client: aioredis.Redis, unique: str,
+                                           outcome_reports: Path) -> None:
+    report = orjson.loads((outcome_reports / "engaged_buyers.json").read_bytes())
+    assert report["treated"]["n"] > 0 and report["control"]["n"] > 0
+    async with dashboard(redis_client, f"{unique}:", outcomes=outcome_reports) as d:
+        status, body = await d.get("/api/segments/engaged_buyers/outcome")
+        missing, error = await d.get("/api/segments/vip/outcome")
+        _, listed = await d.get("/api/outcomes")
+    assert listed == {"segments": ["engaged_buyers"]}
+    assert status == 200
+    assert {k: v for k, v in body.items() if k != "report_written_at"} == report
+    assert DATE_TIME.match(body["report_written_at"].replace("T", " "))
+    assert missing == 404 and "segmenter segments outcome vip" in error["error"]
+    async with dashboard(redis_client, f"{unique}:", seed=False) as d:
+        missing, error = await d.get("/api/segments/engaged_buyers/outcome")
+    assert missing == 404 and "without --outcomes" in error["error"]
+
+
 # ------------------------------------------------------------------------- headless Chromium
 
 CHROMIUM = os.environ.get("SEGMENTER_CHROMIUM", "/usr/bin/chromium")
@@ -949,6 +1002,39 @@ async def test_browser_segment_page_members_csv_history_overlap_and_pipelines(
         logs = [e for e in await run(browser.get_log, "browser") if e["level"] == "SEVERE"]
         assert not logs, logs
     print(f"screenshots in {tmp_path}")
+
+
+async def test_browser_segment_page_shows_the_outcome_report(
+        browser: Any, redis_client: aioredis.Redis, unique: str, outcome_reports: Path,
+        tmp_path: Path) -> None:
+    def run(fn: Callable[..., Any], *args: Any) -> Any:
+        return asyncio.to_thread(fn, *args)
+
+    report = orjson.loads((outcome_reports / "engaged_buyers.json").read_bytes())
+    async with dashboard(redis_client, f"{unique}:", outcomes=outcome_reports) as d:
+        await d.view.apply(record(wire_change("c-e", 1, segments=["engaged_buyers"])))
+        await run(browser.get, d.url + "/#/segment/engaged_buyers")
+        await run(wait_for, browser, lambda: not browser.find_element(
+            "id", "segment-outcome-panel").get_attribute("hidden"), 20.0, "the outcome panel")
+        shown = await run(lambda: browser.execute_script("""
+            const out = {};
+            for (const tr of document.querySelectorAll('table.outcome tr[data-group]'))
+              out[tr.dataset.group] = tr.querySelector('.n').textContent;
+            out.diff = document.querySelector('#segment-outcome .diff').textContent;
+            return out;"""))
+        assert shown["treated"] == f"{report['treated']['n']:,}"
+        assert shown["control"] == f"{report['control']['n']:,}"
+        assert "Difference treated − control" in shown["diff"]
+        assert ("not significant" in shown["diff"]) != report["significant"]
+        await run(browser.save_screenshot, str(tmp_path / "outcome.png"))
+        await run(browser.get, d.url + "/#/segment/vip")  # no report: no panel
+        await run(wait_for, browser, lambda: "c-vip" in member_rows(browser), 10.0,
+                  "vip's members")
+        await asyncio.sleep(0.5)  # the list of reports has come back
+        assert await run(lambda: browser.find_element("id", "segment-outcome-panel")
+                         .get_attribute("hidden"))
+        logs = [e for e in await run(browser.get_log, "browser") if e["level"] == "SEVERE"]
+        assert not logs, logs
 
 
 PAGES = ("overview", "feed", "customer/c-vip", "rules", "segment/vip")

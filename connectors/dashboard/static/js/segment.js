@@ -1,6 +1,7 @@
 // Segment (#/segment/<id>, a click on an overview card): its size over time (the view's size
 // history, uPlot), its members page by page (the SSCAN cursor of /api/segments/<id>/members)
-// and the whole member list as a CSV download.
+// the whole member list as a CSV download, and the control group's outcome when the dashboard has
+// a report for the segment (`--outcomes DIR`).
 import {
   $, api, axisTimes, badge, esc, fmtDateTime, fmtInt, fmtValue, segColor, segInfo, segLabel,
 } from "./util.js";
@@ -42,8 +43,10 @@ export function show(param) {
   csv.setAttribute("download", `${segment}-members.csv`);
   if (!segment) return;
   const g = generation;
+  $("segment-outcome-panel").hidden = true;
   loadMembers(g);
   loadHistory(g);
+  loadOutcome(g);
 }
 
 export function hide() {}
@@ -154,4 +157,45 @@ function renderHistory(data) {
       paths: window.uPlot.paths.stepped({ align: 1 }),
     }],
   }, [xs, ys], box);
+}
+
+// ---------------------------------------------------------------- control group outcome
+
+function num(v, digits = 4) {
+  if (v === null || v === undefined) return "—";
+  return Number(v.toPrecision(digits)).toLocaleString("en-US", { maximumFractionDigits: 6 });
+}
+
+async function loadOutcome(g) {
+  let r;
+  try {
+    const listed = await api("/api/outcomes"); // asked first: no 404 for the others
+    if (!listed.segments.includes(segment)) return; // the panel stays hidden
+    r = await api(`/api/segments/${encodeURIComponent(segment)}/outcome`);
+  } catch {
+    return;
+  }
+  if (g !== generation) return;
+  const conversion = r.kind === "conversion";
+  const what = conversion ? "rate" : "mean";
+  const row = (name, s) => `<tr data-group="${name}"><th>${name}</th><td class="num n">` +
+    `${fmtInt(s.n)}</td><td class="num mean">${num(s.mean)}</td><td class="num">` +
+    `${conversion ? fmtInt(s.conversions ?? 0) : num(s.sd)}</td></tr>`;
+  const level = `${Math.round(r.confidence * 1000) / 10}%`;
+  const ci = r.ci_low === null ? "no interval" : `${level} CI [${num(r.ci_low)}, ${num(r.ci_high)}]`;
+  const verdict = r.p_value === null ? "" : r.significant
+    ? `<span class="yes">significant at ${level}</span>`
+    : `<span class="muted">not significant at ${level}</span>`;
+  $("segment-outcome").innerHTML =
+    `<p><b>${esc(r.outcome)}</b> <span class="muted">(${esc(r.kind)}, ` +
+    `${Math.round(r.control_share * 1000) / 10}% held out; report of ` +
+    `<span class="ts" title="${esc(r.report_written_at)}">${esc(fmtDateTime(r.report_written_at))}` +
+    `</span>)</span></p><table class="terms outcome"><thead><tr><th></th><th>customers</th>` +
+    `<th>${what}</th><th>${conversion ? "converted" : "sd"}</th></tr></thead><tbody>` +
+    `${row("treated", r.treated)}${row("control", r.control)}</tbody></table>` +
+    `<p class="diff">Difference treated − control: <b class="value">${num(r.difference)}</b> ` +
+    `(${esc(ci)}; p = ${num(r.p_value, 3)}) ${verdict}</p>` +
+    `<p class="muted">${esc(r.method || "")}${r.note ? ` · ${esc(r.note)}` : ""} · ` +
+    `${fmtInt(r.entered)} entered, ${fmtInt(r.pending)} with the window still open</p>`;
+  $("segment-outcome-panel").hidden = false;
 }
