@@ -25,6 +25,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client import CollectorRegistry
 
+from connectors.audience_web import AudienceRoutes
 from connectors.dashboard import DashboardOptions, create_dashboard_app
 from connectors.dashboard.app import COOKIE
 from connectors.ingest import create_ingest_app
@@ -120,12 +121,15 @@ async def test_worker_query_api_wants_the_token_and_readyz_tells_only_the_verdic
     settings = Settings.from_env(env={}, api_token=TOKEN)
     stub = SimpleNamespace(settings=settings, metrics=Metrics(CollectorRegistry()),
                            rulebook=None, ready=False, assigned=set(), progress={}, tasks={})
-    app = build_app(cast(Worker, stub))
+    worker = cast(Worker, stub)
+    app = build_app(worker, [AudienceRoutes(worker)])  # as `segmenter worker` serves it
     client = TestClient(TestServer(app))
     await client.start_server()
     try:
         checked = await check_every_route(client, app, exempt={"/readyz": 503})
-        assert set(checked) == {"/v1/customers/c-1", "/v1/segments"}
+        assert set(checked) == {"/v1/customers/c-1", "/v1/segments",
+                                "/v1/segments/c-1/members", "/v1/segments/c-1/history",
+                                "/v1/overlap"}
         for given in WRONG:
             headers = {} if given is None else {"Authorization": given}
             r = await client.get("/readyz", headers=headers)
