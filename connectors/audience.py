@@ -283,13 +283,17 @@ async def size_history(client: aioredis.Redis, keys: KeyLayout, segment: str,
 
 async def overlap(client: aioredis.Redis, keys: KeyLayout, segments: Sequence[str]
                   ) -> dict[str, Any]:
-    """Pairwise overlap of `segments` from their member sets, in one MULTI (all numbers from
-    the same instant): `{segments, sizes, both: [[...]], jaccard: [[...]]}`. `both[i][j]` =
-    customers in both (the segment's size on the diagonal), `jaccard[i][j]` = both / in either
-    (None when both are empty). Cost: SINTERCARD walks the smaller set of each pair."""
+    """Pairwise overlap of `segments` from their member sets: `{segments, sizes, both: [[...]],
+    jaccard: [[...]]}`. `both[i][j]` = customers in both (the segment's size on the diagonal),
+    `jaccard[i][j]` = both / in either (None when both are empty).
+
+    Cost: SINTERCARD walks the smaller set of each pair, and Redis runs nothing else meanwhile.
+    The commands are pipelined, not one MULTI, so the view's writes go on between two pairs
+    (a MULTI over 50 large segments would hold Redis for seconds); a change applied during the
+    read may make two cells disagree by that change."""
     segs = list(segments)[:MAX_OVERLAP]
     pairs = [(i, j) for i in range(len(segs)) for j in range(i + 1, len(segs))]
-    async with client.pipeline(transaction=True) as pipe:
+    async with client.pipeline(transaction=False) as pipe:
         for s in segs:
             pipe.scard(keys.members(s))
         for i, j in pairs:

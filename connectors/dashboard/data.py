@@ -49,6 +49,7 @@ class DashboardOptions:
     # folder of control-group outcome reports, `<segment>.json` as `segmenter segments outcome
     # SEGMENT --json --out DIR/SEGMENT.json` writes them (shown on the segment's page)
     outcomes_dir: Path | None = None
+    overlap_ttl: float = 5.0  # seconds an overlap matrix is reused (every pair's SINTERCARD)
 
 
 class ApiUnavailable(Exception):
@@ -283,6 +284,7 @@ class DashboardData:
         self.definitions = definitions
         self.api = api
         self.options = options
+        self._overlap_cache: dict[tuple[str, ...], tuple[float, dict[str, Any]]] = {}
 
     async def _defs(self) -> tuple[dict[str, Any], dict[str, Any]]:
         defs, source, error = await self.definitions.get()
@@ -452,8 +454,13 @@ class DashboardData:
             if len(wanted) > aud.MAX_OVERLAP:
                 keep = set(sorted(wanted, key=lambda s: -sizes[s])[:aud.MAX_OVERLAP])
                 wanted = [s for s in wanted if s in keep]
+        key = tuple(wanted)
+        cached = self._overlap_cache.get(key)
+        if cached is not None and time.monotonic() - cached[0] < self.options.overlap_ttl:
+            return cached[1]  # every browser asks every 15 s: one read serves them all
         result = await aud.overlap(self.reader.client, self.reader.keys, wanted)
         result["labels"] = {s: labels.get(s) for s in result["segments"]}
+        self._overlap_cache = {key: (time.monotonic(), result)}
         return result
 
     async def pipelines(self, minutes: int) -> dict[str, Any]:

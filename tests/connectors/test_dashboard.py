@@ -223,7 +223,8 @@ class Dash:
 @contextlib.asynccontextmanager
 async def dashboard(redis_client: aioredis.Redis, prefix: str, *, token: str = "",
                     api_up: bool = True, rules: Path | None = None,
-                    seed: bool = True, outcomes: Path | None = None) -> AsyncIterator[Dash]:
+                    seed: bool = True, outcomes: Path | None = None,
+                    overlap_ttl: float = 0.0) -> AsyncIterator[Dash]:
     stub = StubApi(token=token, customers={"c-vip": vip_customer()})
     view = RedisView(redis_client, prefix=prefix)
     story, wires = base_story()
@@ -235,7 +236,7 @@ async def dashboard(redis_client: aioredis.Redis, prefix: str, *, token: str = "
         stub.url = api_url
         options = DashboardOptions(prefix=prefix, api_url=api_url, token=token,
                                    rules_path=rules, feed_poll=0.05, definitions_ttl=0.0,
-                                   outcomes_dir=outcomes)
+                                   outcomes_dir=outcomes, overlap_ttl=overlap_ttl)
         url = await stack.enter_async_context(running(create_dashboard_app(options,
                                                                            redis_client)))
         http = await stack.enter_async_context(  # unsafe: keeps cookies of IP addresses
@@ -593,6 +594,19 @@ async def test_pipeline_sizes_and_moves_from_the_view(
     assert body["order"] == ["occasional", "premium", "-"]
     assert {(c["from"], c["to"]): c["count"] for c in body["cells"]} == {
         ("-", "occasional"): 3, ("occasional", "premium"): 1}
+
+
+async def test_an_overlap_matrix_is_reused_for_a_few_seconds(
+        redis_client: aioredis.Redis, unique: str) -> None:
+    async with dashboard(redis_client, f"{unique}:", overlap_ttl=0.5) as d:
+        _, first = await d.get("/api/overlap")
+        await apply(d.view, [d.story.change("c-new", ["vip"])])
+        _, again = await d.get("/api/overlap")
+        await asyncio.sleep(0.6)
+        _, later = await d.get("/api/overlap")
+    i = first["segments"].index("vip")
+    assert first["both"][i][i] == again["both"][i][i] == 1  # the same matrix, reused
+    assert later["both"][later["segments"].index("vip")][later["segments"].index("vip")] == 2
 
 
 def pipeline_story(story: Story) -> list[dict[str, Any]]:
