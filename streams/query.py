@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from model.changes import format_ts
 from model.state import CustomerState
 from rules.context import Ctx
 from rules.loader import format_duration
+from rules.model import PipelineDef
 from rules.ruleset import RuleSet
 from streams.annotated import annotator_for
 from streams.simulate import customer_metrics
@@ -54,4 +55,12 @@ def segments_view(rules: RuleSet, sizes: Mapping[str, int], scope: str) -> dict[
                     "actions": dict(d.actions), "size": int(sizes.get(d.id, 0))})
     return {"name": rules.file.name, "rules_version": rules.version,
             "groups": {g: list(ids) for g, ids in rules.groups.items()},
+            "pipelines": pipelines_view(rules.file.pipelines),
             "sizes_scope": scope, "segments": out}
+
+
+def pipelines_view(pipelines: Sequence[PipelineDef]) -> list[dict[str, Any]]:
+    """The `pipelines:` of a rule file in priority order (the default last): id, label,
+    description, when (as written), default. Empty without pipelines."""
+    return [{"id": p.id, "label": p.label, "description": p.description, "when": list(p.when),
+             "default": p.default} for p in pipelines]

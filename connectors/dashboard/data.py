@@ -113,8 +113,10 @@ def definitions_from_rule_file(path: Path) -> dict[str, Any]:
                          "exit_when": s.exit_when_text,
                          "min_dwell": format_duration(s.min_dwell_ms) if s.min_dwell_ms else None,
                          "actions": dict(s.actions)})
+    from streams.query import pipelines_view
+
     return {"name": rule_file.name, "rules_version": rule_file.content_hash, "groups": groups,
-            "segments": segments}
+            "pipelines": pipelines_view(rule_file.pipelines), "segments": segments}
 
 
 @dataclass
@@ -466,6 +468,8 @@ class DashboardData:
     async def pipelines(self, minutes: int) -> dict[str, Any]:
         """Pipeline sizes (the view's `pipelines:sizes`) and the moves between pipelines in
         the last `minutes`, from the feed entries (which carry `pipeline` when it moved)."""
+        defs, _ = await self._defs()
+        defined = {p["id"]: p for p in defs.get("pipelines") or ()}
         raw = await self.reader.client.hgetall(self.reader.keys.pipeline_sizes)
         sizes = {_text(k): int(v) for k, v in raw.items()}
         minutes = max(1, min(MAX_MINUTES, minutes))
@@ -485,12 +489,16 @@ class DashboardData:
                 move = e.get("pipeline")
                 if at >= since and isinstance(move, dict):
                     moves[(move.get("from") or NONE, move.get("to") or NONE)] += 1
-        names = sorted(sizes, key=lambda p: (-sizes[p], p))
+        # the rules' pipelines in priority order (the default last), then any other the view
+        # has (an older rule version's), largest first
+        names = [*defined, *sorted(set(sizes) - set(defined), key=lambda p: (-sizes[p], p))]
         for src, dst in moves:
             for p in (src, dst):
                 if p != NONE and p not in names:
                     names.append(p)
-        return {"pipelines": [{"id": p, "size": sizes.get(p, 0)} for p in names],
+        return {"pipelines": [{"id": p, "label": defined.get(p, {}).get("label"),
+                               "default": bool(defined.get(p, {}).get("default")),
+                               "size": sizes.get(p, 0)} for p in names],
                 "order": [*names, NONE], "minutes": minutes,
                 "cells": [{"from": a, "to": b, "count": n} for (a, b), n in sorted(moves.items())],
                 "feed_entries": entries, "complete": oldest is None or oldest <= since,

@@ -583,17 +583,42 @@ async def test_segment_members_export_history_and_overlap_api(
         assert matrix["labels"]["vip"] == "VIP"
 
 
+PIPELINE_RULES = """\
+version: 1
+name: pipelines-test
+settings: {currency: PLN}
+segments:
+  - {id: vip, label: VIP, group: tier, when: purchase_amount(180d) >= 5000}
+  - {id: growth, label: Growing, group: tier, when: purchase_amount(180d) >= 1000}
+pipelines:
+  - {id: premium, label: Premium funnel, when: [vip]}
+  - {id: occasional, when: [tier]}
+  - {id: prospect, label: Prospects}
+"""
+
+
 async def test_pipeline_sizes_and_moves_from_the_view(
-        redis_client: aioredis.Redis, unique: str) -> None:
+        redis_client: aioredis.Redis, unique: str, tmp_path: Path) -> None:
     prefix = f"{unique}:"
     async with dashboard(redis_client, prefix, seed=False) as d:
         await apply(d.view, pipeline_story(d.story))
         status, body = await d.get("/api/pipelines?minutes=60")
-    assert status == 200
-    assert body["pipelines"] == [{"id": "occasional", "size": 2}, {"id": "premium", "size": 1}]
+    assert status == 200  # the rules in force name no pipelines: the view's, largest first
+    assert body["pipelines"] == [
+        {"id": "occasional", "label": None, "default": False, "size": 2},
+        {"id": "premium", "label": None, "default": False, "size": 1}]
     assert body["order"] == ["occasional", "premium", "-"]
     assert {(c["from"], c["to"]): c["count"] for c in body["cells"]} == {
         ("-", "occasional"): 3, ("occasional", "premium"): 1}
+    # with the rules' pipelines: their priority order (the default last) and labels
+    rules = tmp_path / "pipelines.yaml"
+    rules.write_text(PIPELINE_RULES)
+    async with dashboard(redis_client, prefix, seed=False, api_up=False, rules=rules) as d:
+        status, body = await d.get("/api/pipelines?minutes=60")
+    assert [(p["id"], p["label"], p["default"], p["size"]) for p in body["pipelines"]] == [
+        ("premium", "Premium funnel", False, 1), ("occasional", None, False, 2),
+        ("prospect", "Prospects", True, 0)]
+    assert body["order"] == ["premium", "occasional", "prospect", "-"]
 
 
 async def test_an_overlap_matrix_is_reused_for_a_few_seconds(

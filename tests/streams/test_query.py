@@ -58,6 +58,17 @@ def test_segments_view_keeps_file_order_and_sizes() -> None:
     assert view["groups"] == {"g": ["b", "a"]}
 
 
+def test_segments_view_lists_the_pipelines_in_priority_order() -> None:
+    rules = rules_from_yaml(RULES_YAML + "pipelines:\n  - {id: other, label: Others}\n"
+                            "  - {id: premium, when: [vip]}\n")
+    view = segments_view(rules, {}, "all")
+    assert view["pipelines"] == [
+        {"id": "premium", "label": None, "description": None, "when": ["vip"],
+         "default": False},
+        {"id": "other", "label": "Others", "description": None, "when": [], "default": True}]
+    assert segments_view(rules_from_yaml(RULES_YAML), {}, "all")["pipelines"] == []
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -270,15 +270,18 @@ function renderPipelines(data) {
   panel.hidden = !data.pipelines.length;
   if (!data.pipelines.length) return;
   const sum = data.pipelines.reduce((a, p) => a + p.size, 0) || 1;
+  const labels = new Map(data.pipelines.map((p) => [p.id, p.label || p.id]));
   const bar = data.pipelines.map((p) => `<div style="flex-grow:${p.size};` +
-    `background:${pipelineColor(p.id)}" title="${esc(p.id)}: ${fmtInt(p.size)}"></div>`).join("");
-  const legend = data.pipelines.map((p) => `<span data-pipeline="${esc(p.id)}"><span ` +
-    `class="dot" style="background:${pipelineColor(p.id)}"></span>${esc(p.id)} ` +
+    `background:${pipelineColor(p.id)}" title="${esc(labels.get(p.id))}: ${fmtInt(p.size)}">` +
+    "</div>").join("");
+  const legend = data.pipelines.map((p) => `<span data-pipeline="${esc(p.id)}" ` +
+    `title="${esc(p.id)}${p.default ? " (default)" : ""}"><span ` +
+    `class="dot" style="background:${pipelineColor(p.id)}"></span>${esc(labels.get(p.id))} ` +
     `<b class="n">${fmtInt(p.size)}</b> <span class="muted">` +
     `${((100 * p.size) / sum).toFixed(1)}%</span></span>`).join("");
   const counts = new Map(data.cells.map((c) => [`${c.from}>${c.to}`, c.count]));
   const max = Math.max(1, ...data.cells.map((c) => c.count));
-  const name = (id) => (id === "-" ? "none" : esc(id));
+  const name = (id) => (id === "-" ? "none" : esc(labels.get(id) || id));
   const head = data.order.map((id) => `<th>${name(id)}</th>`).join("");
   const rows = data.order.map((src) => `<tr><th>${name(src)}</th>${data.order.map((dst) => {
     if (src === dst) return '<td class="diag">·</td>';
