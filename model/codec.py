@@ -1,7 +1,9 @@
 """Compact serialisation of CustomerState (a Faust table value and a changelog record).
 
 The state is written as one orjson array of its fields in a fixed order; buckets as arrays
-with empty parts dropped. `decode_state(encode_state(s)) == s`.
+with empty parts dropped. `decode_state(encode_state(s)) == s`. Each bucket's JSON is cached on
+the bucket (an orjson.Fragment in `Bucket.enc`, cleared by fold_event) so a commit re-encodes
+only the buckets that changed since the last one.
 """
 
 from __future__ import annotations
@@ -14,6 +16,15 @@ from model.events import Event, Rejection, event_to_wire, parse_dict
 from model.state import Bucket, CustomerState, estimate_occasions
 
 FORMAT = 1
+
+
+def _bucket_fragment(b: int, bk: Bucket) -> orjson.Fragment:
+    """The bucket's JSON, cached on it until fold_event changes it: a customer's older buckets
+    are encoded once, not at every commit (a bucket's encoding is most of a state's)."""
+    enc = bk.enc
+    if enc is None:
+        enc = bk.enc = orjson.Fragment(orjson.dumps(_bucket_out(b, bk)))
+    return enc
 
 
 def _bucket_out(b: int, bk: Bucket) -> list[Any]:
@@ -31,6 +42,7 @@ _new_bucket = Bucket.__new__
 
 def _bucket_in(raw: list[Any]) -> tuple[int, Bucket]:
     bk = _new_bucket(Bucket)  # every slot is set below (no __init__ defaults to overwrite)
+    bk.enc = None
     bk.types = raw[1]
     if len(raw) > 2:
         bk.pa, bk.pc, bk.ra, bk.rc, bk.items = raw[2], raw[3], raw[4], raw[5], raw[6]
@@ -46,7 +58,7 @@ def _bucket_in(raw: list[Any]) -> tuple[int, Bucket]:
 
 def encode_state(st: CustomerState) -> bytes:
     return orjson.dumps([
-        FORMAT, st.customer_id, [_bucket_out(b, bk) for b, bk in st.buckets.items()],
+        FORMAT, st.customer_id, [_bucket_fragment(b, bk) for b, bk in st.buckets.items()],
         st.first_ts, st.last_ts, st.first_seen, st.lifetime_amount, st.lifetime_orders,
         st.eng_score, st.eng_ref, st.unsubscribed, st.attributes,
         [event_to_wire(e) for e in st.pending], st.dedup, st.members, sorted(st.cands), st.due,

@@ -22,9 +22,13 @@ _DAY_MS = 86_400_000
 class Bucket:
     """Aggregates of the events of one customer in one time bucket."""
 
-    __slots__ = ("camt", "cats", "items", "pa", "pc", "ra", "rc", "sessions", "types")
+    __slots__ = ("camt", "cats", "enc", "items", "pa", "pc", "ra", "rc", "sessions", "types")
+    # the aggregates (what equality, repr and the codec see); `enc` is the codec's cache of this
+    # bucket's encoding (model/codec.py), cleared by fold_event whenever the bucket changes
+    FIELDS = ("camt", "cats", "items", "pa", "pc", "ra", "rc", "sessions", "types")
 
     def __init__(self) -> None:
+        self.enc: Any = None
         self.pa = 0.0  # purchase amount (gross)
         self.pc = 0  # purchase count
         self.ra = 0.0  # refund amount
@@ -37,11 +41,19 @@ class Bucket:
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Bucket) and all(
-            getattr(self, s) == getattr(other, s) for s in Bucket.__slots__
+            getattr(self, s) == getattr(other, s) for s in Bucket.FIELDS
         )
 
     def __repr__(self) -> str:
-        return "Bucket(" + ", ".join(f"{s}={getattr(self, s)!r}" for s in Bucket.__slots__) + ")"
+        return "Bucket(" + ", ".join(f"{s}={getattr(self, s)!r}" for s in Bucket.FIELDS) + ")"
+
+    def __getstate__(self) -> tuple[Any, ...]:  # copy and pickle the aggregates, not the cache
+        return tuple(getattr(self, s) for s in Bucket.FIELDS)
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        for name, value in zip(Bucket.FIELDS, state, strict=True):
+            setattr(self, name, value)
+        self.enc = None
 
 
 @dataclass(slots=True, eq=True)
@@ -95,6 +107,8 @@ def fold_event(st: CustomerState, ev: Any, resolution_ms: int, points: dict[str,
     bucket = st.buckets.get(b)
     if bucket is None:
         bucket = st.buckets[b] = Bucket()
+    else:
+        bucket.enc = None
     types = bucket.types
     types[etype] = types.get(etype, 0) + 1
     if etype == PURCHASE:

@@ -206,3 +206,29 @@ def test_out_of_order_purchases_count_days_exactly() -> None:
     assert occ == (4, T0 + 9 * DAY, 63.0, 6.0, 4.0)
     assert (shuffled.pdays, shuffled.pday_ts, shuffled.gross, shuffled.first_day_amount,
             shuffled.first_amount) == occ
+
+
+def test_the_cached_bucket_encoding_follows_every_change_of_the_bucket() -> None:
+    """encode_state caches each bucket's JSON on it: after every event (several into the same
+    day bucket, out of order too) the encoding still decodes to the state as it is now."""
+    rules = RuleSet(load_rules_text("version: 1\nsettings: {currency: PLN, resolution: 1d}\n"
+                                    "segments:\n  - id: buyer\n"
+                                    "    when: purchase_count(30d) >= 1\n"))
+    engine = Engine(rules)
+    st: CustomerState | None = None
+    evs = [purchase(T0 + HOUR, 10.0, items=[item("books", 1, 10.0)]),
+           event("page_view", T0 + 2 * HOUR, session_id="s-1"),
+           purchase(T0 + 3 * HOUR, 5.0, items=[item("toys", 2, 2.5)]),
+           purchase(T0 + MINUTE, 7.0),
+           event("email_open", T0 + DAY + HOUR),
+           purchase(T0 + DAY + 2 * HOUR, 3.0)]
+    encodings = set()
+    for i, ev in enumerate(evs):
+        st = engine.apply(st, ev, T0 + DAY * 2 + i).state
+        assert st is not None
+        data = encode_state(st)
+        encodings.add(data)
+        assert decode_state(data) == st
+        assert decode_state(encode_state(decode_state(data))) == st
+    assert len(encodings) == len(evs)
+    assert copy.deepcopy(st) == st
