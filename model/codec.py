@@ -23,7 +23,8 @@ def _bucket_fragment(b: int, bk: Bucket) -> orjson.Fragment:
     are encoded once, not at every commit (a bucket's encoding is most of a state's)."""
     enc = bk.enc
     if enc is None:
-        enc = bk.enc = orjson.Fragment(orjson.dumps(_bucket_out(b, bk)))
+        # as an exact-size str: the bytes orjson returns keep its whole output buffer (~4 KB)
+        enc = bk.enc = orjson.Fragment(orjson.dumps(_bucket_out(b, bk)).decode())
     return enc
 
 
