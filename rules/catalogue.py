@@ -4,7 +4,8 @@ Parameter kinds:
 - "window": a Duration that is a multiple of settings.resolution and at most settings.retention;
 - "event_type": a string literal naming a known event type;
 - "segment": a string literal naming a segment of the same file (creates a dependency);
-- "string": any string literal.
+- "string": any string literal;
+- "horizon": a Duration > 0, how far ahead a model looks (not bounded by the retention).
 Result types: "number", "number?" (may be null), "bool", "string?", "any".
 """
 
@@ -58,11 +59,22 @@ _SIGS = [
     Signature("rfm_segment", (), "string?", "named cell of the R/F grid"),
     Signature("attribute", ("string",), "any", "profile attribute, null if missing"),
     Signature("in_segment", ("segment",), "bool", "membership of another segment"),
+    Signature("p_alive", (), "number?", "BG/NBD probability the customer is still active"),
+    Signature("expected_purchases", ("horizon",), "number?",
+              "BG/NBD expected purchases in the coming horizon"),
+    Signature("clv", ("horizon",), "number?",
+              "expected purchases x Gamma-Gamma expected order value over the horizon"),
+    Signature("cluster", (), "string?", "label of the nearest k-means centroid"),
 ]
+
+# the functions that evaluate a model of settings.models (rules/predictive.py)
+PREDICTIVE: dict[str, str] = {"p_alive": "bgnbd", "expected_purchases": "bgnbd",
+                              "clv": "bgnbd", "cluster": "kmeans"}
 
 FUNCTIONS: dict[str, Signature] = {s.name: s for s in _SIGS}
 
 # name=value arguments a function accepts (after its other arguments), and their kind.
 KEYWORDS: dict[str, dict[str, str]] = {
     "purchase_amount": {"category": "category"},
+    **{name: {"model": "model"} for name in PREDICTIVE},
 }

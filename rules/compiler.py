@@ -54,6 +54,8 @@ class Crossing:
     anchor: Callable[[Ctx], int | None] | None = None
     const: float = 0.0
     op: str = ""  # the comparison (== for an `in` item): only its flips count
+    # a model term against a number: ctx -> estimated instant of the crossing (rules/predictive)
+    root: Callable[[Ctx], float | None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +176,7 @@ class _Node:
     # a window count or a sum of counts over the same window: (buckets, per-bucket parts)
     counter: tuple[int, tuple[Callable[[Bucket], int], ...]] | None = None
     falls: Callable[[Ctx], int | None] | None = None  # next change of a bare falling term
+    root: Callable[[Ctx, float], float | None] | None = None  # a bare model term (Term.root)
 
 
 def _combine(a: int | None, b: int | None) -> int | None:
@@ -283,8 +286,8 @@ class _Compiler:
             if type(x) not in _NUM or type(y) not in _NUM:
                 return None
             return (x, y) if x <= y else (y, x)
-        return _Node(f, term.mono, "lin" if term.mono > 0 else "exp", ifn=mono_bounds,
-                     anchor=term.anchor)
+        return _Node(f, term.mono, term.form or ("lin" if term.mono > 0 else "exp"),
+                     ifn=mono_bounds, anchor=term.anchor, root=term.root)
 
     def _unary(self, node: ast.Unary) -> _Node:
         inner = self.compile(node.operand)
@@ -372,7 +375,7 @@ class _Compiler:
             _arith("-", left.fn, right.fn, right), mono, form,
             self.settings.engagement.half_life_ms,
             bounds, anchor, right.literal if anchor is not None else 0.0,
-            op if anchor is not None else ""))
+            op if anchor is not None else "", _root(left, right)))
 
     def _in(self, node: ast.In) -> _Node:
         inner = self.compile(node.operand)
@@ -397,6 +400,33 @@ class _Compiler:
                 if type(i.value) in _NUM:
                     self._crossing(inner, self._literal(i), inner.mono, "==")
         return _Node(member, 0)
+
+
+def _root(left: _Node, right: _Node) -> Callable[[Ctx], float | None] | None:
+    """`model term <op> number` (either side): the term's estimate of the crossing instant."""
+    if left.root is not None and right.is_literal and type(right.literal) in _NUM:
+        term_root, y = left.root, float(right.literal)
+    elif right.root is not None and left.is_literal and type(left.literal) in _NUM:
+        term_root, y = right.root, float(left.literal)
+    else:
+        return None
+    return lambda ctx: term_root(ctx, y)
+
+
+@dataclass(frozen=True, slots=True)
+class NumberExpr:
+    """A numeric expression outside a rule (a k-means feature): its value, its bounds over a
+    time span without step changes, and its terms."""
+
+    fn: Fn
+    bounds: IFn | None
+    terms: tuple[Term, ...]
+
+
+def compile_number(expr: ast.Expr, text: str, settings: RuleSettings) -> NumberExpr:
+    c = _Compiler(settings, text)
+    node = c.compile(expr)
+    return NumberExpr(node.fn, node.ifn, tuple(c.out.terms))
 
 
 def _arg_value(a: ast.Expr) -> Any:

@@ -152,7 +152,7 @@ def _first_flip(expr: DueParts, ctx: Ctx, scratch: Ctx, hi: int) -> int | None:
             return d is None or _sign(d) != s0
 
         lo, up = t0, top  # sign at lo is s0, at up it is not
-        g = _guess(c, t0, d0, top, dtop)
+        g = c.root(ctx) if c.root is not None else _guess(c, t0, d0, top, dtop)
         if g is not None and g == g:  # not NaN
             gi = min(max(int(g), t0 + 1), top)
             step = 1
@@ -263,7 +263,11 @@ def _candidate(seg: CompiledSegment, ctx: Ctx, entered_at: int | None) -> bool:
 
 def why(seg: CompiledSegment, ctx: Ctx, was_member: bool) -> dict[str, Any]:
     expr = seg.exit_when if (was_member and seg.exit_when is not None) else seg.when
-    return {term.text: term.fn(ctx) for term in expr.terms}
+    out = {term.text: term.fn(ctx) for term in expr.terms}
+    for term in expr.terms:
+        if term.explain is not None:  # a model's inputs
+            out.update(term.explain(ctx))
+    return out
 
 
 def display(seg: CompiledSegment | None, why_: dict[str, Any]) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from model.state import Bucket, engagement_at
-from rules.catalogue import EVENT_TYPES
+from rules.catalogue import EVENT_TYPES, PREDICTIVE
 from rules.context import Ctx
 from rules.model import DAY_MS, RuleSettings
 
@@ -48,6 +48,14 @@ class Term:
     counter: tuple[int, Callable[[Bucket], int]] | None = None
     # a window aggregate that time alone can only lower (distinct sessions or categories)
     falls: bool = False
+    # "cont" terms: how they move between events ("": lin when mono > 0, else exp; "mono":
+    # monotone, shape unknown: the engine bisects)
+    form: str = ""
+    # (ctx, y) -> an estimate of the instant the value reaches y (the engine then finds the
+    # exact millisecond around it), None if unknown
+    root: Callable[[Ctx, float], float | None] | None = None
+    # ctx -> extra `why` entries (a model's inputs)
+    explain: Callable[[Ctx], dict[str, Any]] | None = None
 
 
 # ---------------------------------------------------------------- window machinery
@@ -271,6 +279,10 @@ def build_term(name: str, args: tuple[Any, ...], text: str, settings: RuleSettin
         return _WINDOWED[name](text, nb, *args[:-1])
     if name in _SIMPLE:
         return _SIMPLE[name](text, settings, *args)
+    if name in PREDICTIVE:
+        from rules.predictive import build_predictive  # it compiles k-means features
+
+        return build_predictive(name, args, text, settings, kwargs or {})
     raise KeyError(name)
 
 
@@ -687,4 +699,4 @@ _SIMPLE: dict[str, Callable[..., Term]] = {
     "in_segment": _in_segment,
 }
 
-KNOWN = frozenset(_WINDOWED) | frozenset(_SIMPLE)
+KNOWN = frozenset(_WINDOWED) | frozenset(_SIMPLE) | frozenset(PREDICTIVE)

@@ -24,9 +24,9 @@ import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from model.errors import RuleFileError, RuleProblem
+from model.errors import ModelFileError, RuleFileError, RuleProblem
 from rules.ast import Binary, Call, Duration, Expr, In, Items, Keyword, Literal, Pos, Unary, calls
-from rules.catalogue import EVENT_TYPES, FUNCTIONS, KEYWORDS
+from rules.catalogue import EVENT_TYPES, FUNCTIONS, KEYWORDS, PREDICTIVE
 from rules.model import (
     DAY_MS,
     DEFAULT_RFM_GRID,
@@ -37,6 +37,7 @@ from rules.model import (
     RuleSettings,
     SegmentDef,
 )
+from rules.models.file import BgNbdModel, KMeansModel, Model, parse_model, pick_model
 from rules.outcome import OutcomeParser
 from rules.parser import UNIT_MS, Locate, parse_expression, string_source, to_source
 from rules.pipelines import PipelineParser
@@ -50,7 +51,7 @@ DURATION_RE = re.compile(r"(\d+)([mhdw])")
 
 TOP_KEYS = ("version", "name", "settings", "segments", "pipelines")
 SETTINGS_KEYS = ("currency", "resolution", "retention", "dedup_horizon", "future_tolerance",
-                 "engagement", "rfm", "control_salt")
+                 "engagement", "rfm", "control_salt", "models")
 ENGAGEMENT_KEYS = ("half_life", "points")
 RFM_KEYS = ("window", "recency_days", "frequency", "monetary", "grid")
 SEGMENT_KEYS = ("id", "label", "description", "color", "icon", "group", "when", "exit_when",
@@ -182,6 +183,7 @@ class _Loader:
         self.text = text
         self.problems: list[RuleProblem] = []
         self._line_starts = [0] + [m.end() for m in re.finditer("\n", text)]
+        self.model_bytes: dict[str, bytes] = {}  # settings.models: name -> the file's bytes
         defaults = RuleSettings(currency="XXX")
         self.window = _Window(defaults.resolution_ms, defaults.retention_ms)
 
@@ -229,6 +231,11 @@ class _Loader:
         pipelines = PipelineParser(self).pipelines(top.get("pipelines"), top.get("segments"))
         if self.problems or settings is None or segments is None or version is None or not name:
             return None
+        if self.model_bytes:  # a model refitted into the same file is a new rules version
+            digest = hashlib.sha256(content_hash.encode())
+            for model_name, raw in sorted(self.model_bytes.items()):
+                digest.update(b"\0" + model_name.encode() + b"\0" + raw)
+            content_hash = "sha256:" + digest.hexdigest()
         return RuleFile(version, name, settings, segments, content_hash, self.source,
                         pipelines or ())
 
@@ -376,14 +383,15 @@ class _Loader:
         engagement = self._engagement(fields.get("engagement"))
         rfm = self._rfm(fields.get("rfm"))
         control_salt = PipelineParser(self).salt(fields.get("control_salt"), "control_salt")
-        if currency is None or None in (engagement, rfm) or any(
+        models = self._models(fields.get("models"), currency)
+        if currency is None or None in (engagement, rfm) or models is None or any(
             key in fields and value is None
             for key, value in (("resolution", resolution), ("retention", retention),
                                ("dedup_horizon", dedup), ("future_tolerance", tolerance))
         ):
             return None
-        assert engagement is not None and rfm is not None
-        return RuleSettings(
+        assert engagement is not None and rfm is not None and models is not None
+        settings = RuleSettings(
             currency=currency,
             resolution_ms=resolution or defaults.resolution_ms,
             retention_ms=retention or defaults.retention_ms,
@@ -392,7 +400,89 @@ class _Loader:
             engagement=engagement,
             rfm=rfm,
             control_salt=control_salt,
+            models=models,
         )
+        if models and not self._features_ok(fields["models"], settings):
+            return None
+        return settings
+
+    def _models(self, node: Node | None, currency: str | None) -> dict[str, Model] | None:
+        """settings.models: model name -> model file (relative to the rule file's folder),
+        each read and checked now; its problems are reported at the file name."""
+        if node is None:
+            return {}
+        if not isinstance(node, MappingNode):
+            self.add(node, "settings.models must map model names to model files, e.g. "
+                           "{churn: models/shop.json}")
+            return None
+        ok = True
+        out: dict[str, Model] = {}
+        for key, value in node.value:
+            name = str(key.value) if isinstance(key, ScalarNode) else ""
+            if not ID_RE.fullmatch(name):
+                self.add(key, f"model name {name!r} must start with a lower-case letter and "
+                              "contain only a-z, 0-9 and _", _id_suggestion(name))
+                ok = False
+                continue
+            written = self.text_value(value, f"settings.models.{name}", required=True)
+            if written is None:
+                ok = False
+                continue
+            path = Path(written)
+            if not path.is_absolute():
+                path = Path(self.source).parent / path
+            try:
+                raw = path.read_bytes()
+                model = parse_model(raw, source=written)
+            except OSError as exc:
+                self.add(value, f"model {name!r}: cannot read the model file {written}: "
+                                f"{exc.strerror or exc} (a relative path is read from the rule "
+                                "file's folder)")
+                ok = False
+                continue
+            except ModelFileError as exc:
+                for problem in exc.problems:
+                    self.add(value, f"model {name!r}: invalid model file {written}: {problem}")
+                ok = False
+                continue
+            if isinstance(model, BgNbdModel) and currency is not None \
+                    and model.currency is not None and model.currency != currency:
+                self.add(value, f"model {name!r} was fitted on {model.currency} amounts, the "
+                                f"rule file's currency is {currency}")
+                ok = False
+                continue
+            out[name] = model
+            self.model_bytes[name] = raw
+        return out if ok else None
+
+    def _features_ok(self, node: Node, settings: RuleSettings) -> bool:
+        """Each k-means feature is a numeric expression valid with these settings, without a
+        model function of its own; problems at the model's file name."""
+        values = {str(k.value): v for k, v in node.value if isinstance(k, ScalarNode)}
+        ok = True
+        for name, model in settings.models.items():
+            if not isinstance(model, KMeansModel):
+                continue
+            for i, feature in enumerate(model.features):
+                sub = _Loader(f"feature {i + 1}", feature)
+                sub.window = self.window
+                try:
+                    expr = parse_expression(feature, file=sub.source, line=1, column=1)
+                except RuleFileError as exc:
+                    sub.problems.extend(exc.problems)
+                else:
+                    kind = _ExprChecker(sub, settings, []).type_of(expr)
+                    if not sub.problems and kind not in ("number", "any"):
+                        sub.add(_start(expr), "must be a number")
+                    used = sorted({c.name for c in calls(expr) if c.name in PREDICTIVE})
+                    if used:
+                        sub.add(_start(expr), f"a feature cannot use {', '.join(used)}()")
+                for problem in sub.problems:
+                    self.add(values[name], f"model {name!r}: feature {i + 1} ({feature!r}), "
+                                           f"column {problem.column}: {problem.message}",
+                             problem.suggestion)
+                    ok = False
+        return ok
 
     def _currency(self, node: Node | None) -> str | None:
         text = self.text_value(node, "currency", required=True)
@@ -747,6 +837,8 @@ _KIND_HELP = {
     "segment": 'a segment id in quotes, e.g. "vip"',
     "string": 'a text in quotes, e.g. "region"',
     "category": 'a product category in quotes, e.g. "books"',
+    "horizon": "a duration such as 365d",
+    "model": 'a model name of settings.models in quotes, e.g. "churn"',
 }
 _TYPE_NAMES = {"number": "a number", "string": "a text", "bool": "a condition (true/false)",
                "null": "null", "duration": "a duration"}
@@ -888,11 +980,37 @@ class _ExprChecker:
             # the default rfm.window (365d) must fit the file's resolution and retention too
             self.loader.window_fits(self.settings.rfm.window_ms, call.pos,
                                     f"settings.rfm.window, which {call.name}() uses,", None)
+        if call.name in PREDICTIVE and self.settings is not None:
+            self._model_ref(call)
         if call.name == "engagement_score" and self.settings is not None \
                 and not self.settings.engagement.points:
             self.loader.add(call.pos, "engagement_score() is always 0: settings.engagement.points "
                                       "gives no event any points")
         return _RESULT_TYPES[sig.result]
+
+    def _model_ref(self, call: Call) -> None:
+        """The model a model function uses exists, is of its kind (the only one of its kind
+        when not named) and, for clv(), has Gamma-Gamma."""
+        assert self.settings is not None
+        named = next((a.value for a in call.args if isinstance(a, Keyword)
+                      and a.name == "model"), None)
+        if named is not None and not (isinstance(named, Literal)
+                                      and isinstance(named.value, str) and named.value):
+            return  # reported by _keywords
+        name = named.value if isinstance(named, Literal) else None
+        models = self.settings.models
+        picked = pick_model(models, PREDICTIVE[call.name], None if name is None else str(name),
+                            call.name)
+        if isinstance(picked, str):
+            near = difflib.get_close_matches(str(name), list(models), n=1) if name else []
+            self.loader.add(named.pos if isinstance(named, Literal) else call.pos, picked,
+                            near[0] if near else None)
+            return
+        model_name, model = picked
+        if call.name == "clv" and isinstance(model, BgNbdModel) and model.spend is None:
+            self.loader.add(call.pos, f"clv() needs a spend model (Gamma-Gamma p, q, v) and "
+                                      f"model {model_name!r} has none: fit it without "
+                                      "--no-spend")
 
     def _keywords(self, call: Call) -> None:
         """name=value arguments: known for the function, given once, after the others."""
@@ -953,6 +1071,19 @@ class _ExprChecker:
             seen.add(value)
 
     def _argument(self, call: Call, kind: str, arg: Expr) -> None:
+        if kind == "horizon":
+            if isinstance(arg, Duration) and arg.ms > 0:
+                return
+            if isinstance(arg, Duration):
+                self.loader.add(arg.pos, f"the horizon of {call.name}() must be longer than 0")
+                return
+            suggestion = None
+            if isinstance(arg, Literal) and isinstance(arg.value, int) \
+                    and not isinstance(arg.value, bool):
+                suggestion = _replace_arg(call, arg, f"{arg.value}d")
+            self.loader.add(_start(arg), f"the horizon of {call.name}() must be "
+                                         f"{_KIND_HELP[kind]}, not {to_source(arg)}", suggestion)
+            return
         if kind == "window":
             if isinstance(arg, Duration):
                 factor = 2 if call.name == "growth_ratio" else 1
@@ -1187,7 +1318,7 @@ def _replace_arg(call: Call, old: Expr, new_text: str) -> str:
 def _example_call(call: Call, params: tuple[str, ...]) -> str:
     """`call` with the right number of arguments: those given, then examples."""
     examples = {"window": "30d", "event_type": '"email_click"', "segment": '"vip"',
-                "string": '"region"'}
+                "string": '"region"', "horizon": "365d"}
     given = [to_source(a) for a in call.args[:len(params)]]
     return f"{call.name}(" + ", ".join(given + [examples[p] for p in params[len(given):]]) + ")"
 

@@ -52,6 +52,9 @@ class RuleSettings:
     engagement: EngagementSettings = field(default_factory=EngagementSettings)
     rfm: RfmSettings = field(default_factory=RfmSettings)
     control_salt: str | None = None  # salt of the control-group hash (rules/pipelines.py)
+    # settings.models: name -> a loaded rules.models.file model (BgNbdModel | KMeansModel), for
+    # p_alive(), expected_purchases(), clv(), cluster() (rules/predictive.py)
+    models: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -252,3 +252,31 @@ def _vector(value: object, n: int, name: str, problems: list[str]) -> list[float
     if not all(math.isfinite(v) for v in out):
         problems.append(f"'{name}' must hold finite numbers")
     return out
+
+
+KIND_NAMES: Mapping[str, str] = {"bgnbd": "BG/NBD", "kmeans": "k-means"}
+
+
+def pick_model(models: Mapping[str, Model], kind: str, name: str | None, function: str
+               ) -> tuple[str, Model] | str:
+    """The model a rule function uses: the one named (`model="churn"`), else the only one of
+    its kind in settings.models. A text saying what is wrong otherwise."""
+    what = KIND_NAMES[kind]
+    if name is not None:
+        model = models.get(name)
+        if model is None:
+            known = ", ".join(sorted(models)) or "none"
+            return f"unknown model {name!r} in {function}(): settings.models names {known}"
+        if model.kind != kind:
+            return (f"model {name!r} is a {KIND_NAMES[model.kind]} model, {function}() needs "
+                    f"a {what} model")
+        return name, model
+    found = sorted(n for n, m in models.items() if m.kind == kind)
+    if not found:
+        return (f"{function}() needs a {what} model: name its file in settings.models, e.g. "
+                f"models: {{{'clusters' if kind == 'kmeans' else 'churn'}: models/shop.json}} "
+                "(written by `segmenter models fit`)")
+    if len(found) > 1:
+        return (f"settings.models has {len(found)} {what} models ({', '.join(found)}): say "
+                f"which {function}() uses with a last argument model=\"{found[0]}\"")
+    return found[0], models[found[0]]
