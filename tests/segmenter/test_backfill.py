@@ -3,7 +3,7 @@ worker goes live; the worker starts from those states and fires nothing from the
 
 from __future__ import annotations
 
-import asyncio
+import copy
 import os
 import subprocess
 import sys
@@ -31,10 +31,12 @@ from tests.streams.workers import (
     owned,
     produce,
     read_states,
+    sentinels,
     wire,
 )
 
 pytestmark = pytest.mark.integration
+TIERS = {"vip", "growth", "potential", "low_value"}  # retail.yaml's tier group
 
 
 def backfill_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -81,14 +83,27 @@ async def test_backfill_loads_history_that_the_worker_continues_without_firing(
             w = c.start("--rules", str(RETAIL), name="live")
             await col.wait("the worker assigned", lambda: owned(w) == set(range(PARTITIONS)),
                            workers=[w])
-            buyer = events[-1].customer_id
-            topic, key, value = wire(ev("purchase", buyer, until + 1000, amount=9000.0))
-            await produce(kafka_bootstrap, [(c.topic(topic), key, value)])
+            # a backfilled customer in no tier: a 9000 PLN purchase puts them in one, whatever
+            # the hour `until` falls in (a customer already VIP may see no change at all)
+            buyer = min(cid for cid, st in ref.states.items() if not TIERS & st.members.keys())
+            purchase = ev("purchase", buyer, until + 1000, amount=9000.0)
+            # (on a copy: the engine updates the state it is given)
+            assert ref.engine.apply(copy.deepcopy(ref.states[buyer]), purchase,
+                                    until + 1000).changes
+            await produce(kafka_bootstrap, [(c.topic(t), k, v) for t, k, v in [wire(purchase)]])
             await col.wait("the live change",
                            lambda: any(r.json["customer_id"] == buyer and not r.json.get("quiet")
                                        for r in col.records[len(history):]), workers=[w])
-            await asyncio.sleep(2.0)
-            live = [r.json for r in col.records[len(history):]]
+            # then a new customer on every partition: once each one's change is read, whatever
+            # the worker fired before (past timers would fire first) has been read too
+            marks = sentinels(PARTITIONS, until + 2000)
+            await produce(kafka_bootstrap, [(c.topic(t), k, v) for t, k, v in map(wire, marks)])
+            ids = {m.customer_id for m in marks}
+            await col.wait("a change of each partition's sentinel",
+                           lambda: ids <= {r.json["customer_id"]
+                                           for r in col.records[len(history):]}, workers=[w])
+            live = [r.json for r in col.records[len(history):]
+                    if r.json["customer_id"] not in ids]
         assert await w.stop() == 0, w.tail()
         again = backfill_cli(c.env, "--rules", str(RETAIL), "--events", str(log))
     assert next(ch["seq"] for ch in live if ch["customer_id"] == buyer) == \
