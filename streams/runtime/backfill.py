@@ -14,13 +14,16 @@ engine and written through the changelog, so that the workers start from them an
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import for_code
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
 from model.changes import CAUSE_ERASURE, SegmentChange
@@ -34,7 +37,7 @@ from streams.runtime.app import (
     changelog_topic,
     ensure_topics,
 )
-from streams.runtime.commit import send_records
+from streams.runtime.commit import next_offset, send_records
 from streams.runtime.records import partition_for
 from streams.runtime.rules_topic import Seed, latest_rules, publish
 from streams.runtime.settings import Settings
@@ -82,6 +85,7 @@ async def backfill(settings: Settings, seed: Seed, lines: Iterable[bytes], *, un
         key = cid.encode()
         states[partition_for(key, p_count)].append((key, encode_state(st)))
     progress(f"{len(sim.states)} customers, {len(changes)} changes: writing them")
+    written: dict[TopicPartition, int] = {}  # the offset after each partition's last record
     for p in range(p_count):
         producer = AIOKafkaProducer(
             bootstrap_servers=settings.kafka_bootstrap, acks="all",
@@ -90,17 +94,21 @@ async def backfill(settings: Settings, seed: Seed, lines: Iterable[bytes], *, un
         await producer.start()
         try:
             await producer.begin_transaction()
-            futures = await send_records(producer, settings.topic(SEGMENT_CHANGES), p,
-                                         by_partition.get(p, []))
-            futures += await send_records(producer, changelog_topic(settings), p,
-                                          states.get(p, []))
+            changes_sent = await send_records(producer, settings.topic(SEGMENT_CHANGES), p,
+                                              by_partition.get(p, []))
+            states_sent = await send_records(producer, changelog_topic(settings), p,
+                                             states.get(p, []))
             await producer.commit_transaction()
-            for fut, _ in futures:
-                await fut
+            for topic, sent in ((settings.topic(SEGMENT_CHANGES), changes_sent),
+                                (changelog_topic(settings), states_sent)):
+                end = await next_offset(sent)  # a failed batch raises here
+                if end is not None:
+                    written[TopicPartition(topic, p)] = end
         finally:
             await producer.stop()
         progress(f"partition {p}: {len(states.get(p, []))} states, "
                  f"{len(by_partition.get(p, []))} changes")
+    await _visible(settings, written)
     await _start_inputs_at_their_end(settings)
     return BackfillResult(len(sim.states), len(changes), sim.stats, until)
 
@@ -109,8 +117,7 @@ async def _refuse_unless_new(settings: Settings, seed: Seed) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     await admin.start()
     try:
-        [response] = await admin.describe_consumer_groups([settings.group_id])
-        members = response.groups[0][5]  # (error, id, state, protocol type, protocol, members)
+        members = await _group_members(admin, settings.group_id)
         if members:
             raise BackfillError(
                 f"{len(members)} worker(s) of group {settings.group_id} are running: stop "
@@ -139,6 +146,55 @@ async def _refuse_unless_new(settings: Settings, seed: Seed) -> None:
             f"the rules topic {settings.topic(RULES)} holds version {latest.version}, the "
             f"file {seed.source} is {seed.rules.version}: backfill with the version in force "
             "(or publish the file first)")
+
+
+async def _group_members(admin: AIOKafkaAdminClient, group_id: str,
+                         timeout: float = 60.0) -> list[Any]:
+    """The group's members. The response carries the group's error rather than raising it: a
+    retriable one (the coordinator loading, moved, not available yet) says nothing about the
+    members, so it is asked again (the coordinator looked up anew); any other is refused."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        [response] = await admin.describe_consumer_groups([group_id])
+        # (error, id, state, protocol type, protocol, members)
+        error, members = response.groups[0][0], response.groups[0][5]
+        if error == 0:
+            return list(members)
+        err = for_code(error)
+        if not err.retriable or loop.time() > deadline:
+            raise BackfillError(f"could not tell whether workers of group {group_id} are "
+                                f"running: {err.__name__}")
+        log.info("describing group %s: %s, asking again", group_id, err.__name__)
+        await asyncio.sleep(0.5)
+
+
+async def _visible(settings: Settings, written: dict[TopicPartition, int],
+                   timeout: float = 60.0) -> None:
+    """Wait until read_committed readers see every record written. A transaction's commit
+    returns once the coordinator has decided it; the markers that make its records readable
+    reach the partitions a moment later, and until then a reader's end offset (the last
+    stable offset) stops before them: a view or a check reading right after the backfill
+    would see part of the history."""
+    if not written:
+        return
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None,
+                                isolation_level="read_committed")
+    await consumer.start()
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            ends = await consumer.end_offsets(list(written))
+            behind = {tp: end for tp, end in written.items() if ends[tp] < end}
+            if not behind:
+                return
+            if loop.time() > deadline:
+                raise BackfillError(f"the backfill's transactions committed but are not "
+                                    f"readable after {timeout:.0f} s: {sorted(behind)}")
+            await asyncio.sleep(0.1)
+    finally:
+        await consumer.stop()
 
 
 async def _start_inputs_at_their_end(settings: Settings) -> None:
