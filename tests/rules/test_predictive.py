@@ -227,3 +227,55 @@ def test_a_refitted_model_is_a_new_rules_version(tmp_path: Path) -> None:
     model["r"] *= 1.01
     (tmp_path / "models" / "shop-bgnbd.json").write_bytes(orjson.dumps(model))
     assert load_rules(path).content_hash != before
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_due_instants_agree_with_the_summaries_of_the_log(rules: RuleSet, seed: int) -> None:
+    """Random purchase histories (several a day, out of order, refunds): after the last event,
+    the due instants of likely_to_churn and buying_again_soon are the first ms at which their
+    condition changes, computed independently from rules.models.history's summary of the
+    log at that instant and the ms before (not from the engine's state)."""
+    import random
+
+    from model.events import parse_dict
+
+    rnd = random.Random(seed)
+    m = _bg()
+    start = T0 + rnd.randrange(DAY)
+    stamps = sorted(start + rnd.randrange(40 * DAY) for _ in range(rnd.randrange(2, 9)))
+    stamps += [stamps[0] + rnd.randrange(HOUR)]  # often the first day again
+    order = stamps[:]
+    rnd.shuffle(order)
+    now = max(stamps)
+    lines = []
+    engine = Engine(rules)
+    st = None
+    for i, ts in enumerate(order):
+        e = purchase(ts, float(rnd.randrange(10, 400)), "c", currency="USD",
+                     event_id=f"p{i}")
+        lines.append(encode_event(e))
+        st = engine.apply(st, e, now).state
+        if rnd.random() < 0.3:
+            r = parse_dict({"event_id": f"r{i}", "customer_id": "c", "type": "refund",
+                            "ts": ts, "amount": 5.0, "currency": "USD"}, currency="USD")
+            st = engine.apply(st, r, now).state  # type: ignore[arg-type]
+    assert st is not None
+    log = read_purchases(lines, currency="USD")
+
+    def holds(seg: str, t: int) -> bool:
+        [c] = summarise(log, t, m.unit_ms)
+        if seg == "likely_to_churn":
+            return p_alive(m.params, c.x, c.t_x, c.T) < 0.3 and len(stamps) >= 2
+        return expected_purchases(m.params, 30 * DAY / m.unit_ms, c.x, c.t_x, c.T) >= 1
+
+    timed: list[str] = []
+    for seg in ("likely_to_churn", "buying_again_soon"):
+        due = st.due.get(seg)
+        now_holds = holds(seg, now)
+        assert now_holds == (seg in st.members), seg
+        if due is None:  # never changes with time alone: still the same 100 years later
+            assert holds(seg, now + 100 * 365 * DAY) == now_holds, seg
+            continue
+        assert due > now and holds(seg, due - 1) == now_holds != holds(seg, due), (seg, due)
+        timed.append(seg)
+    assert "likely_to_churn" in timed  # P(alive) always falls below 0.3 in time
