@@ -36,6 +36,7 @@ from bench.common import (
     rel,
     write_json,
 )
+from streams.runtime.gc_tuning import DEFAULT_THRESHOLD, tune_gc
 
 
 def count_lines(path: Path) -> int:
@@ -176,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-breakdown", action="store_true",
                     help="do not time Engine.apply / Engine.fire separately (~0.2%% overhead)")
     ap.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    ap.add_argument("--gc-threshold", type=int, default=DEFAULT_THRESHOLD,
+                    help="the GC's young-generation threshold, as simulate sets it "
+                         "(streams/runtime/gc_tuning.py); 0 = CPython's defaults")
     ap.add_argument("--json", type=Path, default=default_json("engine_throughput"))
     args = ap.parse_args(argv)
 
@@ -183,13 +187,14 @@ def main(argv: list[str] | None = None) -> int:
     info = machine_info()
     log = args.log or event_log(args.events, args.customers, seed=args.seed, days=args.days,
                                 quiet=args.quiet)
+    gc_thresholds = tune_gc(args.gc_threshold)
     result = run(log, args.rules, quiet=args.quiet, state_size=args.state_size,
                  parse_baseline=not args.no_parse_baseline, breakdown=not args.no_breakdown)
     print_report(result)
     write_json(args.json, {"benchmark": "engine_throughput", "command": command_line(),
                            "cpu": cpu, "machine": info, "events": args.events,
                            "customers": args.customers, "seed": args.seed, "days": args.days,
-                           **result})
+                           "gc_thresholds": gc_thresholds, **result})
     return 0
 
 

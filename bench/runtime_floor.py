@@ -23,6 +23,7 @@ from rules.loader import load_rules
 from rules.ruleset import RuleSet
 from streams.engine import Outcome
 from streams.runtime.app import ensure_topics, worker_datadir
+from streams.runtime.gc_tuning import tune_gc
 from streams.runtime.metrics import Metrics
 from streams.runtime.settings import Settings
 from streams.runtime.web import serve
@@ -57,6 +58,7 @@ async def main() -> None:
     assert settings.rules_path is not None, "set SEGMENTER_RULES"
     rules = RuleSet(load_rules(settings.rules_path))
     worker_datadir(settings).mkdir(parents=True, exist_ok=True)
+    tune_gc(settings.gc_threshold)  # as segmenter worker does
     await ensure_topics(settings)
     worker = Worker(settings, Metrics(CollectorRegistry()), None)
     worker.use_rules(rules)

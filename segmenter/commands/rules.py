@@ -8,6 +8,7 @@ import click
 
 from model.errors import RuleFileError
 from rules.loader import load_rules
+from streams.runtime.gc_tuning import tune_gc
 
 
 @click.group()
@@ -62,6 +63,7 @@ def diff(old: Path, new: Path, events_path: str, show: int, out_path: str | None
     from streams.simulate import Simulator
 
     sims: list[Simulator] = []
+    tune_gc()  # see streams/runtime/gc_tuning.py
     fired: list[FiredCounter] = []
     for path in (old, new):
         try:

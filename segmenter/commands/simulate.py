@@ -16,6 +16,7 @@ import orjson
 from model.changes import SegmentChange, format_ts
 from model.errors import RuleFileError
 from model.events import Rejection, parse_rfc3339
+from streams.runtime.gc_tuning import tune_gc
 from streams.simulate import Simulator, customer_metrics
 
 if TYPE_CHECKING:
@@ -124,6 +125,7 @@ def simulate(rules_path: str, events_path: str, until: str | None, wall_now: str
                     "event_id": rej.event_id, "customer_id": rej.customer_id,
                     "raw": raw.decode("utf-8", "replace").rstrip("\n")}) + b"\n")
 
+        tune_gc()  # see streams/runtime/gc_tuning.py
         sim = Simulator(rules, until=until_ms, wall_now=wall_ms, on_change=on_change,
                         on_reject=on_reject)
         show = not quiet and sys.stderr.isatty()

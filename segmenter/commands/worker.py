@@ -68,6 +68,7 @@ def run_worker(settings: Settings) -> None:
     import asyncio
 
     from streams.runtime.app import ensure_topics, worker_datadir
+    from streams.runtime.gc_tuning import tune_gc
 
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -76,6 +77,7 @@ def run_worker(settings: Settings) -> None:
     for handler in logging.getLogger().handlers:
         handler.addFilter(Throttle())
     worker_datadir(settings).mkdir(parents=True, exist_ok=True)
+    tune_gc(settings.gc_threshold)
     try:
         seed = None
         if settings.rules_path is not None:

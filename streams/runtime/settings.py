@@ -46,6 +46,7 @@ ENV_VARS: dict[str, str] = {
     "state_cache": "SEGMENTER_STATE_CACHE",
     "producer_linger_ms": "SEGMENTER_PRODUCER_LINGER_MS",
     "commit_interval_ms": "SEGMENTER_COMMIT_INTERVAL_MS",
+    "gc_threshold": "SEGMENTER_GC_THRESHOLD",
     "session_timeout_ms": "SEGMENTER_SESSION_TIMEOUT_MS",
     "partitions": "SEGMENTER_PARTITIONS",
     "replication_factor": "SEGMENTER_REPLICATION_FACTOR",
@@ -100,6 +101,9 @@ class Settings:
     # how often each task commits (a transaction with exactly-once): the bound on how long a
     # change waits before consumers see it, and on the work redone after a crash
     commit_interval_ms: int = 100
+    # the garbage collector's young-generation threshold (CPython's default is 700; 0 keeps
+    # CPython's settings): see streams/runtime/gc_tuning.py
+    gc_threshold: int = 50_000
     # a worker that sends no heartbeat for this long is dropped from the group and its
     # partitions move to the others (the broker allows 6,000 to 300,000 by default)
     session_timeout_ms: int = 10_000
@@ -150,6 +154,8 @@ class Settings:
         if not 1000 <= self.session_timeout_ms <= 3_600_000:
             raise ConfigError(
                 f"session_timeout_ms must be 1000-3600000, got {self.session_timeout_ms}")
+        if self.gc_threshold < 0:
+            raise ConfigError(f"gc_threshold must be >= 0, got {self.gc_threshold}")
         if self.state_cache < 0:
             raise ConfigError(f"state_cache must be >= 0, got {self.state_cache}")
         if self.partitions < 1:

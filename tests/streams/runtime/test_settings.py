@@ -78,6 +78,7 @@ def test_every_variable_is_read() -> None:
         "SEGMENTER_WEB_HEADER_TIMEOUT": "5",
         "SEGMENTER_INGEST_BODY_TIMEOUT": "7.5",
         "SEGMENTER_INGEST_ACK_TIMEOUT": "3",
+        "SEGMENTER_GC_THRESHOLD": "20000",
     }
     assert set(env) == set(ENV_VARS.values())
     s = Settings.from_env(env=env)
@@ -90,7 +91,7 @@ def test_every_variable_is_read() -> None:
     assert s.clock == "event" and s.rules_path == Path("rules.yaml")
     assert s.processing_guarantee == "at_least_once" and s.store == "rocksdb://"
     assert (s.commit_interval_ms, s.session_timeout_ms, s.redis_prefix) == (250, 6000, "view:")
-    assert s.state_cache == 500 and s.producer_linger_ms == 2.5
+    assert s.state_cache == 500 and s.producer_linger_ms == 2.5 and s.gc_threshold == 20_000
     assert (s.partitions, s.replication_factor) == (6, 3)
     assert s.log_level == "warning" and s.startup_timeout == 12.5
     assert (s.input_retention_ms, s.changes_retention_ms, s.dead_letter_retention_ms) == (
@@ -122,6 +123,8 @@ def test_retention_is_finite_and_web_servers_loopback_by_default() -> None:
         ("SEGMENTER_PRODUCER_LINGER_MS", "5000", "producer_linger_ms"),
         ("SEGMENTER_REDIS_URL", "http://x", "redis_url"),
         ("SEGMENTER_COMMIT_INTERVAL_MS", "5", "commit_interval_ms"),
+        ("SEGMENTER_GC_THRESHOLD", "-1", "gc_threshold"),
+        ("SEGMENTER_GC_THRESHOLD", "lots", "SEGMENTER_GC_THRESHOLD"),
         ("SEGMENTER_SESSION_TIMEOUT_MS", "100", "session_timeout_ms"),
         ("SEGMENTER_INPUT_RETENTION_MS", "0", "input_retention_ms"),
         ("SEGMENTER_CHANGES_RETENTION_MS", "-2", "changes_retention_ms"),
