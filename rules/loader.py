@@ -15,7 +15,7 @@ import difflib
 import hashlib
 import heapq
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Any
@@ -99,8 +99,12 @@ def load_rules(path: str | Path) -> RuleFile:
     return load_rules_text(raw, source=source)
 
 
-def load_rules_text(text: str | bytes, *, source: str = "<string>") -> RuleFile:
-    """Check rule-file text; `source` names the file in problems and in RuleFile.source."""
+def load_rules_text(text: str | bytes, *, source: str = "<string>",
+                    models: Mapping[str, bytes] | None = None) -> RuleFile:
+    """Check rule-file text; `source` names the file in problems and in RuleFile.source.
+
+    `models` (model name -> model file bytes, e.g. from a published rules record) stands in
+    for the files that settings.models names; without it they are read from disk."""
     raw = text.encode("utf-8") if isinstance(text, str) else text
     content_hash = "sha256:" + hashlib.sha256(raw).hexdigest()
     if isinstance(text, bytes):
@@ -114,7 +118,7 @@ def load_rules_text(text: str | bytes, *, source: str = "<string>") -> RuleFile:
                 source, line, column, "the rule file is not valid UTF-8 text")]) from None
     if text.startswith("\ufeff"):
         text = text[1:]
-    loader = _Loader(source, text)
+    loader = _Loader(source, text, models)
     rule_file = loader.load(content_hash)
     if loader.problems or rule_file is None:
         raise RuleFileError(sorted(loader.problems, key=lambda p: (p.line, p.column)))
@@ -178,8 +182,10 @@ class _Window:
 class _Loader:
     """One load: collects problems while turning YAML nodes into the model."""
 
-    def __init__(self, source: str, text: str) -> None:
+    def __init__(self, source: str, text: str,
+                 models: Mapping[str, bytes] | None = None) -> None:
         self.source = source
+        self.given_models = models
         self.text = text
         self.problems: list[RuleProblem] = []
         self._line_starts = [0] + [m.end() for m in re.finditer("\n", text)]
@@ -237,7 +243,7 @@ class _Loader:
                 digest.update(b"\0" + model_name.encode() + b"\0" + raw)
             content_hash = "sha256:" + digest.hexdigest()
         return RuleFile(version, name, settings, segments, content_hash, self.source,
-                        pipelines or ())
+                        pipelines or (), dict(self.model_bytes))
 
     def _yaml_problem(self, exc: yaml.MarkedYAMLError) -> None:
         mark = exc.problem_mark or exc.context_mark
@@ -431,8 +437,15 @@ class _Loader:
             path = Path(written)
             if not path.is_absolute():
                 path = Path(self.source).parent / path
+            given = self.given_models
+            if given is not None and name not in given:
+                self.add(value, f"model {name!r}: the published rules record carries no model "
+                                f"file for it (publish with `segmenter rules publish`, which "
+                                f"includes the model files)")
+                ok = False
+                continue
             try:
-                raw = path.read_bytes()
+                raw = path.read_bytes() if given is None else given[name]
                 model = parse_model(raw, source=written)
             except OSError as exc:
                 self.add(value, f"model {name!r}: cannot read the model file {written}: "

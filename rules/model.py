@@ -87,6 +87,9 @@ class RuleFile:
     source: str = "<string>"
     # `pipelines:` in file order; the default one (no `when`) last. Empty: no pipelines.
     pipelines: tuple[PipelineDef, ...] = ()
+    # settings.models: model name -> the model file's bytes as read (a published rules record
+    # carries them, so that every worker evaluates the same models wherever it runs)
+    model_files: Mapping[str, bytes] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

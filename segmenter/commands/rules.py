@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import click
@@ -145,12 +146,14 @@ def publish(file: Path, quiet: bool, kafka_bootstrap: str | None,
         click.echo(f"{file}: not published", err=True)
         raise SystemExit(1) from exc
     settings = Settings.from_env(kafka_bootstrap=kafka_bootstrap, topic_prefix=topic_prefix)
-    asyncio.run(publish_rules(settings, file.read_text(encoding="utf-8"), str(file), quiet))
+    asyncio.run(publish_rules(settings, file.read_text(encoding="utf-8"), str(file), quiet,
+                              rule_file.model_files))
     click.echo(f"published {rule_file.name!r} {rule_file.content_hash}"
                f"{' (quiet)' if quiet else ''} to {settings.topic('segmenter-rules')}")
 
 
-async def publish_rules(settings: object, text: str, source: str, quiet: bool = False) -> None:
+async def publish_rules(settings: object, text: str, source: str, quiet: bool = False,
+                        models: Mapping[str, bytes] | None = None) -> None:
     """Produce one rules record (acks=all); creates the topics if they are missing."""
     from streams.runtime.app import ensure_topics
     from streams.runtime.rules_topic import publish
@@ -158,4 +161,4 @@ async def publish_rules(settings: object, text: str, source: str, quiet: bool = 
 
     assert isinstance(settings, Settings)
     await ensure_topics(settings)
-    await publish(settings, text, source, quiet)
+    await publish(settings, text, source, quiet, models)

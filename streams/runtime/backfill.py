@@ -140,7 +140,7 @@ async def _refuse_unless_new(settings: Settings, seed: Seed) -> None:
         await consumer.stop()
     latest = await latest_rules(settings)
     if latest is None:
-        await publish(settings, seed.text, seed.source)
+        await publish(settings, seed.text, seed.source, models=seed.rules.file.model_files)
     elif latest.version != seed.rules.version:
         raise BackfillError(
             f"the rules topic {settings.topic(RULES)} holds version {latest.version}, the "

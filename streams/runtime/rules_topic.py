@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -110,22 +110,27 @@ async def _start_with(settings: Settings, on_rules: OnRules,
     elif seed is not None:
         log.info("rules topic is empty: seeding it with --rules %s (%s)", seed.source,
                  seed.rules.version)
-        await publish(settings, seed.text, seed.source)
+        await publish(settings, seed.text, seed.source, models=seed.rules.file.model_files)
         on_rules(seed.rules, False)
     else:
         log.warning("no rules yet: nothing on %s and no --rules file; waiting for "
                     "`segmenter rules publish`", settings.topic(RULES))
 
 
-async def publish(settings: Settings, text: str, source: str, quiet: bool = False) -> None:
-    """Produce one rules record (acks=all) to the rules topic."""
+async def publish(settings: Settings, text: str, source: str, quiet: bool = False,
+                  models: Mapping[str, bytes] | None = None) -> None:
+    """Produce one rules record (acks=all) to the rules topic. `models`: the model files the
+    rules use (RuleFile.model_files), carried in the record as text so that every worker
+    evaluates the same models, wherever it runs and whatever its working directory."""
     from datetime import UTC, datetime
 
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
     await producer.start()
     try:
-        record = {"yaml": text, "source": source, "quiet": quiet,
-                  "published_at": datetime.now(UTC).isoformat()}
+        record: dict[str, Any] = {"yaml": text, "source": source, "quiet": quiet,
+                                  "published_at": datetime.now(UTC).isoformat()}
+        if models:
+            record["models"] = {name: raw.decode("utf-8") for name, raw in models.items()}
         await producer.send_and_wait(settings.topic(RULES), orjson.dumps(record), key=b"rules")
     finally:
         await producer.stop()
@@ -135,13 +140,17 @@ def parse_rules_record(value: bytes | None,
                        metrics: Metrics | None) -> tuple[RuleSet, bool] | None:
     try:
         record = orjson.loads(value or b"")
-        rule_file = load_rules_text(record["yaml"], source=record.get("source", "<published>"))
+        models = record.get("models")  # records published before models were carried: none
+        rule_file = load_rules_text(
+            record["yaml"], source=record.get("source", "<published>"),
+            models=None if models is None else {
+                name: text.encode("utf-8") for name, text in models.items()})
         return RuleSet(rule_file), bool(record.get("quiet", False))
     except RuleFileError as exc:
         if metrics is not None:
             metrics.rules_refused.inc()
         log.error("refused a published rule file, keeping the version in force:\n%s", exc)
-    except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
         if metrics is not None:
             metrics.rules_refused.inc()
         log.error("refused an unreadable record on the rules topic: %s", exc)
