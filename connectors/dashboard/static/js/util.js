@@ -108,6 +108,10 @@ export function fmtValue(v) {
   }
   if (typeof v === "boolean") return v ? "true" : "false";
   if (Array.isArray(v)) return `[${v.map(fmtValue).join(", ")}]`;
+  // a model function's inputs in `why` (e.g. "p_alive() inputs": {model, x, t_x, T}): key: value
+  if (typeof v === "object") {
+    return Object.entries(v).map(([k, x]) => `${k}: ${fmtValue(x)}`).join(", ");
+  }
   return String(v);
 }
 
