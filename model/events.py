@@ -605,16 +605,13 @@ class _WireEvent(msgspec.Struct, forbid_unknown_fields=True):
 
 _fast_decode = msgspec.json.Decoder(_WireEvent).decode
 _I64_MIN, _U64_MAX = -(1 << 63), (1 << 64) - 1
-_FastError = (msgspec.DecodeError, msgspec.ValidationError)
 
 
 def _fast_event(raw: bytes | bytearray | memoryview | str, currency: str) -> Event | None:
     """The Event of a common, valid message, or None for parse_event_checked to decide."""
     try:
         w = _fast_decode(raw)
-    except _FastError:
-        return None
-    except Exception:  # e.g. not bytes at all: the checked path says what it is
+    except Exception:  # invalid, or not bytes at all: the checked path says what it is
         return None
     wire_ts = w.ts
     if type(wire_ts) is int:
@@ -635,12 +632,8 @@ def _fast_event(raw: bytes | bytearray | memoryview | str, currency: str) -> Eve
         event.currency = currency
         event.order_id = w.order_id
         if w.items:
-            items = []
-            for wi in w.items:
-                item = _ItemTwin(wi.sku, wi.category, wi.quantity, wi.price)
-                item.__class__ = Item
-                items.append(item)
-            event.items = tuple(items)
+            event.items = tuple([new_item(i.sku, i.category, i.quantity, i.price)
+                                 for i in w.items])
     elif family == _FAMILY_WEB:
         event.session_id = w.session_id
         event.url = w.url
