@@ -21,7 +21,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from connectors import audience as aud
-from connectors.dashboard.explain import explain
+from connectors.dashboard.explain import explain, predictions
 from connectors.redis_view import DEFAULT_PREFIX, KeyLayout, RedisView, minute_of
 
 log = logging.getLogger(__name__)
@@ -405,8 +405,12 @@ class DashboardData:
                     "icon": meta.get("icon", d.get("icon")), "group": d.get("group"),
                     "when": d.get("when"), "exit_when": d.get("exit_when"),
                     "why": None, "conditions": [], "exit_conditions": []})
+        metrics = None if live is None else live.get("metrics")
         return {"customer_id": customer_id, "segments": segments,
-                "metrics": None if live is None else live.get("metrics"),
+                "metrics": metrics,
+                # the model functions' values (P(alive), CLV, cluster, ...) among the terms the
+                # worker evaluated: null without the Query API, [] when the rules use no model
+                "predictions": None if live is None else predictions(metrics or {}),
                 "seq": (live or view or {}).get("seq"),
                 "rules_version": (live or view or {}).get("rules_version"),
                 "evaluated_at": None if live is None else live.get("evaluated_at"),

@@ -15,7 +15,18 @@ from functools import lru_cache
 from typing import Any
 
 from model.errors import SegmenterError
-from rules.ast import COMPARISONS, Binary, Call, Duration, Expr, In, Literal, Unary
+from rules.ast import (
+    COMPARISONS,
+    Binary,
+    Call,
+    Duration,
+    Expr,
+    In,
+    Keyword,
+    Literal,
+    Unary,
+)
+from rules.catalogue import PREDICTIVE
 from rules.parser import parse_expression, to_source
 
 _MISSING = object()
@@ -158,10 +169,36 @@ def explain(text: str | None, values: Mapping[str, Any]) -> list[dict[str, Any]]
     return out
 
 
+_PREDICTION_LABELS = {"p_alive": "P(alive)", "expected_purchases": "Expected purchases",
+                      "clv": "CLV", "cluster": "Cluster"}
+_PREDICTION_ORDER = {name: i for i, name in enumerate(_PREDICTION_LABELS)}
+
+
+def predictions(values: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The model functions among the term values (the Query API's `metrics`: every rule term,
+    evaluated by the worker's engine at its clock), in the order P(alive), expected purchases,
+    CLV, cluster, then by term. Each: `term` (canonical call text, e.g. `clv(365d)`),
+    `function`, `label` (with the horizon, e.g. "CLV, next 365d"), `model` (a `model=` name,
+    else null) and `value` as the engine computed it (never recomputed here)."""
+    out: list[dict[str, Any]] = []
+    for term, value in values.items():
+        expr = _parse(term)
+        if not isinstance(expr, Call) or expr.name not in PREDICTIVE:
+            continue
+        horizon = next((a.text for a in expr.args if isinstance(a, Duration)), None)
+        label = _PREDICTION_LABELS[expr.name] + (f", next {horizon}" if horizon else "")
+        model = next((str(a.value.value) for a in expr.args if isinstance(a, Keyword)
+                      and a.name == "model" and isinstance(a.value, Literal)), None)
+        out.append({"term": term, "function": expr.name, "label": label, "model": model,
+                    "value": _json_value(value)})
+    out.sort(key=lambda p: (_PREDICTION_ORDER[p["function"]], p["term"]))
+    return out
+
+
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.6g}"
     return str(value)
 
 
-__all__ = ["explain"]
+__all__ = ["explain", "predictions"]

@@ -154,12 +154,13 @@ class StubApi:
     customers: dict[str, dict[str, Any]] = field(default_factory=dict)
     auth_seen: list[str] = field(default_factory=list)
     url: str = ""
+    rules_path: Path = RETAIL_PATH  # the rule file `GET /v1/segments` describes
 
     def app(self) -> web.Application:
         async def segments(request: web.Request) -> web.Response:
             if not self._ok(request):
                 return web.json_response({"error": "token"}, status=401)
-            body = definitions_from_rule_file(RETAIL_PATH)
+            body = definitions_from_rule_file(self.rules_path)
             body["sizes_scope"] = "all"
             for s in body["segments"]:
                 s["size"] = 0
@@ -224,8 +225,11 @@ class Dash:
 async def dashboard(redis_client: aioredis.Redis, prefix: str, *, token: str = "",
                     api_up: bool = True, rules: Path | None = None,
                     seed: bool = True, outcomes: Path | None = None,
-                    overlap_ttl: float = 0.0) -> AsyncIterator[Dash]:
-    stub = StubApi(token=token, customers={"c-vip": vip_customer()})
+                    overlap_ttl: float = 0.0, api_rules: Path = RETAIL_PATH,
+                    customers: Mapping[str, dict[str, Any]] | None = None
+                    ) -> AsyncIterator[Dash]:
+    stub = StubApi(token=token, customers={"c-vip": vip_customer(), **(customers or {})},
+                   rules_path=api_rules)
     view = RedisView(redis_client, prefix=prefix)
     story, wires = base_story()
     if seed:
@@ -916,6 +920,185 @@ async def test_browser_pages_on_a_seeded_view(
             assert not logs, logs
     finally:
         sync.close()
+
+
+PREDICTIVE_PATH = ROOT / "rules" / "examples" / "predictive.yaml"
+MODEL_TERMS = ("p_alive()", "expected_purchases(30d)", "clv(365d)", "cluster()")
+
+
+def predictive_shop() -> tuple[int, dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """A generated shop replayed by the Simulator with predictive.yaml up to an instant 30 days
+    after its last event: (that instant, customer -> the Query API's answer at it, built by
+    streams.query.customer_view as the worker does, customer -> the model functions' values the
+    engine's terms compute for the customer at that instant), for two repeat buyers: the first
+    likely to churn and the first in the "lapsing" cluster."""
+    from rules.context import Ctx
+    from rules.models.bgnbd import p_alive
+    from rules.models.file import BgNbdModel
+    from rules.models.history import read_purchases, summarise
+    from rules.ruleset import RuleSet
+    from streams.query import customer_view
+    from streams.simulate import Simulator
+
+    rules = RuleSet(load_rules(PREDICTIVE_PATH))
+    start = 1_772_323_200_000  # 2026-03-01T00:00:00Z
+    lines = [encode_event(e) for e in generate(customers=40, events=3000, seed=21,
+                                               start_ms=start, days=90, currency="USD")]
+    at = start + 120 * 86_400_000
+    sim = Simulator(rules, until=at)
+    sim.feed_lines(lines)
+    sim.finish()
+    terms = {t.text: t for s in rules.segments for e in (s.when, s.exit_when) if e is not None
+             for t in e.terms}
+    churn = next(c for c, st in sorted(sim.states.items()) if "likely_to_churn" in st.members)
+    lapsing = next(c for c, st in sorted(sim.states.items())
+                   if "cluster_lapsing" in st.members and c != churn)
+    bg = next(m for m in rules.settings.models.values() if isinstance(m, BgNbdModel))
+    summaries = {c.customer_id: c for c in summarise(read_purchases(lines), at, bg.unit_ms)}
+    views, values = {}, {}
+    for cid in (churn, lapsing):
+        st = sim.states[cid]
+        ctx = Ctx(st, at, rules.settings.resolution_ms, st.cands, rules.groups_before)
+        values[cid] = {t: terms[t].fn(ctx) for t in MODEL_TERMS}
+        c = summaries[cid]  # the same P(alive) from the log's purchase summary, not the state
+        assert values[cid]["p_alive()"] == p_alive(bg.params, c.x, c.t_x, c.T)
+        views[cid] = orjson.loads(orjson.dumps(customer_view(rules, st, at)))
+    assert values[churn]["p_alive()"] < 0.3 and values[lapsing]["cluster()"] == "lapsing"
+    return at, views, values
+
+
+async def test_export_csv_of_model_function_inputs_in_why(
+        redis_client: aioredis.Redis, unique: str) -> None:
+    """predictive.yaml: a change's `why` holds each model function's inputs as an object
+    (`"p_alive() inputs": {"model": "churn", "x": .., ...}`); the dashboard's CSV export writes
+    it as one JSON cell (quoted by the CSV writer) that reads back equal to the change's, and
+    the JSONL export keeps it as an object."""
+    from rules.ruleset import RuleSet
+    from streams.simulate import Simulator
+
+    rules = RuleSet(load_rules(PREDICTIVE_PATH))
+    changes: list[SegmentChange] = []
+    start = 1_772_323_200_000  # 2026-03-01T00:00:00Z
+    sim = Simulator(rules, until=start + 120 * 86_400_000, on_change=changes.append)
+    sim.feed_lines(encode_event(e) for e in generate(customers=40, events=3000, seed=21,
+                                                     start_ms=start, days=90, currency="USD"))
+    sim.finish()
+    prefix = f"{unique}:"
+    view = RedisView(redis_client, prefix=prefix,
+                     fallback_metadata=rule_file_metadata(rules.file),
+                     segment_groups=rule_file_groups(rules.file))
+    records = [change_from_wire(orjson.loads(orjson.dumps(c.to_wire()))) for c in changes]
+    assert set(await view.apply_many(records)) <= {"applied"}
+    want: dict[str, dict[str, Any]] = {}  # member -> the why of its latest entry
+    for c in changes:
+        if "likely_to_churn" in c.entered:
+            want[c.customer_id] = orjson.loads(orjson.dumps(
+                c.details["likely_to_churn"]["why"]))
+        elif "likely_to_churn" in c.exited:
+            want.pop(c.customer_id, None)
+    assert want and all(isinstance(w.get("p_alive() inputs"), dict) for w in want.values())
+
+    async with dashboard(redis_client, prefix, seed=False, api_rules=PREDICTIVE_PATH) as d:
+        async with d.http.get(d.url + "/api/segments/likely_to_churn/export") as resp:
+            assert resp.status == 200
+            text = (await resp.read()).decode("utf-8")
+        async with d.http.get(d.url + "/api/segments/likely_to_churn/export?format=jsonl") \
+                as resp:
+            lines = [orjson.loads(x) for x in (await resp.read()).splitlines()]
+    header, *rows = list(csv.reader(io.StringIO(text)))
+    assert header[:3] == ["customer_id", "label", "entered_at"]
+    assert "p_alive() inputs" in header and "p_alive()" in header
+    assert {r[0] for r in rows} == set(want) == {x["customer_id"] for x in lines}
+    for row in rows:
+        cells = dict(zip(header, row, strict=True))
+        why = want[row[0]]
+        inputs = orjson.loads(cells["p_alive() inputs"])
+        assert inputs == why["p_alive() inputs"] and inputs["model"] == "churn"
+        assert set(inputs) >= {"x", "t_x", "T", "time_unit", "repeat"}
+        assert float(cells["p_alive()"]) == why["p_alive()"]
+        assert cells["lifetime_orders()"] == str(why["lifetime_orders()"])
+    assert all(x["why"] == want[x["customer_id"]] for x in lines)
+
+
+def test_a_why_cell_is_json_for_objects_and_lists_and_text_for_text() -> None:
+    from connectors.audience import _cell
+
+    inputs = {"model": "churn", "x": 3.0, "t_x": 1.5, "T": 20.25, "time_unit": "week",
+              "repeat": "days", "features": {"days_since_last_purchase()": None},
+              "label": 'say "hi", then go'}
+    assert orjson.loads(_cell(inputs)) == inputs
+    assert _cell(None) == "" and _cell("lapsing") == "lapsing" and _cell(True) == "true"
+    assert _cell(0.1) == "0.1" and _cell([1, "a"]) == '[1,"a"]'
+    buf = io.StringIO()
+    csv.writer(buf).writerow(["c-1", _cell(inputs)])
+    assert orjson.loads(next(csv.reader(io.StringIO(buf.getvalue())))[1]) == inputs
+
+
+def shown_predictions(driver: Any) -> dict[str, dict[str, str]]:
+    return driver.execute_script("""
+        const out = {};
+        for (const d of document.querySelectorAll('#customer-predictions [data-prediction]')) {
+          out[d.dataset.prediction] = {value: d.dataset.value, fn: d.dataset.function,
+            text: d.querySelector('.value').textContent,
+            label: d.querySelector('.label').textContent};
+        }
+        return out;""")
+
+
+def page_formats(driver: Any, values: list[Any]) -> list[str]:
+    """`values` as the dashboard's own fmtValue (static/js/util.js) writes them."""
+    return driver.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        import("/static/js/util.js").then((m) => done(arguments[0].map(m.fmtValue)),
+                                          (e) => done(String(e)));""", values)
+
+
+async def test_browser_customer_page_shows_the_engines_predictions(
+        browser: Any, redis_client: aioredis.Redis, unique: str, tmp_path: Path) -> None:
+    """predictive.yaml: the customer page's Predictions block shows P(alive), expected
+    purchases, CLV and the cluster label exactly as the engine computes them for the customer
+    at the Query API's instant (values computed here with the Python API), and the why of
+    likely_to_churn shows p_alive() against its threshold."""
+    _, views, values = await asyncio.to_thread(predictive_shop)
+
+    def run(fn: Callable[..., Any], *args: Any) -> Any:
+        return asyncio.to_thread(fn, *args)
+
+    async with dashboard(redis_client, f"{unique}:", seed=False, api_rules=PREDICTIVE_PATH,
+                         customers=views) as d:
+        for cid, want in values.items():
+            status, body = await d.get(f"/api/customers/{cid}")
+            assert status == 200
+            assert {p["term"]: p["value"] for p in body["predictions"]} == want
+            assert [p["label"] for p in body["predictions"]] == [
+                "P(alive)", "Expected purchases, next 30d", "CLV, next 365d", "Cluster"]
+
+            await run(browser.get, d.url + f"/#/customer/{cid}")
+            shown = await run(wait_for, browser,
+                              lambda: (s := shown_predictions(browser)) and len(s) == 4 and s,
+                              20.0, f"{cid}'s predictions")
+            texts = await run(page_formats, browser, [want[t] for t in MODEL_TERMS])
+            for term, text in zip(MODEL_TERMS, texts, strict=True):
+                value = want[term]
+                if isinstance(value, float):  # exactly the engine's number, as sent
+                    assert float(shown[term]["value"]) == value, (cid, term, shown[term])
+                    assert float(shown[term]["text"].replace(",", "")) == \
+                        pytest.approx(value, rel=1e-4, abs=1e-4), (cid, term, shown[term])
+                else:
+                    assert shown[term]["value"] == value, (cid, term, shown[term])
+                assert shown[term]["text"] == text, (cid, term, shown[term], text)
+            assert shown["cluster()"]["text"] == values[cid]["cluster()"]
+            assert shown["p_alive()"]["label"] == "P(alive)"
+            if "likely_to_churn" in {s["id"] for s in views[cid]["segments"]}:
+                row = await run(browser.execute_script, """
+                    const tr = document.querySelector('.why .seg[data-segment="likely_to_churn"]'
+                      + ' tr[data-term="p_alive()"]');
+                    return tr && [tr.querySelector('.value').textContent,
+                                  tr.lastElementChild.textContent];""")
+                assert row == [shown["p_alive()"]["text"], "✓"], row
+            await run(browser.save_screenshot, str(tmp_path / f"predictions-{cid}.png"))
+        logs = [e for e in await run(browser.get_log, "browser") if e["level"] == "SEVERE"]
+        assert not logs, logs
 
 
 def member_rows(driver: Any) -> dict[str, dict[str, Any]]:

@@ -1,5 +1,6 @@
-// Customer: current segments as badges; for each, why (the rule's conditions with this
-// customer's values against their thresholds); key metrics; recent changes.
+// Customer: current segments as badges; predictions (the rules' model functions); for each
+// segment, why (the rule's conditions with this customer's values against their thresholds);
+// key metrics; recent changes.
 import {
   $, HttpError, api, badge, causeText, esc, fmtDateTime, fmtValue, segColor, segInfo,
   shortVersion,
@@ -95,6 +96,20 @@ function historyItem(h) {
     `</span></li>`;
 }
 
+// The model functions' values as the worker's engine computed them (the Query API's metrics:
+// P(alive), expected purchases, CLV, cluster), never recomputed here. `data-value` keeps the
+// value exactly as sent.
+function predictionsBlock(preds) {
+  if (!preds || !preds.length) return "";  // no Query API, or rules without models
+  const rows = preds.map((p) =>
+    `<div data-prediction="${esc(p.term)}" data-function="${esc(p.function)}" ` +
+    `data-value="${esc(p.value === null ? "null" : String(p.value))}">` +
+    `<span><span class="label">${esc(p.label)}</span> <code class="muted">${esc(p.term)}` +
+    `</code></span><b class="value">${esc(fmtValue(p.value))}</b></div>`).join("");
+  return `<h2>Predictions</h2><div id="customer-predictions" class="metrics predictions">` +
+    `${rows}</div>`;
+}
+
 function render(data) {
   const badges = data.segments.length
     ? data.segments.map((s) => badge(segInfo(s.id, s))).join("")
@@ -118,6 +133,7 @@ function render(data) {
       `${esc(fmtDateTime(data.view.updated_at))}</span>` : ""}` +
     `${where.length ? ` · ${esc(where.join(", "))}` : ""}</span></div>` +
     `<div id="customer-badges" class="badges">${badges}</div>` +
+    predictionsBlock(data.predictions) +
     `<h2>Why</h2><div class="why">${data.segments.map(whyBlock).join("") ||
       '<p class="muted">—</p>'}</div>` +
     `<h2>Key metrics</h2><div class="metrics">${metrics}</div>` +
