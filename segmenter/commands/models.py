@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NoReturn
@@ -59,6 +59,12 @@ def _read_lines(stack: ExitStack, path: str, show: bool) -> Iterator[bytes]:
     except OSError as exc:
         _fail(f"{exc.filename}: {exc.strerror}")
     return _lines(src, total, show)
+
+
+def _reasons(rejected: Mapping[str, int]) -> dict[str, int]:
+    """Rejection counts with plain-text keys (RejectReason is a StrEnum, which orjson does not
+    take as a key: a model file of a log with a rejected line could not be written)."""
+    return {str(k): v for k, v in rejected.items()}
 
 
 def _rejected_text(rejected: dict[str, int]) -> str:
@@ -169,6 +175,11 @@ def fit(events_path: str, until: str, out_path: str, kind: str, time_unit: str, 
         write_model(out_path, model)
     except OSError as exc:
         _fail(f"{out_path}: {exc.strerror}")
+    rejected = model.data.get("rejected")
+    if rejected:  # even with --quiet: the model was fitted without these lines
+        click.echo(f"warning: {sum(rejected.values())} line(s) of {events_path} rejected and "
+                   f"left out of the fit ({_rejected_text(rejected)}); see docs/events.md",
+                   err=True)
     if not quiet:
         for line in _fit_summary(model, out_path):
             click.echo(line)
@@ -196,7 +207,7 @@ def _fit_bgnbd(path: str, until: int, time_unit: str, repeat: str, currency: str
         "valid_events": log.events,
         "purchases": log.purchases,
         "duplicate_purchases": log.duplicates,
-        "rejected": dict(log.rejected),
+        "rejected": _reasons(log.rejected),
         "customers": len(customers),
     }
     horizon = 52.0 if time_unit == "week" else 365.0
@@ -228,7 +239,7 @@ def _fit_kmeans(path: str, until: int, features: list[str], rules_path: str | No
         "rules": rules_path,
         "until": format_ts(until),
         "applied_events": table.applied,
-        "rejected": dict(table.rejected),
+        "rejected": _reasons(table.rejected),
         "customers": table.customers,
         "clustered": len(table.rows),
         "left_out_null_feature": dict(table.missing),

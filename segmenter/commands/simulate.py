@@ -49,10 +49,11 @@ def _lines(src: IO[bytes], total: int | None, show: bool) -> Iterator[bytes]:
     if not show:
         yield from src
         return
+    from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TransferSpeedColumn
 
     with Progress(TextColumn("replaying"), BarColumn(), TransferSpeedColumn(),
-                  transient=True, stderr=True) as progress:  # type: ignore[call-arg]
+                  transient=True, console=Console(stderr=True)) as progress:
         task = progress.add_task("events", total=total)
         done = 0
         for line in src:

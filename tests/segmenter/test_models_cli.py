@@ -284,3 +284,147 @@ def test_bad_input_exits_2(tmp_path: Path, cdnow: dict[str, Path]) -> None:
     code, _, err = run("report", str(cdnow["model"]), "--events", str(cdnow["log"]),
                        "--until", "1998-06-30T00:00:00Z")
     assert code == 2 and "holdout period is empty" in err
+
+
+def _purchases_log(path: Path, rows: list[tuple[str, int, float]]) -> None:
+    """(customer, day from T0, amount) -> one purchase event per row."""
+    path.write_bytes(b"".join(
+        encode_event(purchase(T0 + day * DAY, amount, cid, currency="USD")) + b"\n"
+        for cid, day, amount in rows))
+
+
+def test_nan_lines_among_good_ones_are_left_out_and_reported(
+        tmp_path: Path, cdnow: dict[str, Path]) -> None:
+    """NaN amounts (JSON's NaN, or "NaN" as text) among valid purchases: those lines are
+    rejected by reason, the fit is the clean log's, and a warning on stderr says how many were
+    left out (even with --quiet); the model file counts them."""
+    log = tmp_path / "with-nan.jsonl"
+    log.write_bytes(cdnow["log"].read_bytes()
+                    + b'{"event_id": "n1", "customer_id": "00001", "type": "purchase", '
+                      b'"ts": "1997-02-01T00:00:00Z", "amount": NaN, "currency": "USD"}\n'
+                    + b'{"event_id": "n2", "customer_id": "00002", "type": "purchase", '
+                      b'"ts": "1997-02-01T00:00:00Z", "amount": "NaN", "currency": "USD"}\n')
+    out = tmp_path / "m.json"
+    code, stdout, err = run("fit", "--events", str(log), "--until", UNTIL, "--out", str(out),
+                            "--quiet")
+    assert code == 0, err
+    assert stdout == ""
+    assert "warning: 2 line(s) of" in err and "malformed_json: 1" in err and \
+        "bad_type: 1" in err
+    model, clean = load_model(out), load_model(cdnow["model"])
+    assert isinstance(model, BgNbdModel) and isinstance(clean, BgNbdModel)
+    assert model.params == clean.params and model.spend == clean.spend
+    assert model.data["rejected"] == {"malformed_json": 1, "bad_type": 1}
+    code, _, err = run("fit", "--events", str(cdnow["log"]), "--until", UNTIL, "--out",
+                       str(out), "--quiet")
+    assert code == 0 and err == ""  # no warning for a clean log
+
+
+def test_no_repeat_purchase_and_no_convergence_are_clear_errors(tmp_path: Path) -> None:
+    """Every customer bought once: nothing to learn repeat behaviour from. A log lifetimes'
+    optimiser cannot fit: one sentence on stderr (with the optimiser's reason), nothing of
+    scipy's result dump on stdout, no model file."""
+    out = tmp_path / "m.json"
+    once = tmp_path / "once.jsonl"
+    _purchases_log(once, [(f"c{i}", i, 10.0) for i in range(20)])
+    code, stdout, err = run("fit", "--events", str(once), "--until", "2026-06-01T00:00:00Z",
+                            "--out", str(out))
+    assert code == 2 and stdout == ""
+    assert err == "error: no customer purchased again after their first purchase up to the " \
+                  "calibration end: repeat behaviour cannot be learnt\n"
+    regular = tmp_path / "regular.jsonl"
+    _purchases_log(regular, sorted(((f"c{i}", 30 * d + i % 27, 10.0 + i) for i in range(30)
+                                    for d in range(1 + i % 4)), key=lambda r: r[1]))
+    code, stdout, err = run("fit", "--events", str(regular), "--until",
+                            "2026-06-01T00:00:00Z", "--out", str(out))
+    assert code == 2 and stdout == "", stdout
+    assert err.startswith("error: the BG/NBD fit did not converge on 30 customers, 22 repeat "
+                          "buyers (the optimiser: ") and "penalizer" not in err
+    assert err.count("\n") == 1 and not out.exists()
+
+
+def test_kmeans_bad_input(tmp_path: Path) -> None:
+    (tmp_path / "rules.yaml").write_text(KMEANS_RULES.replace("PLN", "USD"))
+    (tmp_path / "empty.jsonl").write_bytes(b"")
+    same = tmp_path / "same.jsonl"
+    _purchases_log(same, [(f"c{i}", i, 10.0) for i in range(20)])
+    out = tmp_path / "k.json"
+    base = ["fit", "--kind", "kmeans", "--until", "2026-06-01T00:00:00Z", "--out", str(out),
+            "--rules", str(tmp_path / "rules.yaml")]
+    cases = [
+        (["--events", str(tmp_path / "empty.jsonl"), "--features", "purchase_count(365d)"],
+         "no event applied up to 2026-06-01T00:00:00.000Z"),
+        # every customer has the same feature vector: no clusters to find
+        (["--events", str(same), "--features", "purchase_count(365d)"],
+         "only 1 distinct feature vector(s): too few to choose k"),
+        (["--events", str(same), "--features", "purchase_count(365d)", "--k", "2"],
+         "only 1 distinct feature vector(s) cannot make 2 clusters"),
+        (["--events", str(same), "--features", "purchase_count(365d)", "--k", "0"],
+         "--k must be at least 1"),
+        (["--events", str(same), "--features", "nope(3d)"], "invalid feature"),
+    ]
+    for args, message in cases:
+        code, stdout, err = run(*base, *args)
+        assert code == 2 and message in err and stdout == "", (args, err)
+    assert not out.exists()
+
+
+def test_bad_input_through_the_console_entry_point_has_no_traceback(tmp_path: Path) -> None:
+    """The installed `segmenter` command: exit code 2 and one `error:` message per bad input,
+    never a Python traceback."""
+    exe = Path(sys.executable).parent / "segmenter"
+    (tmp_path / "empty.jsonl").write_bytes(b"")
+    (tmp_path / "nan.jsonl").write_bytes(
+        b'{"event_id": "e1", "customer_id": "c1", "type": "purchase", '
+        b'"ts": "2026-01-01T00:00:00Z", "amount": NaN, "currency": "USD"}\n')
+    one = tmp_path / "one.jsonl"
+    _purchases_log(one, [("only", d, 10.0) for d in range(5)])
+    views = tmp_path / "views.jsonl"
+    views.write_bytes(orjson.dumps({"event_id": "e1", "customer_id": "c1",
+                                    "type": "page_view", "ts": "2026-01-01T00:00:00Z"}) + b"\n")
+    for log, message in ((tmp_path / "empty.jsonl", "the event log is empty"),
+                         (tmp_path / "nan.jsonl", "no valid event"),
+                         (one, "only 1 customer(s) purchased"),
+                         (views, "no purchase event")):
+        proc = subprocess.run([str(exe), "models", "fit", "--events", str(log), "--until",
+                               "2026-06-01T00:00:00Z", "--out", str(tmp_path / "m.json")],
+                              capture_output=True, text=True, cwd=ROOT, timeout=120)
+        assert proc.returncode == 2, (log, proc.stderr)
+        assert proc.stderr.startswith("error: ") and message in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+def test_fit_shows_a_progress_bar_on_a_terminal(tmp_path: Path,
+                                                cdnow: dict[str, Path]) -> None:
+    """With standard error on a terminal (a pseudo-terminal here), `models fit` draws rich's
+    progress bar while it reads the log (this used to raise TypeError: Progress got `stderr`)
+    and still writes the model."""
+    import os
+    import pty
+
+    exe = Path(sys.executable).parent / "segmenter"
+    out = tmp_path / "m.json"
+    leader, follower = pty.openpty()
+    try:
+        proc = subprocess.Popen([str(exe), "models", "fit", "--events", str(cdnow["log"]),
+                                 "--until", UNTIL, "--out", str(out)],
+                                stdout=subprocess.PIPE, stderr=follower, cwd=ROOT,
+                                env={**os.environ, "COLUMNS": "100", "TERM": "xterm"})
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        stdout = proc.stdout.read().decode() if proc.stdout else ""
+        assert proc.wait(timeout=120) == 0, b"".join(chunks).decode(errors="replace")
+    finally:
+        os.close(leader)
+    terminal = b"".join(chunks).decode(errors="replace")
+    assert "replaying" in terminal and "━" in terminal, terminal
+    assert "Traceback" not in terminal
+    assert f"wrote {out}" in stdout and out.exists()
