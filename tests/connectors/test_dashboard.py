@@ -933,7 +933,7 @@ def predictive_shop() -> tuple[int, dict[str, dict[str, Any]], dict[str, dict[st
     engine's terms compute for the customer at that instant), for two repeat buyers: the first
     likely to churn and the first in the "lapsing" cluster."""
     from rules.context import Ctx
-    from rules.models.bgnbd import p_alive
+    from rules.models.bgnbd import expected_order_value, expected_purchases, p_alive
     from rules.models.file import BgNbdModel
     from rules.models.history import read_purchases, summarise
     from rules.ruleset import RuleSet
@@ -960,8 +960,16 @@ def predictive_shop() -> tuple[int, dict[str, dict[str, Any]], dict[str, dict[st
         st = sim.states[cid]
         ctx = Ctx(st, at, rules.settings.resolution_ms, st.cands, rules.groups_before)
         values[cid] = {t: terms[t].fn(ctx) for t in MODEL_TERMS}
-        c = summaries[cid]  # the same P(alive) from the log's purchase summary, not the state
+        # the same BG/NBD values from the log's purchase summary (rules.models.history), not
+        # from the engine's state
+        c = summaries[cid]
         assert values[cid]["p_alive()"] == p_alive(bg.params, c.x, c.t_x, c.T)
+        assert values[cid]["expected_purchases(30d)"] == expected_purchases(
+            bg.params, 30 * 86_400_000 / bg.unit_ms, c.x, c.t_x, c.T)
+        assert bg.spend is not None
+        assert values[cid]["clv(365d)"] == pytest.approx(
+            expected_purchases(bg.params, 365 * 86_400_000 / bg.unit_ms, c.x, c.t_x, c.T)
+            * expected_order_value(bg.spend, c.x, c.mean_value), rel=1e-12)
         views[cid] = orjson.loads(orjson.dumps(customer_view(rules, st, at)))
     assert values[churn]["p_alive()"] < 0.3 and values[lapsing]["cluster()"] == "lapsing"
     return at, views, values
@@ -1097,8 +1105,18 @@ async def test_browser_customer_page_shows_the_engines_predictions(
                                   tr.lastElementChild.textContent];""")
                 assert row == [shown["p_alive()"]["text"], "✓"], row
             await run(browser.save_screenshot, str(tmp_path / f"predictions-{cid}.png"))
+        # rules without models (the stub's c-vip is a retail customer): no block
+        _, vip = await d.get("/api/customers/c-vip")
+        assert vip["predictions"] == []
+        await run(browser.get, d.url + "/#/customer/c-vip")
+        await run(wait_for, browser, lambda: browser.find_elements(
+            "css selector", "#customer-badges .badge"), 20.0, "c-vip's badges")
+        assert not await run(browser.find_elements, "css selector", "#customer-predictions")
         logs = [e for e in await run(browser.get_log, "browser") if e["level"] == "SEVERE"]
         assert not logs, logs
+    async with dashboard(redis_client, f"{unique}:", api_up=False) as d:
+        _, bare = await d.get("/api/customers/c-vip")
+    assert bare["predictions"] is None and not bare["status"]["api_ok"]
 
 
 def member_rows(driver: Any) -> dict[str, dict[str, Any]]:
