@@ -27,7 +27,7 @@ from typing import Any
 from model.state import Bucket
 from rules import ast
 from rules.context import Ctx
-from rules.functions import Term, build_term, counter_flip
+from rules.functions import Term, amount_flip, build_term, counter_flip
 from rules.model import RuleSettings
 
 Fn = Callable[[Ctx], Any]
@@ -176,6 +176,7 @@ class _Node:
     # a window count or a sum of counts over the same window: (buckets, per-bucket parts)
     counter: tuple[int, tuple[Callable[[Bucket], int], ...]] | None = None
     falls: Callable[[Ctx], int | None] | None = None  # next change of a bare falling term
+    amount: int | None = None  # a bare purchase_amount(w): its window in buckets
     root: Callable[[Ctx, float], float | None] | None = None  # a bare model term (Term.root)
 
 
@@ -279,7 +280,7 @@ class _Compiler:
                 return (v, v) if type(v) in _NUM else None
             counter = None if term.counter is None else (term.counter[0], (term.counter[1],))
             return _Node(f, 0, ifn=const_bounds, counter=counter,
-                         falls=term.next_change if term.falls else None)
+                         falls=term.next_change if term.falls else None, amount=term.amount)
 
         def mono_bounds(a: Ctx, b: Ctx) -> Interval | None:
             x, y = f(a), f(b)
@@ -337,6 +338,11 @@ class _Compiler:
             nb, parts = right.counter
             x = left.literal
             self._atoms[id(node)] = counter_flip(nb, parts, pyop, x, swapped=True)
+        elif left.amount is not None and right.is_literal and type(right.literal) in _NUM:
+            self._atoms[id(node)] = amount_flip(left.amount, left.fn, pyop, right.literal)
+        elif right.amount is not None and left.is_literal and type(left.literal) in _NUM:
+            self._atoms[id(node)] = amount_flip(right.amount, right.fn, pyop, left.literal,
+                                                swapped=True)
 
     def _falling_atom(self, node: ast.Binary, fn: Fn, left: _Node, right: _Node) -> None:
         """`t op number` for a term time can only lower (distinct counts over a window):

@@ -18,7 +18,8 @@ import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from model.changes import Cause, SegmentChange
+from model.changes import CAUSE_EVENT, Cause, SegmentChange
+from model.events import Event
 from model.state import CustomerState
 from rules.compiler import Crossing, DueParts
 from rules.context import Ctx
@@ -284,8 +285,11 @@ def _detail(seg: CompiledSegment, ctx: Ctx, was_member: bool) -> dict[str, Any]:
 
 
 def evaluate(rs: RuleSet, st: CustomerState, t: int, dirty: Iterable[CompiledSegment],
-             cause: Cause, emit: bool = True, lookahead: int = 0) -> SegmentChange | None:
-    """Re-evaluate `dirty` (in evaluation order) at instant t; update st; return the change."""
+             cause: Cause | Event, emit: bool = True, lookahead: int = 0
+             ) -> SegmentChange | None:
+    """Re-evaluate `dirty` (in evaluation order) at instant t; update st; return the change.
+    `cause`: the change's cause, or the event it is caused by (its Cause is only built when
+    there is a change: most events change nothing)."""
     members = st.members
     cands = st.cands
     ctx = Ctx(st, t, rs.settings.resolution_ms, cands, rs.groups_before)
@@ -325,9 +329,8 @@ def evaluate(rs: RuleSet, st: CustomerState, t: int, dirty: Iterable[CompiledSeg
                 if (sid == first) != (sid in members):
                     (entered if sid == first else exited).append(sid)
     st.last_eval = t
-    scratch = Ctx(st, t, rs.settings.resolution_ms, cands, rs.groups_before)
     if not entered and not exited:
-        _set_dues(st, dirty, ctx, scratch, lookahead)
+        _set_dues(st, dirty, ctx, lookahead)
         return None
     details: dict[str, dict[str, Any]] = {}
     if emit:
@@ -356,28 +359,33 @@ def evaluate(rs: RuleSet, st: CustomerState, t: int, dirty: Iterable[CompiledSeg
                     cands.discard(sid)
                 st.due[sid] = t + 1
                 del to_due[sid]
-    _set_dues(st, to_due.values(), ctx, scratch, lookahead)
+    _set_dues(st, to_due.values(), ctx, lookahead)
     if not emit:
         return None
     st.seq += 1
+    if not isinstance(cause, Cause):
+        cause = Cause(CAUSE_EVENT, cause.event_id, cause.type, cause.ts)
     return SegmentChange(
         customer_id=st.customer_id, seq=st.seq, at=t, cause=cause, rules_version=rs.version,
         entered=tuple(sorted(entered)), exited=tuple(sorted(exited)),
         segments=tuple(sorted(members)), groups=groups, details=details)
 
 
-def _set_dues(st: CustomerState, segs: Iterable[CompiledSegment], ctx: Ctx, scratch: Ctx,
+def _set_dues(st: CustomerState, segs: Iterable[CompiledSegment], ctx: Ctx,
               lookahead: int) -> None:
     """Store the due instant of each of segs (none for a segment time alone cannot change)."""
     due = st.due
     members = st.members
     t = ctx.t
+    scratch: Ctx | None = None  # a second context for probing other instants, made on demand
     for seg in segs:
         if seg.timeless:
             if due:
                 due.pop(seg.id, None)
             continue
         if lookahead:
+            if scratch is None:
+                scratch = Ctx(st, t, ctx.r, ctx.cands, ctx.groups_before)
             at = segment_due(seg, ctx, scratch, members.get(seg.id), lookahead)
         else:  # segment_due without probing ahead, inlined: the path of every event
             entered_at = members.get(seg.id)
@@ -394,6 +402,8 @@ def _set_dues(st: CustomerState, segs: Iterable[CompiledSegment], ctx: Ctx, scra
                     if a is not None and (at is None or a < at):
                         at = a
                 if parts.crossings:
+                    if scratch is None:
+                        scratch = Ctx(st, t, ctx.r, ctx.cands, ctx.groups_before)
                     at = _next_at(parts, ctx, scratch, at, False)[0]
                 else:  # the next step instant, capped by the dwell end
                     for nc in parts.step_fns:

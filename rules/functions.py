@@ -11,6 +11,7 @@ Each function is built once per call site at compile time (`build_term`) into a 
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -48,6 +49,9 @@ class Term:
     counter: tuple[int, Callable[[Bucket], int]] | None = None
     # a window aggregate that time alone can only lower (distinct sessions or categories)
     falls: bool = False
+    # purchase_amount(w): the net amount over a window of this many buckets (comparisons with a
+    # number get an exact next change, `amount_flip`)
+    amount: int | None = None
     # "cont" terms: how they move between events ("": lin when mono > 0, else exp; "mono":
     # monotone, shape unknown: the engine bisects)
     form: str = ""
@@ -357,7 +361,78 @@ def _purchase_amount(text: str, nb: int) -> Term:
     def fn(ctx: Ctx) -> Value:
         s = _sums(ctx, nb)
         return s[0] - s[2]
-    return _w(text, fn, PURCHASE_TYPES, (nb,), _has_purchase_or_refund)
+    return Term(text, fn, PURCHASE_TYPES, "step", _window_exit((nb,), _has_purchase_or_refund),
+                amount=nb)
+
+
+_AMOUNT_KEYS: dict[int, object] = {}
+
+
+def amount_flip(nb: int, fn: Callable[[Ctx], Value], test: Callable[[Any, Any], Any], y: Any,
+                swapped: bool = False) -> Callable[[Ctx], int | None]:
+    """For `a <test> y` (`y <test> a` if swapped) where a = purchase_amount over nb buckets
+    (`fn`) and y a number: the first instant at which time alone changes the comparison, or None.
+
+    The amount changes only as buckets with purchases or refunds leave the window, at instants
+    known now; walking them in order, the amount there is the running total minus what has
+    left. Float sums in another order can differ in the last bits, so wherever the running
+    figure is within rounding of y, the amount at that instant is computed as the condition will
+    compute it (`fn` at that instant): the answer is exact, and costs one scan of the buckets
+    in the common case. A false `a >= y` with purchases only is thus never looked at again
+    until an event (no timer), a true one exactly when enough has left."""
+    key = _AMOUNT_KEYS.setdefault(nb, object())  # comparisons over one window share a scan
+
+    def scan(ctx: Ctx) -> tuple[list[tuple[int, float, float]], float, bool]:
+        lo = ctx.bnow - nb
+        found: list[tuple[int, float, float]] = []
+        mag = 0.0
+        falls = True  # no refund, no negative amount: the amount only drops as time passes
+        for b, bk in ctx.st.buckets.items():
+            if b > lo and (bk.pc or bk.rc):
+                pa, ra = bk.pa, bk.ra
+                found.append((b, pa, ra))
+                mag += abs(pa) + abs(ra)
+                if ra or pa < 0:
+                    falls = False
+        if len(found) > 1:
+            found.sort()
+        out = (found, mag, falls)
+        ctx.cache[key] = out
+        return out
+
+    ordered = test in (operator.ge, operator.gt, operator.le, operator.lt)
+
+    def flip(ctx: Ctx) -> int | None:
+        hit = ctx.cache.get(key)
+        found, mag, falls = scan(ctx) if hit is None else hit
+        if not found:
+            return None
+        v = fn(ctx)
+        now = bool(test(y, v) if swapped else test(v, y))
+        if falls and ordered and now == bool(test(y, 0.0) if swapped else test(0.0, y)):
+            # a sum of fewer non-negative terms is never larger, in floats too: the amount
+            # goes down to 0 monotonically, and a threshold true (false) at both ends of the
+            # way stays so all along
+            return None
+        pa, _, ra, _, _ = _sums(ctx, nb)
+        slack = 1e-9 * (mag + abs(y)) + 1e-9
+        probe: Ctx | None = None
+        r = ctx.r
+        for b, bpa, bra in found:
+            pa -= bpa
+            ra -= bra
+            v = pa - ra
+            at = (b + nb) * r
+            if -slack <= v - y <= slack:  # too close to call from the running figure
+                if probe is None:
+                    probe = Ctx(ctx.st, at, r, ctx.cands, ctx.groups_before)
+                else:
+                    probe.at(at)
+                v = fn(probe)
+            if bool(test(y, v) if swapped else test(v, y)) != now:
+                return at
+        return None
+    return flip
 
 
 def _purchase_count(text: str, nb: int) -> Term:

@@ -32,6 +32,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
 
 from bench.peers.report import markdown, summarize
 from bench.peers.work import rule_file_text
@@ -286,7 +287,12 @@ async def run_segmenter(c: Contender, run: Run, prefix: str) -> dict[str, Any]:
                     found = await reader.offsets_for_times({tp: 0 for tp in changes})
                     stamps = [o.timestamp for o in found.values() if o is not None]
                     first_ms = min(stamps) if stamps else None
-                committed = await admin.list_consumer_group_offsets(prefix + "segmenter")
+                try:
+                    committed = await admin.list_consumer_group_offsets(prefix + "segmenter")
+                except KafkaError as exc:  # a broker just started: no coordinator yet
+                    if not exc.retriable:
+                        raise
+                    committed = {}
                 if first_ms is not None and all(
                         tp in committed and committed[tp].offset >= end
                         for tp, end in ends.items()):

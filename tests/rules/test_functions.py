@@ -1,0 +1,119 @@
+"""rules.functions: the exact next change of `purchase_amount(w) <op> y` (amount_flip) against
+brute force over the engine's own window sum, and what it saves: no timer where time alone
+cannot change the answer."""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from typing import Any
+
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from model.state import CustomerState, fold_event
+from rules.context import Ctx
+from rules.functions import amount_flip, build_term
+from rules.model import HOUR_MS, RuleSettings
+from tests.factories import (
+    T0,
+    EngineRun,
+    days,
+    hours,
+    purchase,
+    refund,
+    rules_from_yaml,
+    segment,
+)
+
+OPS: dict[str, Callable[[Any, Any], Any]] = {
+    ">=": operator.ge, ">": operator.gt, "<": operator.lt, "<=": operator.le,
+    "==": operator.eq, "!=": operator.ne}
+# fractional amounts whose sums land on, or a rounding error away from, the thresholds below
+AMOUNTS = [0.1, 0.2, 0.3, 0.7, 1.1, 2.2, 3.3, 100.01, 0.015, 500.0]
+
+
+def _state(events: list[tuple[int, str, float]]) -> CustomerState:
+    st = CustomerState("c1")
+    for ts, etype, amount in sorted(events):
+        fold_event(st, purchase(ts, amount) if etype == "purchase" else refund(ts, amount),
+                   HOUR_MS, {}, HOUR_MS)
+    return st
+
+
+def _brute(fn: Callable[[Ctx], Any], test: Callable[[Any, Any], Any], y: float,
+           swapped: bool, st: CustomerState, t: int, nb: int) -> int | None:
+    """The first instant after t where the comparison's truth differs from now: the amount is
+    constant within a bucket, so every bucket start up to the window's length ahead."""
+    def truth(at: int) -> bool:
+        v = fn(Ctx(st, at, HOUR_MS))
+        return bool(test(y, v) if swapped else test(v, y))
+    now = truth(t)
+    for b in range(t // HOUR_MS + 1, t // HOUR_MS + nb + 1):
+        if truth(b * HOUR_MS) != now:
+            return b * HOUR_MS
+    return None
+
+
+@settings(max_examples=600, deadline=None)
+@given(events=st.lists(st.tuples(st.integers(0, 12), st.sampled_from(
+           ["purchase", "purchase", "refund"]), st.sampled_from(AMOUNTS)), max_size=12),
+       w=st.sampled_from([1, 2, 5, 24, 48]),
+       parts=st.lists(st.sampled_from(AMOUNTS), min_size=1, max_size=4),
+       shape=st.sampled_from(["sum", "-sum", "round", "zero"]),
+       op=st.sampled_from(sorted(OPS)), swapped=st.booleans(),
+       at=st.integers(0, 14 * HOUR_MS))
+# 0.1 + 0.2 + 0.3 - 0.1 = 0.5000000000000001 but 0.2 + 0.3 = 0.5: the running figure says the
+# amount is still above 0.5 when the 0.1 leaves, the condition will compute 0.5
+@example(events=[(0, "purchase", 0.1), (1, "purchase", 0.2), (2, "purchase", 0.3)], w=3,
+         parts=[0.2, 0.3], shape="sum", op=">", swapped=False, at=2 * HOUR_MS)
+@example(events=[(0, "purchase", 0.1), (1, "purchase", 0.2), (2, "purchase", 0.3)], w=3,
+         parts=[0.2, 0.3], shape="sum", op="==", swapped=True, at=2 * HOUR_MS)
+def test_amount_flip_is_the_first_instant_the_comparison_changes(
+        events: list[tuple[int, str, float]], w: int, parts: list[float], shape: str, op: str,
+        swapped: bool, at: int) -> None:
+    total = 0.0
+    for p in parts:
+        total += p
+    y = {"sum": total, "-sum": -total, "round": round(total, 2), "zero": 0.0}[shape]
+    st_ = _state([(T0 + h * HOUR_MS, etype, a) for h, etype, a in events
+                  if T0 + h * HOUR_MS <= T0 + at])
+    term = build_term("purchase_amount", (w * HOUR_MS,), f"purchase_amount({w}h)",
+                      RuleSettings(currency="PLN", resolution_ms=HOUR_MS))
+    assert term.amount == w
+    flip = amount_flip(w, term.fn, OPS[op], y, swapped)
+    t = T0 + at
+    assert flip(Ctx(st_, t, HOUR_MS)) == _brute(term.fn, OPS[op], y, swapped, st_, t, w)
+
+
+def test_a_threshold_not_reached_sets_no_timer_and_a_reached_one_times_exactly() -> None:
+    """`purchase_amount(30d) >= 500`: below it with purchases only, time alone can only lower
+    the amount, so there is nothing to look at until the next event; above it, the due instant is
+    when enough has left the window, not the first bucket edge."""
+    run = EngineRun(rules_from_yaml(segment("spender", "purchase_amount(30d) >= 500"),
+                                    settings={"currency": "PLN", "resolution": "1d"}))
+    run.apply(purchase(T0, 200))
+    assert run.state().due == {}
+    run.apply(purchase(T0 + days(3), 250))
+    assert run.state().due == {}
+    run.apply(purchase(T0 + days(5), 300))  # 750: a member until the 200 and the 250 have left
+    assert run.segments() == ["spender"]
+    assert run.state().due == {"spender": T0 + days(33)}  # 200 leaves at day 30: 550, still in
+    out = run.fire(T0 + days(33) - 1)
+    assert out.changes == ()
+    out = run.fire(T0 + days(33))
+    assert [c.exited for c in out.changes] == [("spender",)]
+
+
+def test_a_refund_leaving_the_window_can_raise_the_amount() -> None:
+    run = EngineRun(rules_from_yaml(segment("spender", "purchase_amount(2h) >= 100"),
+                                    settings={"currency": "PLN", "resolution": "1h"}))
+    run.apply(refund(T0, 100))
+    run.apply(purchase(T0 + hours(1), 150))  # 50 in the window: out, until the refund leaves
+    assert run.segments() == []
+    assert run.state().due == {"spender": T0 + hours(2)}
+    out = run.fire(T0 + hours(2))
+    assert [c.entered for c in out.changes] == [("spender",)]
+    assert run.state().due == {"spender": T0 + hours(3)}  # the purchase leaves too
+    out = run.fire(T0 + hours(3))
+    assert [c.exited for c in out.changes] == [("spender",)]
