@@ -47,10 +47,11 @@ def export_events_cmd(since: str, until: str | None, out_path: str, quiet: bool,
 
     try:
         if show:
+            from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
             with Progress(TextColumn("exporting"), BarColumn(), MofNCompleteColumn(),
-                          transient=True, stderr=True) as bar:  # type: ignore[call-arg]
+                          transient=True, console=Console(stderr=True)) as bar:
                 task = bar.add_task("records", total=None)
 
                 def progress(s: ExportStats) -> None:

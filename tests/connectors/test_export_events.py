@@ -64,3 +64,55 @@ async def test_export_round_trips_through_simulate(
     original = tmp_path / "original.jsonl"
     original.write_bytes(b"".join(encode_event(e) + b"\n" for e in inside))
     assert simulate_changes(out, tmp_path) == simulate_changes(original, tmp_path)
+
+
+def _on_a_terminal(cmd: list[str], env: dict[str, str]) -> tuple[int, str, str]:
+    """Run `cmd` with standard error on a pseudo-terminal: (exit code, terminal, stdout)."""
+    import os
+    import pty
+    import subprocess
+
+    leader, follower = pty.openpty()
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=follower,
+                                stdin=subprocess.DEVNULL,
+                                env={**os.environ, **env, "COLUMNS": "100", "TERM": "xterm"})
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        stdout = proc.stdout.read().decode() if proc.stdout else ""
+        code = proc.wait(timeout=120)
+    finally:
+        os.close(leader)
+    return code, b"".join(chunks).decode(errors="replace"), stdout
+
+
+async def test_export_shows_a_progress_bar_on_a_terminal(
+        kafka_bootstrap: str, kafka_admin: AIOKafkaAdminClient, unique: str,
+        tmp_path: Path) -> None:
+    """With standard error on a terminal, the installed command draws its progress bar (this
+    raised TypeError: rich's Progress has no `stderr` argument) and exports every event."""
+    import sys
+
+    events = sorted(generate(customers=10, events=200, seed=5, start_ms=T0, days=10),
+                    key=lambda e: e.ts)
+    async with cluster(kafka_bootstrap, kafka_admin, f"{unique}.", tmp_path) as c:
+        await produce(kafka_bootstrap, ((c.topic(t), k, v) for t, k, v in map(wire, events)))
+        out = tmp_path / "exported.jsonl"
+        exe = str(Path(sys.executable).parent / "segmenter")
+        code, terminal, stdout = await asyncio.to_thread(
+            _on_a_terminal, [exe, "export-events", "--since", format_ts(T0), "--out", str(out)],
+            {"SEGMENTER_KAFKA_BOOTSTRAP": kafka_bootstrap,
+             "SEGMENTER_TOPIC_PREFIX": f"{unique}."})
+    assert code == 0, terminal
+    assert "Traceback" not in terminal
+    assert "exporting" in terminal, terminal
+    assert f"events written: {len(events)}" in stdout + terminal
+    assert len(out.read_bytes().splitlines()) == len(events)
