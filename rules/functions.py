@@ -365,74 +365,69 @@ def _purchase_amount(text: str, nb: int) -> Term:
                 amount=nb)
 
 
-_AMOUNT_KEYS: dict[int, object] = {}
-
-
 def amount_flip(nb: int, fn: Callable[[Ctx], Value], test: Callable[[Any, Any], Any], y: Any,
                 swapped: bool = False) -> Callable[[Ctx], int | None]:
     """For `a <test> y` (`y <test> a` if swapped) where a = purchase_amount over nb buckets
     (`fn`) and y a number: the first instant at which time alone changes the comparison, or None.
 
     The amount changes only as buckets with purchases or refunds leave the window, at instants
-    known now; walking them in order, the amount there is the running total minus what has
+    known now; walking them oldest first, the amount there is the running total minus what has
     left. Float sums in another order can differ in the last bits, so wherever the running
     figure is within rounding of y, the amount at that instant is computed as the condition will
-    compute it (`fn` at that instant): the answer is exact, and costs one scan of the buckets
-    in the common case. A false `a >= y` with purchases only is thus never looked at again
-    until an event (no timer), a true one exactly when enough has left."""
-    key = _AMOUNT_KEYS.setdefault(nb, object())  # comparisons over one window share a scan
-
-    def scan(ctx: Ctx) -> tuple[list[tuple[int, float, float]], float, bool]:
-        lo = ctx.bnow - nb
-        found: list[tuple[int, float, float]] = []
-        mag = 0.0
-        falls = True  # no refund, no negative amount: the amount only drops as time passes
-        for b, bk in ctx.st.buckets.items():
-            if b > lo and (bk.pc or bk.rc):
-                pa, ra = bk.pa, bk.ra
-                found.append((b, pa, ra))
-                mag += abs(pa) + abs(ra)
-                if ra or pa < 0:
-                    falls = False
-        if len(found) > 1:
-            found.sort()
-        out = (found, mag, falls)
-        ctx.cache[key] = out
-        return out
-
+    compute it (`fn` at that instant): the answer is exact. Amounts are >= 0 (parse_event
+    refuses others), so without a refund in the window the amount only falls as time passes: a
+    threshold false now (`a >= y` below it) stays false until the next event, no timer."""
     ordered = test in (operator.ge, operator.gt, operator.le, operator.lt)
+    at_end = bool(test(y, 0.0) if swapped else test(0.0, y))  # once everything has left
+
+    def walk(ctx: Ctx, now: bool, pa: float, ra: float, buckets: Iterable[tuple[int, Bucket]],
+             ) -> int | None:
+        """The first exit (buckets oldest first) after which the comparison is not `now`;
+        -1 if the buckets turn out not to be oldest first."""
+        lo = ctx.bnow - nb
+        slack = 1e-9 * (pa + ra + abs(y)) + 1e-9  # far above the rounding of these sums
+        r = ctx.r
+        prev = lo
+        probe: Ctx | None = None
+        for b, bk in buckets:
+            if b > lo and (bk.pc or bk.rc):
+                if b < prev:
+                    return -1
+                prev = b
+                pa -= bk.pa
+                ra -= bk.ra
+                v = pa - ra
+                if -slack <= v - y <= slack:  # too close to call from the running figure
+                    at = (b + nb) * r
+                    if probe is None:
+                        probe = Ctx(ctx.st, at, r, ctx.cands, ctx.groups_before)
+                    else:
+                        probe.at(at)
+                    v = fn(probe)
+                if bool(test(y, v) if swapped else test(v, y)) != now:
+                    return (b + nb) * r
+        return None
 
     def flip(ctx: Ctx) -> int | None:
-        hit = ctx.cache.get(key)
-        found, mag, falls = scan(ctx) if hit is None else hit
-        if not found:
-            return None
-        v = fn(ctx)
+        s = _sums(ctx, nb)  # what fn(ctx) reads (cached for this instant)
+        pa, ra = s[0], s[2]
+        v = pa - ra
         now = bool(test(y, v) if swapped else test(v, y))
-        if falls and ordered and now == bool(test(y, 0.0) if swapped else test(0.0, y)):
-            # a sum of fewer non-negative terms is never larger, in floats too: the amount
-            # goes down to 0 monotonically, and a threshold true (false) at both ends of the
-            # way stays so all along
+        if not (s[1] or s[3]) or (ordered and now == at_end and not ra):
+            # nothing in the window; or no refund: a sum of fewer non-negative terms is never
+            # larger, in floats too, so the amount goes down to 0 monotonically, and a
+            # threshold true (false) at both ends of the way stays so all along
             return None
-        pa, _, ra, _, _ = _sums(ctx, nb)
-        slack = 1e-9 * (mag + abs(y)) + 1e-9
-        probe: Ctx | None = None
-        r = ctx.r
-        for b, bpa, bra in found:
-            pa -= bpa
-            ra -= bra
-            v = pa - ra
-            at = (b + nb) * r
-            if -slack <= v - y <= slack:  # too close to call from the running figure
-                if probe is None:
-                    probe = Ctx(ctx.st, at, r, ctx.cands, ctx.groups_before)
-                else:
-                    probe.at(at)
-                v = fn(probe)
-            if bool(test(y, v) if swapped else test(v, y)) != now:
-                return at
-        return None
+        buckets = ctx.st.buckets
+        at = walk(ctx, now, pa, ra, buckets.items())  # buckets are usually made in time order
+        if at == -1:
+            at = walk(ctx, now, pa, ra, sorted(buckets.items(), key=_first))
+        return at
     return flip
+
+
+def _first(pair: tuple[int, Bucket]) -> int:
+    return pair[0]
 
 
 def _purchase_count(text: str, nb: int) -> Term:
