@@ -21,8 +21,8 @@ def restore_gc() -> Iterator[None]:
 
 def test_raises_the_young_threshold_and_freezes_what_exists() -> None:
     gc.unfreeze()
-    assert tune_gc(60_000) == (60_000, 20, 100)
-    assert gc.get_threshold() == (60_000, 20, 100)
+    assert tune_gc(60_000) == (60_000, 2, 100)
+    assert gc.get_threshold() == (60_000, 2, 100)
     assert gc.get_freeze_count() > 0
 
 
