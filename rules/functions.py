@@ -365,18 +365,25 @@ def _purchase_amount(text: str, nb: int) -> Term:
                 amount=nb)
 
 
+_WALK = 3  # exits amount_flip looks through before it settles for a look-again instant
+
+
 def amount_flip(nb: int, fn: Callable[[Ctx], Value], test: Callable[[Any, Any], Any], y: Any,
                 swapped: bool = False) -> Callable[[Ctx], int | None]:
     """For `a <test> y` (`y <test> a` if swapped) where a = purchase_amount over nb buckets
-    (`fn`) and y a number: the first instant at which time alone changes the comparison, or None.
+    (`fn`) and y a number: the first instant at which time alone changes the comparison (or an
+    earlier one to look again), or None.
 
     The amount changes only as buckets with purchases or refunds leave the window, at instants
     known now; walking them oldest first, the amount there is the running total minus what has
     left. Float sums in another order can differ in the last bits, so wherever the running
     figure is within rounding of y, the amount at that instant is computed as the condition will
-    compute it (`fn` at that instant): the answer is exact. Amounts are >= 0 (parse_event
-    refuses others), so without a refund in the window the amount only falls as time passes: a
-    threshold false now (`a >= y` below it) stays false until the next event, no timer."""
+    compute it (`fn` at that instant): the answer is exact. A flip further than `_WALK` exits
+    away is not looked for: the exit after them is returned, an instant to look again (a due
+    instant may be early, never late), so a big spender's every purchase does not walk all of
+    their year. Amounts are >= 0 (parse_event refuses others), so without a refund in the
+    window the amount only falls as time passes: a threshold false now (`a >= y` below it)
+    stays false until the next event, no timer."""
     ordered = test in (operator.ge, operator.gt, operator.le, operator.lt)
     at_end = bool(test(y, 0.0) if swapped else test(0.0, y))  # once everything has left
 
@@ -389,11 +396,15 @@ def amount_flip(nb: int, fn: Callable[[Ctx], Value], test: Callable[[Any, Any], 
         r = ctx.r
         prev = lo
         probe: Ctx | None = None
+        steps = 0
         for b, bk in buckets:
             if b > lo and (bk.pc or bk.rc):
                 if b < prev:
                     return -1
                 prev = b
+                if steps == _WALK:  # far enough: look again when this bucket leaves
+                    return (b + nb) * r
+                steps += 1
                 pa -= bk.pa
                 ra -= bk.ra
                 v = pa - ra

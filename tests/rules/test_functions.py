@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from model.state import CustomerState, fold_event
 from rules.context import Ctx
-from rules.functions import amount_flip, build_term
+from rules.functions import _WALK, amount_flip, build_term
 from rules.model import HOUR_MS, RuleSettings
 from tests.factories import (
     T0,
@@ -83,7 +83,16 @@ def test_amount_flip_is_the_first_instant_the_comparison_changes(
     assert term.amount == w
     flip = amount_flip(w, term.fn, OPS[op], y, swapped)
     t = T0 + at
-    assert flip(Ctx(st_, t, HOUR_MS)) == _brute(term.fn, OPS[op], y, swapped, st_, t, w)
+    got, want = flip(Ctx(st_, t, HOUR_MS)), _brute(term.fn, OPS[op], y, swapped, st_, t, w)
+    bnow = t // HOUR_MS
+    exits = sorted((b + w) * HOUR_MS for b, bk in st_.buckets.items()
+                   if b > bnow - w and (bk.pc or bk.rc))
+    if want is not None and want in exits[:_WALK]:
+        assert got == want  # exact within the first _WALK exits
+    elif want is not None:  # further: the exit after them, to look again (early, never late)
+        assert got == exits[_WALK] < want
+    else:  # never: no timer, or a look again past the first _WALK exits
+        assert got is None or (len(exits) > _WALK and got == exits[_WALK])
 
 
 def test_a_threshold_not_reached_sets_no_timer_and_a_reached_one_times_exactly() -> None:
