@@ -17,6 +17,7 @@ from model.events import encode_event
 from segmenter.cli import main
 from streams.generator import generate
 from tests.streams.workers import DAY, RETAIL, T0, cluster, produce, wire
+from tests.terminal import on_a_terminal
 
 pytestmark = pytest.mark.integration
 
@@ -66,34 +67,6 @@ async def test_export_round_trips_through_simulate(
     assert simulate_changes(out, tmp_path) == simulate_changes(original, tmp_path)
 
 
-def _on_a_terminal(cmd: list[str], env: dict[str, str]) -> tuple[int, str, str]:
-    """Run `cmd` with standard error on a pseudo-terminal: (exit code, terminal, stdout)."""
-    import os
-    import pty
-    import subprocess
-
-    leader, follower = pty.openpty()
-    try:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=follower,
-                                stdin=subprocess.DEVNULL,
-                                env={**os.environ, **env, "COLUMNS": "100", "TERM": "xterm"})
-        os.close(follower)
-        chunks = []
-        while True:
-            try:
-                chunk = os.read(leader, 65536)
-            except OSError:  # EIO: the child closed the terminal
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-        stdout = proc.stdout.read().decode() if proc.stdout else ""
-        code = proc.wait(timeout=120)
-    finally:
-        os.close(leader)
-    return code, b"".join(chunks).decode(errors="replace"), stdout
-
-
 async def test_export_shows_a_progress_bar_on_a_terminal(
         kafka_bootstrap: str, kafka_admin: AIOKafkaAdminClient, unique: str,
         tmp_path: Path) -> None:
@@ -108,7 +81,7 @@ async def test_export_shows_a_progress_bar_on_a_terminal(
         out = tmp_path / "exported.jsonl"
         exe = str(Path(sys.executable).parent / "segmenter")
         code, terminal, stdout = await asyncio.to_thread(
-            _on_a_terminal, [exe, "export-events", "--since", format_ts(T0), "--out", str(out)],
+            on_a_terminal, [exe, "export-events", "--since", format_ts(T0), "--out", str(out)],
             {"SEGMENTER_KAFKA_BOOTSTRAP": kafka_bootstrap,
              "SEGMENTER_TOPIC_PREFIX": f"{unique}."})
     assert code == 0, terminal

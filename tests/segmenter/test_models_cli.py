@@ -26,6 +26,7 @@ from model.events import encode_event
 from rules.models.file import BgNbdModel, KMeansModel, load_model
 from segmenter.cli import main
 from tests.factories import DAY, T0, purchase
+from tests.terminal import on_a_terminal
 
 lifetimes = pytest.importorskip("lifetimes")
 pytest.importorskip("sklearn")
@@ -399,32 +400,12 @@ def test_fit_shows_a_progress_bar_on_a_terminal(tmp_path: Path,
     """With standard error on a terminal (a pseudo-terminal here), `models fit` draws rich's
     progress bar while it reads the log (this used to raise TypeError: Progress got `stderr`)
     and still writes the model."""
-    import os
-    import pty
-
     exe = Path(sys.executable).parent / "segmenter"
     out = tmp_path / "m.json"
-    leader, follower = pty.openpty()
-    try:
-        proc = subprocess.Popen([str(exe), "models", "fit", "--events", str(cdnow["log"]),
-                                 "--until", UNTIL, "--out", str(out)],
-                                stdout=subprocess.PIPE, stderr=follower, cwd=ROOT,
-                                env={**os.environ, "COLUMNS": "100", "TERM": "xterm"})
-        os.close(follower)
-        chunks = []
-        while True:
-            try:
-                chunk = os.read(leader, 65536)
-            except OSError:  # EIO: the child closed the terminal
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-        stdout = proc.stdout.read().decode() if proc.stdout else ""
-        assert proc.wait(timeout=120) == 0, b"".join(chunks).decode(errors="replace")
-    finally:
-        os.close(leader)
-    terminal = b"".join(chunks).decode(errors="replace")
+    code, terminal, stdout = on_a_terminal([str(exe), "models", "fit", "--events",
+                                            str(cdnow["log"]), "--until", UNTIL, "--out",
+                                            str(out)], cwd=ROOT)
+    assert code == 0, terminal
     assert "replaying" in terminal and "━" in terminal, terminal
     assert "Traceback" not in terminal
     assert f"wrote {out}" in stdout and out.exists()
