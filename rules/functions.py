@@ -387,21 +387,16 @@ def amount_flip(nb: int, fn: Callable[[Ctx], Value], test: Callable[[Any, Any], 
     ordered = test in (operator.ge, operator.gt, operator.le, operator.lt)
     at_end = bool(test(y, 0.0) if swapped else test(0.0, y))  # once everything has left
 
-    def walk(ctx: Ctx, now: bool, pa: float, ra: float, buckets: Iterable[tuple[int, Bucket]],
-             ) -> int | None:
-        """The first exit (buckets oldest first) after which the comparison is not `now`;
-        -1 if the buckets turn out not to be oldest first."""
+    def walk(ctx: Ctx, now: bool, pa: float, ra: float,
+             buckets: Iterable[tuple[int, Bucket]]) -> int | None:
+        """The first exit (`buckets` oldest first) after which the comparison is not `now`."""
         lo = ctx.bnow - nb
         slack = 1e-9 * (pa + ra + abs(y)) + 1e-9  # far above the rounding of these sums
         r = ctx.r
-        prev = lo
         probe: Ctx | None = None
         steps = 0
         for b, bk in buckets:
             if b > lo and (bk.pc or bk.rc):
-                if b < prev:
-                    return -1
-                prev = b
                 if steps == _WALK:  # far enough: look again when this bucket leaves
                     return (b + nb) * r
                 steps += 1
@@ -429,11 +424,8 @@ def amount_flip(nb: int, fn: Callable[[Ctx], Value], test: Callable[[Any, Any], 
             # larger, in floats too, so the amount goes down to 0 monotonically, and a
             # threshold true (false) at both ends of the way stays so all along
             return None
-        buckets = ctx.st.buckets
-        at = walk(ctx, now, pa, ra, buckets.items())  # buckets are usually made in time order
-        if at == -1:
-            at = walk(ctx, now, pa, ra, sorted(buckets.items(), key=_first))
-        return at
+        # oldest first: an out-of-order event makes an older bucket later in the dict
+        return walk(ctx, now, pa, ra, sorted(ctx.st.buckets.items(), key=_first))
     return flip
 
 
