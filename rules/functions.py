@@ -424,13 +424,10 @@ def amount_flip(nb: int, fn: Callable[[Ctx], Value], test: Callable[[Any, Any], 
             # larger, in floats too, so the amount goes down to 0 monotonically, and a
             # threshold true (false) at both ends of the way stays so all along
             return None
-        # oldest first: an out-of-order event makes an older bucket later in the dict
-        return walk(ctx, now, pa, ra, sorted(ctx.st.buckets.items(), key=_first))
+        # oldest first: an out-of-order event makes an older bucket later in the dict (the
+        # pairs sort by their distinct bucket numbers: no key function, no bucket compared)
+        return walk(ctx, now, pa, ra, sorted(ctx.st.buckets.items()))
     return flip
-
-
-def _first(pair: tuple[int, Bucket]) -> int:
-    return pair[0]
 
 
 def _purchase_count(text: str, nb: int) -> Term:
