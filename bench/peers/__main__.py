@@ -227,6 +227,7 @@ class Run:
     state_dir: Path
     rules_file: Path
     worker_tree: Path  # where `python -m segmenter.commands.worker` runs (cwd: its code)
+    commit_ms: int = 0  # the worker's SEGMENTER_COMMIT_INTERVAL_MS (0: its default, 100 ms)
 
 
 async def run_peer(c: Contender, run: Run, prefix: str, python: str) -> dict[str, Any]:
@@ -261,6 +262,8 @@ async def run_segmenter(c: Contender, run: Run, prefix: str) -> dict[str, Any]:
     env.update(SEGMENTER_KAFKA_BOOTSTRAP=run.bootstrap, SEGMENTER_TOPIC_PREFIX=prefix,
                SEGMENTER_PARTITIONS=str(PARTITIONS), SEGMENTER_WEB_PORT="0",
                SEGMENTER_STATE_DIR=str(run.state_dir), SEGMENTER_CLOCK="event")
+    if run.commit_ms:
+        env["SEGMENTER_COMMIT_INTERVAL_MS"] = str(run.commit_ms)
     inputs = [TopicPartition(prefix + SEGMENTER_INPUTS[0], p) for p in range(PARTITIONS)]
     changes = [TopicPartition(prefix + SEGMENTER_CHANGES, p) for p in range(PARTITIONS)]
     admin = AIOKafkaAdminClient(bootstrap_servers=run.bootstrap)
@@ -368,6 +371,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--worker-rev", default="", metavar="REV",
                    help="run Segmenter's worker from `git archive REV` (e.g. HEAD) instead of "
                         "the working tree as it is")
+    p.add_argument("--commit-interval-ms", type=int, default=0, metavar="MS",
+                   help="the worker's commit interval (default: its own, 100 ms; the peers "
+                        "commit every 1 s here: quix.py's commit_interval, bytewax_flow.py's "
+                        "epoch)")
     p.add_argument("--bootstrap", default="127.0.0.1:9092")
     p.add_argument("--limit", type=float, default=0.0,
                    help="seconds a run may take before it counts as failed "
@@ -401,7 +408,7 @@ async def bench(args: argparse.Namespace, chosen: Sequence[Contender]) -> list[d
                     continue
                 state = Path(tempfile.mkdtemp(prefix=f"{c.name}-", dir=tmp))
                 run = Run(args.bootstrap, len(records), args.limit or 120 + len(records) / 200,
-                          state, rules_file, tree)
+                          state, rules_file, tree, args.commit_interval_ms)
                 say(f"round {round_}/{args.rounds}: {c.name} ...")
                 try:
                     result = await run_one(c, run, records, str(PEERS_VENV / "bin" / "python"))
@@ -459,7 +466,8 @@ def main(argv: list[str] | None = None) -> None:
              "events/s and CPU ms per 1k events from the first record handled to the end "
              "(see bench/README.md); ranges are min–max over the rounds"]
     if any(c.kind == "segmenter" for c in chosen):
-        facts.insert(1, f"Segmenter's worker: {worker_code}")
+        facts.insert(1, f"Segmenter's worker: {worker_code}; commits every "
+                        f"{args.commit_interval_ms or 100} ms (the peers: every 1 s)")
     rows = summarize([(c.name, c.label) for c in chosen], runs)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"command": command, "date": date, "facts": facts,
