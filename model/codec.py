@@ -58,8 +58,12 @@ def _bucket_in(raw: list[Any]) -> tuple[int, Bucket]:
 
 
 def encode_state(st: CustomerState) -> bytes:
+    frags = []
+    for b, bk in st.buckets.items():  # most are cached: no call for those
+        enc = bk.enc
+        frags.append(_bucket_fragment(b, bk) if enc is None else enc)
     return orjson.dumps([
-        FORMAT, st.customer_id, [_bucket_fragment(b, bk) for b, bk in st.buckets.items()],
+        FORMAT, st.customer_id, frags,
         st.first_ts, st.last_ts, st.first_seen, st.lifetime_amount, st.lifetime_orders,
         st.eng_score, st.eng_ref, st.unsubscribed, st.attributes,
         [event_to_wire(e) for e in st.pending], st.dedup, st.members, sorted(st.cands), st.due,
