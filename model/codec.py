@@ -57,6 +57,14 @@ def _bucket_in(raw: list[Any]) -> tuple[int, Bucket]:
     return raw[0], bk
 
 
+def _buckets_in(raw: list[list[Any]]) -> dict[int, Bucket]:
+    """Ascending, as CustomerState.buckets must be (written so since the format's start, except
+    by a state whose out-of-order event opened an older bucket before the order was kept)."""
+    out = dict(map(_bucket_in, raw))
+    keys = list(out)
+    return out if keys == sorted(keys) else dict(sorted(out.items()))
+
+
 def encode_state(st: CustomerState) -> bytes:
     frags = []
     for b, bk in st.buckets.items():  # most are cached: no call for those
@@ -84,7 +92,7 @@ def decode_state(data: bytes) -> CustomerState:
         if not isinstance(ev, Rejection):
             pending.append(ev)
     st = CustomerState(
-        customer_id=raw[1], buckets=dict(map(_bucket_in, raw[2])), first_ts=raw[3],
+        customer_id=raw[1], buckets=_buckets_in(raw[2]), first_ts=raw[3],
         last_ts=raw[4], first_seen=raw[5], lifetime_amount=raw[6], lifetime_orders=raw[7],
         eng_score=raw[8], eng_ref=raw[9], unsubscribed=raw[10], attributes=raw[11],
         pending=pending, dedup=raw[13], members=raw[14], cands=set(raw[15]), due=raw[16],

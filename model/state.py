@@ -7,6 +7,9 @@ Buckets: with resolution `r` (ms), an event at `ts` lands in bucket `ts // r`. W
 (`X(w)` with `nb = w / r` buckets) at instant `now` sum the buckets `b` with
 `bucket(now) - nb < b <= bucket(now)`. Every bucketed event has `ts <= now` (events from the
 future wait in `pending` until their time comes), which is exactly the spec's window rule.
+`CustomerState.buckets` is kept in ascending bucket order (fold_event re-sorts it in the rare
+case an out-of-order event opens an older bucket; the codec decodes it sorted), so the oldest
+bucket is the first: pruning and the walks that go oldest first need no sort.
 """
 
 from __future__ import annotations
@@ -104,9 +107,15 @@ def fold_event(st: CustomerState, ev: Any, resolution_ms: int, points: dict[str,
     ts: int = ev.ts
     etype: str = ev.type
     b = ts // resolution_ms
-    bucket = st.buckets.get(b)
+    buckets = st.buckets
+    bucket = buckets.get(b)
     if bucket is None:
-        bucket = st.buckets[b] = Bucket()
+        bucket = Bucket()
+        if buckets and b < next(reversed(buckets)):  # older than the newest: keep the order
+            buckets[b] = bucket
+            st.buckets = dict(sorted(buckets.items()))
+        else:
+            buckets[b] = bucket
     else:
         bucket.enc = None
     types = bucket.types
@@ -233,9 +242,11 @@ def prune(st: CustomerState, now: int, resolution_ms: int, retention_ms: int,
     """Drop buckets no window can reach any more and dedup entries past the horizon."""
     lo = now // resolution_ms - retention_ms // resolution_ms
     buckets = st.buckets
-    if buckets and min(buckets) <= lo:  # usually nothing to drop: a C-level scan says so
-        for b in [b for b in buckets if b <= lo]:
-            del buckets[b]
+    while buckets:  # ascending: the ones to drop are first (usually none)
+        b = next(iter(buckets))
+        if b > lo:
+            break
+        del buckets[b]
     dedup = st.dedup
     if dedup:
         limit = now - dedup_horizon_ms

@@ -424,17 +424,8 @@ def amount_flip(nb: int, fn: Callable[[Ctx], Value], test: Callable[[Any, Any], 
             # larger, in floats too, so the amount goes down to 0 monotonically, and a
             # threshold true (false) at both ends of the way stays so all along
             return None
-        # oldest first: an out-of-order event makes an older bucket later in the dict (the
-        # pairs sort by their distinct bucket numbers: no key function, no bucket compared);
-        # sorted once per instant for every amount comparison of the evaluation
-        ordered_buckets = ctx.cache.get(_ORDERED)
-        if ordered_buckets is None:
-            ordered_buckets = ctx.cache[_ORDERED] = sorted(ctx.st.buckets.items())
-        return walk(ctx, now, pa, ra, ordered_buckets)
+        return walk(ctx, now, pa, ra, ctx.st.buckets.items())  # ascending: oldest first
     return flip
-
-
-_ORDERED = object()  # ctx.cache key: the state's (bucket, Bucket) pairs, oldest first
 
 
 def _purchase_count(text: str, nb: int) -> Term:

@@ -232,3 +232,18 @@ def test_the_cached_bucket_encoding_follows_every_change_of_the_bucket() -> None
         assert decode_state(encode_state(decode_state(data))) == st
     assert len(encodings) == len(evs)
     assert copy.deepcopy(st) == st
+
+
+def test_buckets_written_out_of_order_decode_ascending() -> None:
+    """A state written before the buckets were kept in order (an out-of-order event had opened
+    an older bucket last) decodes with ascending buckets, equal to the state."""
+    st = CustomerState("c-1")
+    engine = Engine(RETAIL)
+    for ts in (T0 + 3 * DAY, T0 + 4 * DAY, T0 + DAY):
+        st = engine.apply(st, purchase(ts, 10.0), T0 + 5 * DAY).state
+    assert st is not None and list(st.buckets) == sorted(st.buckets)
+    raw = orjson.loads(encode_state(st))
+    raw[2] = raw[2][1:] + raw[2][:1]  # the oldest bucket last, as such a state was written
+    decoded = decode_state(orjson.dumps(raw))
+    assert list(decoded.buckets) == sorted(st.buckets)
+    assert decoded == st
