@@ -12,8 +12,10 @@ Each function is built once per call site at compile time (`build_term`) into a 
 from __future__ import annotations
 
 import operator
+from bisect import bisect_right
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 
 from model.state import Bucket, engagement_at
@@ -64,16 +66,33 @@ class Term:
 
 # ---------------------------------------------------------------- window machinery
 
+def _window(ctx: Ctx, nb: int) -> Iterable[tuple[int, Bucket]]:
+    """The (bucket, Bucket) pairs of a window of nb buckets at ctx (b > bucket(t) - nb), oldest
+    first. The state's buckets are ascending (model/state.py), so the ones before the window are
+    skipped in C (bisect on the keys), not looked at one by one: a 2-day window of a customer
+    with a year of hourly buckets reads its last two days only."""
+    buckets = ctx.st.buckets
+    lo = ctx.bnow - nb
+    if not buckets or next(iter(buckets)) > lo:  # all inside (a young customer, a long window)
+        return buckets.items()
+    keys = ctx.cache.get(_KEYS)  # listed once per instant for every window read there
+    if keys is None:
+        keys = ctx.cache[_KEYS] = list(buckets)
+    return islice(buckets.items(), bisect_right(keys, lo), None)
+
+
+_KEYS = object()  # ctx.cache key: the state's bucket numbers, ascending
+
+
 def _sums(ctx: Ctx, nb: int) -> tuple[float, int, float, int, int]:
     """(purchase amount, purchase count, refund amount, refund count, items) over nb buckets."""
     hit = ctx.cache.get(nb)  # the only int keys of ctx.cache (an int hashes the fastest)
     if hit is not None:
         return hit
-    lo = ctx.bnow - nb
     pa = ra = 0.0
     pc = rc = it = 0
-    for b, bk in ctx.st.buckets.items():
-        if b > lo and (bk.pc or bk.rc):
+    for _, bk in _window(ctx, nb):
+        if bk.pc or bk.rc:
             pa += bk.pa
             pc += bk.pc
             ra += bk.ra
@@ -98,23 +117,19 @@ def _type_count(ctx: Ctx, etype: str, nb: int) -> int:
     hit = ctx.cache.get(key)
     if hit is not None:
         return hit
-    lo = ctx.bnow - nb
     n = 0
-    for b, bk in ctx.st.buckets.items():
-        if b > lo:
-            n += bk.types.get(etype, 0)
+    for _, bk in _window(ctx, nb):
+        n += bk.types.get(etype, 0)
     ctx.cache[key] = n
     return n
 
 
 def _distinct(ctx: Ctx, nb: int, attr: str) -> int:
-    lo = ctx.bnow - nb
     seen: set[str] = set()
-    for b, bk in ctx.st.buckets.items():
-        if b > lo:
-            s = getattr(bk, attr)
-            if s:
-                seen |= s
+    for _, bk in _window(ctx, nb):
+        s = getattr(bk, attr)
+        if s:
+            seen |= s
     return len(seen)
 
 
@@ -137,12 +152,11 @@ def _window_exit(edges: tuple[int, ...],
             hit = cache.get(key, _MISS)
             if hit is not _MISS:
                 return hit
-            lo = ctx.bnow - edge
-            first: int | None = None
-            for b, bk in ctx.st.buckets.items():
-                if b > lo and (first is None or b < first) and has(bk):
-                    first = b
-            best = None if first is None else (first + edge) * ctx.r
+            best = None
+            for b, bk in _window(ctx, edge):  # oldest first: the first that matters
+                if has(bk):
+                    best = (b + edge) * ctx.r
+                    break
             cache[key] = best
             return best
 
@@ -155,8 +169,8 @@ def _window_exit(edges: tuple[int, ...],
             return hit
         bnow = ctx.bnow
         best: int | None = None
-        for b, bk in ctx.st.buckets.items():
-            if b > bnow - far and has(bk):
+        for b, bk in _window(ctx, far):
+            if has(bk):
                 for e in edges:
                     if b > bnow - e:
                         at = (b + e) * ctx.r
@@ -313,25 +327,21 @@ def counter_flip(nb: int, parts: tuple[Callable[[Bucket], int], ...],
     attr = spec[1] if spec is not None and spec[0] == "attr" else None
 
     def counts(ctx: Ctx) -> tuple[list[tuple[int, int]], int]:
-        lo = ctx.bnow - nb
-        found: list[tuple[int, int]] = []
+        found: list[tuple[int, int]] = []  # oldest first
         total = 0
         c: int
-        for b, bk in ctx.st.buckets.items():
-            if b > lo:
-                if etype is not None:
-                    c = bk.types.get(etype, 0)
-                elif attr is not None:
-                    c = getattr(bk, attr)
-                else:
-                    c = 0
-                    for part in parts:
-                        c += part(bk)
-                if c:
-                    found.append((b, c))
-                    total += c
-        if len(found) > 1:
-            found.sort()
+        for b, bk in _window(ctx, nb):
+            if etype is not None:
+                c = bk.types.get(etype, 0)
+            elif attr is not None:
+                c = getattr(bk, attr)
+            else:
+                c = 0
+                for part in parts:
+                    c += part(bk)
+            if c:
+                found.append((b, c))
+                total += c
         out = (found, total)
         ctx.cache[key] = out
         return out
@@ -389,14 +399,14 @@ def amount_flip(nb: int, fn: Callable[[Ctx], Value], test: Callable[[Any, Any], 
 
     def walk(ctx: Ctx, now: bool, pa: float, ra: float,
              buckets: Iterable[tuple[int, Bucket]]) -> int | None:
-        """The first exit (`buckets` oldest first) after which the comparison is not `now`."""
-        lo = ctx.bnow - nb
+        """The first exit (`buckets`: the window's, oldest first) after which the comparison
+        is not `now`."""
         slack = 1e-9 * (pa + ra + abs(y)) + 1e-9  # far above the rounding of these sums
         r = ctx.r
         probe: Ctx | None = None
         steps = 0
         for b, bk in buckets:
-            if b > lo and (bk.pc or bk.rc):
+            if bk.pc or bk.rc:
                 if steps == _WALK:  # far enough: look again when this bucket leaves
                     return (b + nb) * r
                 steps += 1
@@ -424,7 +434,7 @@ def amount_flip(nb: int, fn: Callable[[Ctx], Value], test: Callable[[Any, Any], 
             # larger, in floats too, so the amount goes down to 0 monotonically, and a
             # threshold true (false) at both ends of the way stays so all along
             return None
-        return walk(ctx, now, pa, ra, ctx.st.buckets.items())  # ascending: oldest first
+        return walk(ctx, now, pa, ra, _window(ctx, nb))
     return flip
 
 
@@ -495,11 +505,9 @@ def _total_count(ctx: Ctx, nb: int) -> int:
     hit = ctx.cache.get(key)
     if hit is not None:
         return hit
-    lo = ctx.bnow - nb
     n = 0
-    for b, bk in ctx.st.buckets.items():
-        if b > lo:
-            n += sum(bk.types.values())
+    for _, bk in _window(ctx, nb):
+        n += sum(bk.types.values())
     ctx.cache[key] = n
     return n
 
@@ -530,13 +538,11 @@ def _category_amount(text: str, nb: int, category: str) -> Term:
     """purchase_amount(w, category="c"): quantity x price of the items of category c bought in
     the window (refunds carry no items: they are not subtracted)."""
     def fn(ctx: Ctx) -> Value:
-        lo = ctx.bnow - nb
         total = 0.0
-        for b, bk in ctx.st.buckets.items():
-            if b > lo:
-                spent = bk.camt
-                if spent:
-                    total += spent.get(category, 0.0)
+        for _, bk in _window(ctx, nb):
+            spent = bk.camt
+            if spent:
+                total += spent.get(category, 0.0)
         return total
     return _w(text, fn, ("purchase",), (nb,), _has_category(category))
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from model.state import CustomerState, fold_event
 from rules.context import Ctx
-from rules.functions import _WALK, amount_flip, build_term
+from rules.functions import _WALK, _window, amount_flip, build_term
 from rules.model import HOUR_MS, RuleSettings
 from tests.factories import (
     T0,
@@ -130,3 +130,21 @@ def test_a_refund_leaving_the_window_can_raise_the_amount() -> None:
     assert run.state().due == {"spender": T0 + hours(3)}  # the purchase leaves too
     out = run.fire(T0 + hours(3))
     assert [c.exited for c in out.changes] == [("spender",)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(hours=st.lists(st.integers(0, 24 * 40), min_size=0, max_size=60),
+       at=st.integers(0, 24 * 50), nb=st.integers(1, 24 * 45))
+def test_a_window_reads_exactly_its_buckets_oldest_first(hours: list[int], at: int,
+                                                         nb: int) -> None:
+    """_window skips the buckets before the window by bisecting the (ascending) bucket numbers:
+    the same pairs as filtering every bucket, in ascending order, also with the key list
+    cached on the context by an earlier read at the same instant."""
+    state = CustomerState("c-1")
+    for h in hours:  # in the order drawn: out of order too
+        fold_event(state, purchase(T0 + h * HOUR_MS, 1.0), HOUR_MS, {}, 24 * HOUR_MS)
+    ctx = Ctx(state, T0 + at * HOUR_MS, HOUR_MS)
+    for n in (nb, max(1, nb // 2), nb):
+        lo = ctx.bnow - n
+        expected = [(b, bk) for b, bk in sorted(state.buckets.items()) if b > lo]
+        assert list(_window(ctx, n)) == expected
