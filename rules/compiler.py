@@ -760,6 +760,23 @@ class _Gen:
                 return True, -v
         return False, None
 
+    def cost(self, node: ast.Expr) -> int:
+        """A rough static cost of evaluating `node`: what the order of `and`/`or` goes by."""
+        if isinstance(node, ast.Call):
+            term = self.terms[node.text]
+            if term.explain is not None:
+                return 20  # a model's prediction
+            if term.kind == "step":
+                return 8  # a window over buckets, an RFM score
+            return 2 if term.kind == "cont" else 1  # a stored fact, days since, a score
+        if isinstance(node, ast.Unary):
+            return self.cost(node.operand)
+        if isinstance(node, ast.In):
+            return self.cost(node.operand)
+        if isinstance(node, ast.Binary):
+            return self.cost(node.left) + self.cost(node.right)
+        return 0  # a literal, a duration
+
     def expr(self, node: ast.Expr) -> str:
         if isinstance(node, ast.Literal):
             return self.lit(node.value)
@@ -783,8 +800,14 @@ class _Gen:
         assert isinstance(node, ast.Binary)
         op = node.op
         if op in ast.LOGICAL:
+            # both sides are exactly True or False and pure, so `a and b` is `b and a`: the
+            # cheaper side goes first and the other is often never read (`page_views(30d) >= 20
+            # and lifetime_orders() == 0` reads no window for a customer who has ordered)
+            sides = (node.left, node.right)
+            if self.cost(node.right) < self.cost(node.left):
+                sides = (node.right, node.left)
             parts = []
-            for side in (node.left, node.right):
+            for side in sides:
                 code = self.expr(side)
                 parts.append(code if _is_bool(side) else f"({code} is True)")
             return f"({parts[0]} {op} {parts[1]})"

@@ -388,3 +388,30 @@ def test_in_a_list_of_strings_numbers_and_booleans() -> None:
     assert holds('attribute("i") in ["3", 3]', MIXED)
     assert not holds('attribute("yes") in [1, "true"]', MIXED)
     assert holds('attribute("yes") in [true]', MIXED)
+
+
+# ================================================================== evaluation order
+
+BUYER = customer(*(event("page_view", T0 + i * HOUR) for i in range(30)), purchase(T0, 50.0))
+
+
+@pytest.mark.parametrize("text, reads_window", [
+    # the cheap side decides: the window is never read
+    ("page_views(30d) >= 20 and lifetime_orders() == 0", False),
+    ("lifetime_orders() == 0 and page_views(30d) >= 20", False),
+    ("page_views(30d) >= 20 or lifetime_orders() >= 1", False),
+    # the cheap side does not decide: the window is read, the answer is the same
+    ("page_views(30d) >= 20 and lifetime_orders() >= 1", True),
+    ("page_views(30d) >= 20 or lifetime_orders() == 0", True),
+])
+def test_and_or_read_the_cheaper_side_first(text: str, reads_window: bool) -> None:
+    """`and`/`or` of two exact booleans commute: the generated condition reads a stored fact
+    before a window over buckets (what a customer's window cost is avoided), with the same
+    answer as the written order."""
+    ctx = Ctx(BUYER, T0 + 31 * HOUR, SETTINGS.resolution_ms)
+    result = compiled(text).fn(ctx)
+    a, op, b = text.partition(" and ") if " and " in text else text.partition(" or ")
+    expected = (holds(a, BUYER, ctx.t) and holds(b, BUYER, ctx.t) if op == " and "
+                else holds(a, BUYER, ctx.t) or holds(b, BUYER, ctx.t))
+    assert result is expected
+    assert (("page_view", 30 * DAY // SETTINGS.resolution_ms) in ctx.cache) is reads_window
