@@ -66,11 +66,16 @@ class Term:
 
 # ---------------------------------------------------------------- window machinery
 
+_SCAN = 16  # up to this many buckets a window read looks at each (cheaper than skipping)
+
+
 def _window(ctx: Ctx, nb: int) -> Iterable[tuple[int, Bucket]]:
     """The (bucket, Bucket) pairs of a window of nb buckets at ctx (b > bucket(t) - nb), oldest
     first. The state's buckets are ascending (model/state.py), so the ones before the window are
     skipped in C (bisect on the keys), not looked at one by one: a 2-day window of a customer
-    with a year of hourly buckets reads its last two days only."""
+    with a year of hourly buckets reads its last two days only. The readers call it for a state
+    of more than _SCAN buckets; with fewer they go through all, checking `b > lo` themselves
+    (a call costs more than the few checks)."""
     buckets = ctx.st.buckets
     lo = ctx.bnow - nb
     if not buckets or next(iter(buckets)) > lo:  # all inside (a young customer, a long window)
@@ -91,8 +96,10 @@ def _sums(ctx: Ctx, nb: int) -> tuple[float, int, float, int, int]:
         return hit
     pa = ra = 0.0
     pc = rc = it = 0
-    for _, bk in _window(ctx, nb):
-        if bk.pc or bk.rc:
+    lo = ctx.bnow - nb
+    buckets = ctx.st.buckets
+    for b, bk in buckets.items() if len(buckets) <= _SCAN else _window(ctx, nb):
+        if b > lo and (bk.pc or bk.rc):
             pa += bk.pa
             pc += bk.pc
             ra += bk.ra
@@ -118,8 +125,11 @@ def _type_count(ctx: Ctx, etype: str, nb: int) -> int:
     if hit is not None:
         return hit
     n = 0
-    for _, bk in _window(ctx, nb):
-        n += bk.types.get(etype, 0)
+    lo = ctx.bnow - nb
+    buckets = ctx.st.buckets
+    for b, bk in buckets.items() if len(buckets) <= _SCAN else _window(ctx, nb):
+        if b > lo:
+            n += bk.types.get(etype, 0)
     ctx.cache[key] = n
     return n
 
@@ -153,8 +163,10 @@ def _window_exit(edges: tuple[int, ...],
             if hit is not _MISS:
                 return hit
             best = None
-            for b, bk in _window(ctx, edge):  # oldest first: the first that matters
-                if has(bk):
+            lo = ctx.bnow - edge
+            buckets = ctx.st.buckets
+            for b, bk in buckets.items() if len(buckets) <= _SCAN else _window(ctx, edge):
+                if b > lo and has(bk):  # oldest first: the first that matters
                     best = (b + edge) * ctx.r
                     break
             cache[key] = best
@@ -169,8 +181,10 @@ def _window_exit(edges: tuple[int, ...],
             return hit
         bnow = ctx.bnow
         best: int | None = None
-        for b, bk in _window(ctx, far):
-            if has(bk):
+        lo = bnow - far
+        buckets = ctx.st.buckets
+        for b, bk in buckets.items() if len(buckets) <= _SCAN else _window(ctx, far):
+            if b > lo and has(bk):
                 for e in edges:
                     if b > bnow - e:
                         at = (b + e) * ctx.r
@@ -330,7 +344,11 @@ def counter_flip(nb: int, parts: tuple[Callable[[Bucket], int], ...],
         found: list[tuple[int, int]] = []  # oldest first
         total = 0
         c: int
-        for b, bk in _window(ctx, nb):
+        lo = ctx.bnow - nb
+        buckets = ctx.st.buckets
+        for b, bk in buckets.items() if len(buckets) <= _SCAN else _window(ctx, nb):
+            if b <= lo:
+                continue
             if etype is not None:
                 c = bk.types.get(etype, 0)
             elif attr is not None:
@@ -399,14 +417,15 @@ def amount_flip(nb: int, fn: Callable[[Ctx], Value], test: Callable[[Any, Any], 
 
     def walk(ctx: Ctx, now: bool, pa: float, ra: float,
              buckets: Iterable[tuple[int, Bucket]]) -> int | None:
-        """The first exit (`buckets`: the window's, oldest first) after which the comparison
-        is not `now`."""
+        """The first exit (`buckets` oldest first; those before the window are passed over)
+        after which the comparison is not `now`."""
+        lo = ctx.bnow - nb
         slack = 1e-9 * (pa + ra + abs(y)) + 1e-9  # far above the rounding of these sums
         r = ctx.r
         probe: Ctx | None = None
         steps = 0
         for b, bk in buckets:
-            if bk.pc or bk.rc:
+            if b > lo and (bk.pc or bk.rc):
                 if steps == _WALK:  # far enough: look again when this bucket leaves
                     return (b + nb) * r
                 steps += 1
@@ -434,7 +453,9 @@ def amount_flip(nb: int, fn: Callable[[Ctx], Value], test: Callable[[Any, Any], 
             # larger, in floats too, so the amount goes down to 0 monotonically, and a
             # threshold true (false) at both ends of the way stays so all along
             return None
-        return walk(ctx, now, pa, ra, _window(ctx, nb))
+        buckets = ctx.st.buckets
+        return walk(ctx, now, pa, ra,
+                    buckets.items() if len(buckets) <= _SCAN else _window(ctx, nb))
     return flip
 
 

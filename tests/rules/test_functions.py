@@ -8,6 +8,7 @@ import operator
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -148,3 +149,48 @@ def test_a_window_reads_exactly_its_buckets_oldest_first(hours: list[int], at: i
         lo = ctx.bnow - n
         expected = [(b, bk) for b, bk in sorted(state.buckets.items()) if b > lo]
         assert list(_window(ctx, n)) == expected
+
+
+WINDOW_TERMS = [("purchase_amount", ()), ("purchase_count", ()), ("refund_amount", ()),
+                ("refund_count", ()), ("count", ("page_view",)), ("count", ()),
+                ("sessions", ()), ("distinct_categories", ()), ("page_views", ())]
+
+
+@settings(max_examples=150, deadline=None)
+@given(hours=st.lists(st.integers(0, 24 * 6), min_size=0, max_size=80),
+       at=st.integers(0, 24 * 8), w=st.integers(1, 24 * 7))
+def test_window_reads_agree_with_and_without_skipping(hours: list[int], at: int,
+                                                     w: int) -> None:
+    """A state of more than rules.functions._SCAN buckets is read through _window (the buckets
+    before the window skipped), a smaller one bucket by bucket: with the threshold moved so that
+    every state takes the other way, every window function gives the same value and the same
+    next change."""
+    import rules.functions as functions
+    from tests.factories import event as make_event
+
+    state = CustomerState("c-1")
+    for i, h in enumerate(hours):
+        ts = T0 + h * HOUR_MS
+        ev = (purchase(ts, 1.5) if i % 3 == 0 else refund(ts, 0.5) if i % 7 == 0
+              else make_event("page_view", ts, session_id=f"s{i % 5}"))
+        fold_event(state, ev, HOUR_MS, {}, HOUR_MS)
+    t = T0 + at * HOUR_MS
+
+    def read() -> list[Any]:
+        out: list[Any] = []
+        for name, extra in WINDOW_TERMS:
+            term = build_term(name, (*extra, w * HOUR_MS), "x", RuleSettings(currency="PLN",
+                                                                              resolution_ms=HOUR_MS))
+            out.append(term.fn(Ctx(state, t, HOUR_MS)))
+            if term.next_change is not None:
+                out.append(term.next_change(Ctx(state, t, HOUR_MS)))
+        flip = amount_flip(w, build_term("purchase_amount", (w * HOUR_MS,), "x", RuleSettings(
+            currency="PLN", resolution_ms=HOUR_MS)).fn, operator.ge, 2.0)
+        out.append(flip(Ctx(state, t, HOUR_MS)))
+        return out
+
+    assert functions._SCAN == 16
+    usual = read()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(functions, "_SCAN", 0 if len(state.buckets) <= 16 else 1 << 30)
+        assert read() == usual
