@@ -237,7 +237,7 @@ def test_the_cached_bucket_encoding_follows_every_change_of_the_bucket() -> None
 def test_buckets_written_out_of_order_decode_ascending() -> None:
     """A state written before the buckets were kept in order (an out-of-order event had opened
     an older bucket last) decodes with ascending buckets, equal to the state."""
-    st = CustomerState("c-1")
+    st: CustomerState | None = None
     engine = Engine(RETAIL)
     for ts in (T0 + 3 * DAY, T0 + 4 * DAY, T0 + DAY):
         st = engine.apply(st, purchase(ts, 10.0), T0 + 5 * DAY).state
