@@ -639,7 +639,7 @@ def _fast_event(raw: bytes | bytearray | memoryview | str, currency: str) -> Eve
         event.order_id = w.order_id
         if w.items:
             items = []
-            for i in w.items:  # new_item, inlined
+            for i in w.items:  # new_item, inlined: a call per item is +1.9% on purchase logs
                 item = _new(_ItemTwin)
                 item.sku = i.sku
                 item.category = i.category

@@ -110,12 +110,10 @@ def fold_event(st: CustomerState, ev: Any, resolution_ms: int, points: dict[str,
     buckets = st.buckets
     bucket = buckets.get(b)
     if bucket is None:
-        bucket = Bucket()
-        if buckets and b < next(reversed(buckets)):  # older than the newest: keep the order
-            buckets[b] = bucket
+        newest = next(reversed(buckets), None)
+        bucket = buckets[b] = Bucket()
+        if newest is not None and b < newest:  # an older bucket opened late: keep the order
             st.buckets = dict(sorted(buckets.items()))
-        else:
-            buckets[b] = bucket
     else:
         bucket.enc = None
     types = bucket.types
