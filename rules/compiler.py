@@ -56,6 +56,9 @@ class Crossing:
     op: str = ""  # the comparison (== for an `in` item): only its flips count
     # a model term against a number: ctx -> estimated instant of the crossing (rules/predictive)
     root: Callable[[Ctx], float | None] | None = None
+    # `engagement_score() <op> number`: diff = engagement_at(st, t, half_life_ms) - const,
+    # solved from the state's score (`decay_flip`)
+    decay: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +181,7 @@ class _Node:
     falls: Callable[[Ctx], int | None] | None = None  # next change of a bare falling term
     amount: int | None = None  # a bare purchase_amount(w): its window in buckets
     root: Callable[[Ctx, float], float | None] | None = None  # a bare model term (Term.root)
+    decay: bool = False  # a bare engagement_score() (Term.decays)
 
 
 def _combine(a: int | None, b: int | None) -> int | None:
@@ -288,7 +292,7 @@ class _Compiler:
                 return None
             return (x, y) if x <= y else (y, x)
         return _Node(f, term.mono, term.form or ("lin" if term.mono > 0 else "exp"),
-                     ifn=mono_bounds, anchor=term.anchor, root=term.root)
+                     ifn=mono_bounds, anchor=term.anchor, root=term.root, decay=term.decays)
 
     def _unary(self, node: ast.Unary) -> _Node:
         inner = self.compile(node.operand)
@@ -375,13 +379,15 @@ class _Compiler:
                 self.out.coarse = True
                 bounds = _iarith("-", left.ifn, right.ifn)
         anchor = None
-        if left.anchor is not None and right.is_literal and type(right.literal) in _NUM:
+        number = right.is_literal and type(right.literal) in _NUM
+        if left.anchor is not None and number:
             anchor = left.anchor
+        decay = left.decay and number
         self.out.crossings.append(Crossing(
             _arith("-", left.fn, right.fn, right), mono, form,
             self.settings.engagement.half_life_ms,
-            bounds, anchor, right.literal if anchor is not None else 0.0,
-            op if anchor is not None else "", _root(left, right)))
+            bounds, anchor, right.literal if anchor is not None or decay else 0.0,
+            op if anchor is not None else "", _root(left, right), decay))
 
     def _in(self, node: ast.In) -> _Node:
         inner = self.compile(node.operand)

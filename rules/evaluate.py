@@ -127,6 +127,16 @@ def _first_flip(expr: DueParts, ctx: Ctx, scratch: Ctx, hi: int) -> int | None:
             if flip is not None and flip <= top:
                 best = flip
             continue
+        if c.decay:  # engagement_score() against a number: from the state's score
+            top = hi if best is None else best - 1
+            if top <= t0:
+                break
+            st = ctx.st
+            at = decay_flip(st.eng_score, st.eng_ref, c.half_life_ms, c.const, t0, top)
+            if at != _GENERAL:
+                if at is not None:
+                    best = at
+                continue
         d0 = c.diff(ctx)
         if d0 is None:
             continue
@@ -135,7 +145,7 @@ def _first_flip(expr: DueParts, ctx: Ctx, scratch: Ctx, hi: int) -> int | None:
         if top <= t0:
             break
         if c.mono is None and c.form == "mono":  # direction unknown: branch and bound
-            at: int | None
+            at = None
             if c.bounds is None:
                 at = (ctx.bnow + 1) * ctx.r  # no bounds (non-numeric parts): every bucket
             else:
@@ -152,35 +162,67 @@ def _first_flip(expr: DueParts, ctx: Ctx, scratch: Ctx, hi: int) -> int | None:
             d = c.diff(scratch.at(t))
             return d is None or _sign(d) != s0
 
-        lo, up = t0, top  # sign at lo is s0, at up it is not
         g = c.root(ctx) if c.root is not None else _guess(c, t0, d0, top, dtop)
-        if g is not None and g == g:  # not NaN
-            gi = min(max(int(g), t0 + 1), top)
-            step = 1
-            if flipped(gi):
-                up = gi
-                while up - step > lo:
-                    if not flipped(up - step):
-                        lo = up - step
-                        break
-                    up -= step
-                    step *= 2
-            else:
-                lo = gi
-                while lo + step < up:
-                    if flipped(lo + step):
-                        up = lo + step
-                        break
-                    lo += step
-                    step *= 2
-        while up - lo > 1:
-            mid = (lo + up) // 2
-            if flipped(mid):
-                up = mid
-            else:
-                lo = mid
-        best = up
+        best = _pinpoint(flipped, t0, top, g)
     return best
+
+
+def _pinpoint(flipped: Callable[[int], bool], lo: int, up: int, g: float | None) -> int:
+    """The first instant in (lo, up] at which `flipped` holds, given that it does not at lo
+    and does at up and changes once in between: from the estimate g (a closed-form root),
+    gallop to a bracket, then bisect to the millisecond."""
+    if g is not None and math.isfinite(g):
+        gi = min(max(int(g), lo + 1), up)
+        step = 1
+        if flipped(gi):
+            up = gi
+            while up - step > lo:
+                if not flipped(up - step):
+                    lo = up - step
+                    break
+                up -= step
+                step *= 2
+        else:
+            lo = gi
+            while lo + step < up:
+                if flipped(lo + step):
+                    up = lo + step
+                    break
+                lo += step
+                step *= 2
+    while up - lo > 1:
+        mid = (lo + up) // 2
+        if flipped(mid):
+            up = mid
+        else:
+            lo = mid
+    return up
+
+
+_GENERAL = -1  # decay_flip: no closed form here, take the general way
+
+
+def decay_flip(score: float, ref: int, half_life_ms: int, y: float, now: int,
+               top: int) -> int | None:
+    """First instant in (now, top] at which the sign of engagement_at(t) - y changes, None if
+    none, _GENERAL if this case is left to the general search (a score or a threshold <= 0:
+    the value may only reach y by underflowing to 0). The value is
+    score * 2^(-(t - ref) / half_life), computed as `engagement_at` computes it, falling with
+    t: the same instant `_first_flip` finds through the expression, without evaluating it."""
+    if score == 0.0:
+        return None  # 0 at every instant: -y throughout
+    if score < 0.0 or y <= 0:
+        return _GENERAL
+
+    def sign_at(t: int) -> int:
+        d = score * 2.0 ** (-(t - ref) / half_life_ms) - y
+        return (d > 0) - (d < 0)
+
+    s0 = sign_at(now)
+    if s0 < 0 or sign_at(top) == s0:  # under y and falling, or no change before top
+        return None
+    return _pinpoint(lambda t: sign_at(t) != s0, now, top,
+                     ref + half_life_ms * math.log2(score / y))
 
 
 # Step instants looked at ahead when a timer fires (after an event the next step is taken as it
@@ -189,13 +231,15 @@ TIMER_LOOKAHEAD = 2
 
 
 def segment_due(seg: CompiledSegment, ctx: Ctx, scratch: Ctx, entered_at: int | None,
-                lookahead: int = 0) -> int | None:
+                lookahead: int = 0, probes: dict[int, Ctx] | None = None) -> int | None:
     """Earliest instant after ctx.t at which time alone may change seg's candidate.
 
     Walks the step instants (window edges, RFM thresholds) ahead in order and stops at the
     first where the expression's value changes, so a bucket leaving a window that cannot flip
     the answer (`purchase_count(365d) >= 1` with several purchases) costs no timer; between
-    steps, time-continuous comparisons are solved for their exact crossing instant."""
+    steps, time-continuous comparisons are solved for their exact crossing instant. `probes`:
+    contexts at the instants looked at, shared by the segments of one evaluation (the four
+    rfm_segment() cells step to the same instants: their values there are computed once)."""
     t = ctx.t
     expr = seg.exit_when if (entered_at is not None and seg.exit_when is not None) else seg.when
     dwell_at: int | None = None
@@ -209,15 +253,15 @@ def segment_due(seg: CompiledSegment, ctx: Ctx, scratch: Ctx, entered_at: int | 
         return _next_at(parts, ctx, scratch, dwell_at)[0]
     current = expr.fn(ctx) if steps else None
     here = ctx
-    probe: Ctx | None = None
+    if probes is None:
+        probes = {}
     for step in range(lookahead + 1):
         at, final = _next_at(parts, here, scratch, dwell_at)
         if final or step == lookahead or at is None:
             return at
+        probe = probes.get(at)
         if probe is None:
-            probe = Ctx(ctx.st, at, ctx.r, ctx.cands, ctx.groups_before)
-        else:
-            probe.at(at)
+            probe = probes[at] = Ctx(ctx.st, at, ctx.r, ctx.cands, ctx.groups_before)
         if expr.fn(probe) != current:
             return at
         here = probe
@@ -378,6 +422,7 @@ def _set_dues(st: CustomerState, segs: Iterable[CompiledSegment], ctx: Ctx,
     members = st.members
     t = ctx.t
     scratch: Ctx | None = None  # a second context for probing other instants, made on demand
+    probes: dict[int, Ctx] = {}  # contexts at the instants segment_due looks at (timers only)
     for seg in segs:
         if seg.timeless:
             if due:
@@ -386,7 +431,7 @@ def _set_dues(st: CustomerState, segs: Iterable[CompiledSegment], ctx: Ctx,
         if lookahead:
             if scratch is None:
                 scratch = Ctx(st, t, ctx.r, ctx.cands, ctx.groups_before)
-            at = segment_due(seg, ctx, scratch, members.get(seg.id), lookahead)
+            at = segment_due(seg, ctx, scratch, members.get(seg.id), lookahead, probes)
         else:  # segment_due without probing ahead, inlined: the path of every event
             entered_at = members.get(seg.id)
             if entered_at is None:

@@ -62,6 +62,9 @@ class Term:
     root: Callable[[Ctx, float], float | None] | None = None
     # ctx -> extra `why` entries (a model's inputs)
     explain: Callable[[Ctx], dict[str, Any]] | None = None
+    # engagement_score(): the value is engagement_at(st, t, half_life) (model/state.py), so a
+    # comparison with a number is solved from the state's score directly (`decay_flip`)
+    decays: bool = False
 
 
 # ---------------------------------------------------------------- window machinery
@@ -636,7 +639,7 @@ def _engagement(text: str, settings: RuleSettings) -> Term:
     hl = settings.engagement.half_life_ms
     reads = [t for t, p in settings.engagement.points.items() if p]
     return Term(text, lambda ctx: engagement_at(ctx.st, ctx.t, hl), frozenset(reads), "cont",
-                mono=-1)
+                mono=-1, decays=True)
 
 
 def _first_instant_after(last: int, days: float) -> int:

@@ -8,7 +8,9 @@
 - the rule-language conveniences: count(w), count([...], w), purchase_amount(w, category=...);
 - a rule roll-out in the middle of a stream (Engine.reevaluate), against a reference that
   switches its rule file at the same instant;
-- `days_flip`, the closed form of a days_since_*() threshold, against its definition.
+- `days_flip`, the closed form of a days_since_*() threshold, against its definition;
+- `decay_flip`, an engagement_score() threshold solved from the state's score, against its
+  definition.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from model.events import Event
-from rules.evaluate import days_flip
+from rules.evaluate import _GENERAL, days_flip, decay_flip
 from rules.model import DAY_MS, HOUR_MS, RuleFile, RuleSettings, SegmentDef
 from rules.parser import parse_expression
 from rules.ruleset import RuleSet
@@ -243,3 +245,34 @@ def test_days_flip_is_the_first_instant_the_comparison_changes(
     assert at > now
     assert value(at) != value(now)
     assert at - 1 == now or value(at - 1) == value(now)
+
+
+@settings(max_examples=800, deadline=None)
+@given(score=st.one_of(st.sampled_from([0.0, 0.2, 1.0, 20.0, 30.0, 1e6]),
+                       st.floats(1e-6, 1e5, allow_nan=False)),
+       y=st.one_of(st.sampled_from([0, 0.2, 1, 20, 30]), st.floats(-5, 1e5, allow_nan=False)),
+       half_life=st.sampled_from([1, HOUR_MS, 14 * DAY_MS]), ref=st.integers(0, 10**13),
+       ahead=st.integers(0, 400 * DAY_MS), span=st.integers(1, 1000 * DAY_MS),
+       exact=st.booleans())
+def test_decay_flip_is_the_first_instant_the_sign_changes(
+        score: float, y: float, half_life: int, ref: int, ahead: int, span: int,
+        exact: bool) -> None:
+    def sign(t: int) -> int:  # of engagement_at(t) - y, computed as model/state.py does
+        d = (score * 2.0 ** (-(t - ref) / half_life) if score else 0.0) - y
+        return (d > 0) - (d < 0)
+
+    now = ref + ahead  # never before ref: the score's instant is that of an event folded in
+    if exact and score > 0 and y > 0:  # start just before the crossing
+        at = decay_flip(score, ref, half_life, y, ref, ref + 10**15)
+        now = at - 1 if at not in (None, _GENERAL) else now
+    top = now + span
+    at = decay_flip(score, ref, half_life, y, now, top)
+    if at == _GENERAL:  # left to the general search: only scores or thresholds <= 0
+        assert score < 0 or y <= 0
+        return
+    if at is None:  # no change up to top: the value only falls, so the sign there tells
+        assert sign(top) == sign(now) or sign(now) < 0
+        return
+    assert now < at <= top
+    assert sign(at) != sign(now)
+    assert sign(at - 1) == sign(now)
