@@ -361,6 +361,7 @@ def evaluate(rs: RuleSet, st: CustomerState, t: int, dirty: Iterable[CompiledSeg
             groups_touched = [g]
         elif g not in groups_touched:
             groups_touched.append(g)
+    moves: dict[str, dict[str, str | None]] = {}  # group -> {"from", "to"} where it changed
     if groups_touched:
         for g in groups_touched:
             ids = rs.groups[g]
@@ -369,6 +370,13 @@ def evaluate(rs: RuleSet, st: CustomerState, t: int, dirty: Iterable[CompiledSeg
                 if sid in cands:
                     first = sid
                     break
+            before = None
+            for sid in ids:
+                if sid in members:
+                    before = sid
+                    break
+            if before != first:
+                moves[g] = {"from": before, "to": first}
             for sid in ids:
                 if (sid == first) != (sid in members):
                     (entered if sid == first else exited).append(sid)
@@ -382,7 +390,6 @@ def evaluate(rs: RuleSet, st: CustomerState, t: int, dirty: Iterable[CompiledSeg
             details[sid] = _detail(rs.by_id[sid], ctx, False)
         for sid in exited:
             details[sid] = _detail(rs.by_id[sid], ctx, True)
-    groups = _group_moves(rs, groups_touched or (), members, ctx)
     for sid in exited:
         del members[sid]
     for sid in entered:
@@ -412,7 +419,7 @@ def evaluate(rs: RuleSet, st: CustomerState, t: int, dirty: Iterable[CompiledSeg
     return SegmentChange(
         customer_id=st.customer_id, seq=st.seq, at=t, cause=cause, rules_version=rs.version,
         entered=tuple(sorted(entered)), exited=tuple(sorted(exited)),
-        segments=tuple(sorted(members)), groups=groups, details=details)
+        segments=tuple(sorted(members)), groups=moves, details=details)
 
 
 def _set_dues(st: CustomerState, segs: Iterable[CompiledSegment], ctx: Ctx,
@@ -459,15 +466,3 @@ def _set_dues(st: CustomerState, segs: Iterable[CompiledSegment], ctx: Ctx,
             due.pop(seg.id, None)
         else:
             due[seg.id] = at
-
-
-def _group_moves(rs: RuleSet, touched: Iterable[str], members: dict[str, int],
-                 ctx: Ctx) -> dict[str, dict[str, str | None]]:
-    out: dict[str, dict[str, str | None]] = {}
-    for g in touched:
-        ids = rs.groups[g]
-        before = next((s for s in ids if s in members), None)
-        after = next((s for s in ids if ctx.member(s)), None)
-        if before != after:
-            out[g] = {"from": before, "to": after}
-    return out

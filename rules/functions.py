@@ -138,12 +138,17 @@ def _type_count(ctx: Ctx, etype: str, nb: int) -> int:
 
 
 def _distinct(ctx: Ctx, nb: int, attr: str) -> int:
+    key = (attr, nb)  # read by the condition, then by its due (`_falling_atom`): once
+    hit = ctx.cache.get(key)
+    if hit is not None:
+        return hit
     seen: set[str] = set()
     for _, bk in _window(ctx, nb):
         s = getattr(bk, attr)
         if s:
             seen |= s
-    return len(seen)
+    n = ctx.cache[key] = len(seen)
+    return n
 
 
 _MISS = object()
