@@ -342,17 +342,24 @@ def counter_flip(nb: int, parts: tuple[Callable[[Bucket], int], ...],
     buckets (or a sum of such counts) and y a number: the first instant at which time alone
     changes the comparison, or None. The count only drops, one bucket at a time as the window
     slides past it, so its values ahead are known from the buckets now (ints: exactly the values
-    the condition will compute there)."""
-    key = _COUNTER_KEYS.setdefault((nb, parts), object())  # atoms over one count share a scan
+    the condition will compute there). An ordered comparison that is the same now and at 0 (the
+    end of the fall) is the same all along: no walk (`purchase_count(365d) >= 2` false now)."""
     spec = _PART_SPEC.get(parts[0]) if len(parts) == 1 else None
     etype = spec[1] if spec is not None and spec[0] == "type" else None
     attr = spec[1] if spec is not None and spec[0] == "attr" else None
+    ordered = test in (operator.ge, operator.gt, operator.le, operator.lt)
+    at_end = bool(test(y, 0) if swapped else test(0, y))
+    total_now = _count_now(nb, parts, etype, attr)
 
-    def counts(ctx: Ctx) -> tuple[list[tuple[int, int]], int]:
-        found: list[tuple[int, int]] = []  # oldest first
-        total = 0
-        c: int
+    def flip(ctx: Ctx) -> int | None:
+        total = total_now(ctx)
+        if not total:  # nothing in the window: nothing leaves it
+            return None
+        now = bool(test(y, total) if swapped else test(total, y))
+        if ordered and now == at_end:
+            return None
         lo = ctx.bnow - nb
+        c: int
         buckets = ctx.st.buckets
         for b, bk in buckets.items() if len(buckets) <= _SCAN else _window(ctx, nb):
             if b <= lo:
@@ -366,31 +373,40 @@ def counter_flip(nb: int, parts: tuple[Callable[[Bucket], int], ...],
                 for part in parts:
                     c += part(bk)
             if c:
-                found.append((b, c))
-                total += c
-        out = (found, total)
-        ctx.cache[key] = out
-        return out
-
-    def flip(ctx: Ctx) -> int | None:
-        hit = ctx.cache.get(key)
-        found, total = counts(ctx) if hit is None else hit
-        if not found:
-            return None
-        if swapped:
-            now = test(y, total)
-            for b, c in found:
                 total -= c
-                if test(y, total) != now:
+                if bool(test(y, total) if swapped else test(total, y)) != now:
                     return (b + nb) * ctx.r
-            return None
-        now = test(total, y)
-        for b, c in found:
-            total -= c
-            if test(total, y) != now:
-                return (b + nb) * ctx.r
         return None
     return flip
+
+
+def _count_now(nb: int, parts: tuple[Callable[[Bucket], int], ...], etype: str | None,
+               attr: str | None) -> Callable[[Ctx], int]:
+    """The count `counter_flip` starts from, read through the cache the condition filled when
+    there is one (a type's count, purchase or refund count), else summed once per instant for
+    every atom over the same count."""
+    if etype is not None:
+        return lambda ctx: _type_count(ctx, etype, nb)
+    if attr == "pc":
+        return lambda ctx: _sums(ctx, nb)[1]
+    if attr == "rc":
+        return lambda ctx: _sums(ctx, nb)[3]
+    key = _COUNTER_KEYS.setdefault((nb, parts), object())
+
+    def total(ctx: Ctx) -> int:
+        hit = ctx.cache.get(key)
+        if hit is not None:
+            return hit
+        n = 0
+        lo = ctx.bnow - nb
+        buckets = ctx.st.buckets
+        for b, bk in buckets.items() if len(buckets) <= _SCAN else _window(ctx, nb):
+            if b > lo:
+                for part in parts:
+                    n += part(bk)
+        ctx.cache[key] = n
+        return n
+    return total
 
 
 def _purchase_amount(text: str, nb: int) -> Term:

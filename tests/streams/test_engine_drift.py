@@ -37,6 +37,12 @@ TIMED = [
     ('count("page_view", {w}h) >= {n}', True),
     ("count({w}h) >= {n}", True),
     ('count(["page_view", "email_open", "purchase"], {w}h) >= {n}', True),
+    # window counts under the other comparisons (counter_flip: == and != walk, the ordered
+    # ones stop early when the count at 0 would give the same answer)
+    ("purchase_count({w}h) == {n}", False),
+    ('count("page_view", {w}h) != {n}', False),
+    ('{n} > count(["page_view", "email_open"], {w}h)', False),
+    ("refund_count({w}h) <= {n}", False),
     ('purchase_amount({w}h, category="a") >= {n}', True),
     ('purchase_amount({w}h, category="b") > 0', False),
     ("days_since_last_purchase() > {d}", False),
