@@ -80,6 +80,7 @@ class _Leaf:
     steps: tuple[Callable[[Ctx], int | None], ...]
     crossings: tuple[Crossing, ...]
     atoms: tuple[Callable[[Ctx], int | None], ...] = ()
+    node: ast.Expr | None = None  # an atom's comparison (see `_generate_parts`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,7 +246,7 @@ class _Compiler:
         atom = self._atoms.get(id(node))
         if atom is not None:  # a comparison over window counts: its exact next change
             self._leaf_count += 1
-            return _Leaf(self._leaf_count, (), (), (atom,))
+            return _Leaf(self._leaf_count, (), (), (atom,), node)
         steps: list[Callable[[Ctx], int | None]] = []
         for c in ast.calls(node):
             nc = self._terms[c.text].next_change
@@ -632,7 +633,12 @@ _MAX_LEAVES = 12  # beyond that, the parts of each combination are built when fi
 def _generate_parts(plan: _Leaf | _Junction, terms: dict[str, Term]) -> Callable[
         [Ctx], DueParts | None]:
     """`due_parts` as one generated function: the time-less parts are tested (as generated
-    conditions), the live leaves make a bit mask, the mask picks precomputed DueParts."""
+    conditions), the live leaves make a bit mask, the mask picks precomputed DueParts.
+
+    An atom (a comparison over a window count or amount) whose next change is None cannot
+    change before the next event either: inside an `and` it settles the junction when false
+    (`count("add_to_cart", 2d) >= 1 and purchase_count(2d) == 0` with no cart in the window:
+    a purchase leaving the window is no reason to look again), inside an `or` when true."""
     leaves = _leaves(plan)
     bit = {leaf.index: i for i, leaf in enumerate(leaves)}
     g = _Gen(terms)
@@ -652,6 +658,20 @@ def _generate_parts(plan: _Leaf | _Junction, terms: dict[str, Term]) -> Callable
         elif conds and node.op == "or":
             lines.append(f"{indent}if not ({' or '.join(conds)}):")
             indent += "    "
+        if node.op in ("and", "or") and len(node.timed) > 1:
+            live = []  # per atom child: "it does not settle the junction"
+            for child in node.timed:
+                if isinstance(child, _Leaf) and child.node is not None:
+                    code = g.expr(child.node)
+                    value = code if _is_bool(child.node) else f"({code} is True)"
+                    atom = g.bind(child.atoms[0])
+                    if node.op == "and":  # the value first: cached window reads
+                        live.append(f"({value} or {atom}(ctx) is not None)")
+                    else:
+                        live.append(f"(not {value} or {atom}(ctx) is not None)")
+            if live:
+                lines.append(f"{indent}if {' and '.join(live)}:")
+                indent += "    "
         for child in node.timed:
             emit(child, indent)
 
