@@ -358,6 +358,11 @@ def counter_flip(nb: int, parts: tuple[Callable[[Bucket], int], ...],
         now = bool(test(y, total) if swapped else test(total, y))
         if ordered and now == at_end:
             return None
+        cache = ctx.cache  # a walk is looked up again by the due plan (`_generate_parts`)
+        out = cache.get(flip, _MISS)
+        if out is not _MISS:
+            return out
+        out = None
         lo = ctx.bnow - nb
         c: int
         buckets = ctx.st.buckets
@@ -375,8 +380,10 @@ def counter_flip(nb: int, parts: tuple[Callable[[Bucket], int], ...],
             if c:
                 total -= c
                 if bool(test(y, total) if swapped else test(total, y)) != now:
-                    return (b + nb) * ctx.r
-        return None
+                    out = (b + nb) * ctx.r
+                    break
+        cache[flip] = out
+        return out
     return flip
 
 
@@ -477,9 +484,13 @@ def amount_flip(nb: int, fn: Callable[[Ctx], Value], test: Callable[[Any, Any], 
             # larger, in floats too, so the amount goes down to 0 monotonically, and a
             # threshold true (false) at both ends of the way stays so all along
             return None
-        buckets = ctx.st.buckets
-        return walk(ctx, now, pa, ra,
-                    buckets.items() if len(buckets) <= _SCAN else _window(ctx, nb))
+        cache = ctx.cache  # a walk is looked up again by the due plan (`_generate_parts`)
+        out = cache.get(flip, _MISS)
+        if out is _MISS:
+            buckets = ctx.st.buckets
+            out = cache[flip] = walk(
+                ctx, now, pa, ra, buckets.items() if len(buckets) <= _SCAN else _window(ctx, nb))
+        return out
     return flip
 
 
