@@ -43,6 +43,10 @@ TIMED = [
     ('count("page_view", {w}h) != {n}', False),
     ('{n} > count(["page_view", "email_open"], {w}h)', False),
     ("refund_count({w}h) <= {n}", False),
+    # low thresholds: counter_flip walks from the newest buckets
+    ("count({w}h) >= 1", True),
+    ('0 < count("page_view", {w}h)', False),
+    ("purchase_count({w}h) < 1", False),
     ('purchase_amount({w}h, category="a") >= {n}', True),
     ('purchase_amount({w}h, category="b") > 0', False),
     ("days_since_last_purchase() > {d}", False),
