@@ -153,7 +153,8 @@ def test_a_window_reads_exactly_its_buckets_oldest_first(hours: list[int], at: i
 
 WINDOW_TERMS = [("purchase_amount", ()), ("purchase_count", ()), ("refund_amount", ()),
                 ("refund_count", ()), ("count", ("page_view",)), ("count", ()),
-                ("sessions", ()), ("distinct_categories", ()), ("page_views", ())]
+                ("sessions", ()), ("distinct_categories", ()), ("page_views", ()),
+                ("growth_ratio", ())]
 
 
 @settings(max_examples=150, deadline=None)
@@ -194,3 +195,29 @@ def test_window_reads_agree_with_and_without_skipping(hours: list[int], at: int,
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(functions, "_SCAN", 0 if len(state.buckets) <= 16 else 1 << 30)
         assert read() == usual
+
+
+@pytest.mark.parametrize("w", [1, 3, 10, 24])
+def test_growth_ratio_of_a_long_history_reads_exactly_its_two_windows(w: int) -> None:
+    """growth_ratio(w) of a state of more than _SCAN buckets (read through _window): the net
+    amount of the last w buckets over that of the w before, each bucket counted once, in
+    order, at every hour of a 50-hour history."""
+    state = _state([(T0 + h * HOUR_MS, "purchase" if h % 4 else "refund", 1.0 + h)
+                    for h in range(0, 50)])
+    assert len(state.buckets) > 16
+    term = build_term("growth_ratio", (w * HOUR_MS,), "g", RuleSettings(
+        currency="PLN", resolution_ms=HOUR_MS))
+
+    def net(lo: int, hi: int) -> float:
+        total = 0.0
+        for b, bk in sorted(state.buckets.items()):
+            if lo < b <= hi:
+                total += bk.pa - bk.ra
+        return total
+
+    for h in range(0, 60):
+        t = T0 + h * HOUR_MS
+        bnow = t // HOUR_MS
+        prev = net(bnow - 2 * w, bnow - w)
+        want = None if not prev else net(bnow - w, bnow) / prev
+        assert term.fn(Ctx(state, t, HOUR_MS)) == want, h

@@ -43,6 +43,7 @@ TIMED = [
     ('count("page_view", {w}h) != {n}', False),
     ('{n} > count(["page_view", "email_open"], {w}h)', False),
     ("refund_count({w}h) <= {n}", False),
+    ("growth_ratio({w}h) >= 1.5", False),
     # low thresholds: counter_flip walks from the newest buckets
     ("count({w}h) >= 1", True),
     ('0 < count("page_view", {w}h)', False),
@@ -57,6 +58,11 @@ TIMED = [
     ("sessions({w}h) >= 2", False),
     ("open_rate({w}h) >= 0.5", False),
     ("rfm_r() >= 4", False),
+    # RFM terms whose future values are known (Term.ahead): exact next changes
+    ('rfm_segment() == "champions"', False),
+    ('rfm_segment() not in ["lost", "hibernating", "about_to_sleep"]', False),
+    ("rfm_f() < 3", False),
+    ("3 <= rfm_r()", False),
     ('rfm_segment() in ["new", "promising", "potential_loyalist", "champions"]', False),
 ]
 FIXED = [
