@@ -366,33 +366,17 @@ def counter_flip(nb: int, parts: tuple[Callable[[Bucket], int], ...],
         lo = ctx.bnow - nb
         c: int
         buckets = ctx.st.buckets
-        if ordered and 2 * abs(y) < total:
-            # a low threshold: the newest buckets decide (`purchase_count(365d) >= 1`: the
-            # answer flips when the newest bucket with a purchase leaves), so walk from them.
-            # Removing a bucket and every older one leaves what the newer ones hold; the
-            # comparison flips once, so the answer is the oldest bucket after which that is
-            # no longer `now`.
-            rest = 0
-            for b, bk in reversed(buckets.items()):
-                if b <= lo:
-                    break
-                if etype is not None:
-                    c = bk.types.get(etype, 0)
-                elif attr is not None:
-                    c = getattr(bk, attr)
-                else:
-                    c = 0
-                    for part in parts:
-                        c += part(bk)
-                if c:
-                    if bool(test(y, rest) if swapped else test(rest, y)) == now:
-                        break
-                    out = (b + nb) * ctx.r
-                    rest += c
-            cache[flip] = out
-            return out
-        for b, bk in buckets.items() if len(buckets) <= _SCAN else _window(ctx, nb):
+        # A low threshold is decided by the newest buckets (`purchase_count(365d) >= 1` flips
+        # when the newest bucket with a purchase leaves): walk from them. Removing a bucket
+        # and every older one leaves what the newer ones hold (`rest`); the comparison flips
+        # once, so the answer is the oldest bucket after which that is no longer `now`.
+        newest = ordered and 2 * abs(y) < total
+        rest = 0
+        for b, bk in (reversed(buckets.items()) if newest else buckets.items()
+                      if len(buckets) <= _SCAN else _window(ctx, nb)):
             if b <= lo:
+                if newest:
+                    break
                 continue
             if etype is not None:
                 c = bk.types.get(etype, 0)
@@ -402,7 +386,14 @@ def counter_flip(nb: int, parts: tuple[Callable[[Bucket], int], ...],
                 c = 0
                 for part in parts:
                     c += part(bk)
-            if c:
+            if not c:
+                continue
+            if newest:
+                if bool(test(y, rest) if swapped else test(rest, y)) == now:
+                    break
+                out = (b + nb) * ctx.r
+                rest += c
+            else:
                 total -= c
                 if bool(test(y, total) if swapped else test(total, y)) != now:
                     out = (b + nb) * ctx.r
