@@ -20,7 +20,7 @@ from typing import Any
 
 from model.changes import CAUSE_EVENT, Cause, SegmentChange
 from model.events import Event
-from model.state import CustomerState
+from model.state import CustomerState, engagement_at
 from rules.compiler import Crossing, DueParts
 from rules.context import Ctx
 from rules.model import DAY_MS
@@ -115,24 +115,20 @@ def _first_flip(expr: DueParts, ctx: Ctx, scratch: Ctx, hi: int) -> int | None:
     best: int | None = None
     t0 = ctx.t
     for c in expr.crossings:
+        top = hi if best is None else best - 1  # only an earlier flip matters now
+        if top <= t0:
+            break
         anchor = c.anchor
         if anchor is not None:  # days_since_*() against a number: solved directly
             ts = anchor(ctx)
             if ts is None:
                 continue
-            top = hi if best is None else best - 1
-            if top <= t0:
-                break
             flip = days_flip(ts, c.const, t0, c.op)
             if flip is not None and flip <= top:
                 best = flip
             continue
         if c.decay:  # engagement_score() against a number: from the state's score
-            top = hi if best is None else best - 1
-            if top <= t0:
-                break
-            st = ctx.st
-            at = decay_flip(st.eng_score, st.eng_ref, c.half_life_ms, c.const, t0, top)
+            at = decay_flip(ctx.st, c.half_life_ms, c.const, t0, top)
             if at != _GENERAL:
                 if at is not None:
                     best = at
@@ -141,9 +137,6 @@ def _first_flip(expr: DueParts, ctx: Ctx, scratch: Ctx, hi: int) -> int | None:
         if d0 is None:
             continue
         s0 = _sign(d0)
-        top = hi if best is None else best - 1
-        if top <= t0:
-            break
         if c.mono is None and c.form == "mono":  # direction unknown: branch and bound
             at = None
             if c.bounds is None:
@@ -202,27 +195,29 @@ def _pinpoint(flipped: Callable[[int], bool], lo: int, up: int, g: float | None)
 _GENERAL = -1  # decay_flip: no closed form here, take the general way
 
 
-def decay_flip(score: float, ref: int, half_life_ms: int, y: float, now: int,
+def decay_flip(st: CustomerState, half_life_ms: int, y: float, now: int,
                top: int) -> int | None:
-    """First instant in (now, top] at which the sign of engagement_at(t) - y changes, None if
-    none, _GENERAL if this case is left to the general search (a score or a threshold <= 0:
-    the value may only reach y by underflowing to 0). The value is
-    score * 2^(-(t - ref) / half_life), computed as `engagement_at` computes it, falling with
-    t: the same instant `_first_flip` finds through the expression, without evaluating it."""
+    """First instant in (now, top] at which the sign of engagement_at(st, t) - y changes, None
+    if none, _GENERAL if this case is left to the general search (a score or a threshold <= 0:
+    the value may only reach y by underflowing to 0). The value falls with t from the state's
+    score, so the closed-form root is exact up to rounding, and the millisecond is found by
+    `engagement_at` itself: the instant `_first_flip` finds through the expression, without
+    evaluating it."""
+    score = st.eng_score
     if score == 0.0:
         return None  # 0 at every instant: -y throughout
     if score < 0.0 or y <= 0:
         return _GENERAL
 
     def sign_at(t: int) -> int:
-        d = score * 2.0 ** (-(t - ref) / half_life_ms) - y
+        d = engagement_at(st, t, half_life_ms) - y
         return (d > 0) - (d < 0)
 
     s0 = sign_at(now)
     if s0 < 0 or sign_at(top) == s0:  # under y and falling, or no change before top
         return None
     return _pinpoint(lambda t: sign_at(t) != s0, now, top,
-                     ref + half_life_ms * math.log2(score / y))
+                     st.eng_ref + half_life_ms * math.log2(score / y))
 
 
 # Step instants looked at ahead when a timer fires (after an event the next step is taken as it
@@ -429,7 +424,7 @@ def _set_dues(st: CustomerState, segs: Iterable[CompiledSegment], ctx: Ctx,
     members = st.members
     t = ctx.t
     scratch: Ctx | None = None  # a second context for probing other instants, made on demand
-    probes: dict[int, Ctx] = {}  # contexts at the instants segment_due looks at (timers only)
+    probes: dict[int, Ctx] | None = None  # timers: contexts at the instants looked at
     for seg in segs:
         if seg.timeless:
             if due:
@@ -438,6 +433,7 @@ def _set_dues(st: CustomerState, segs: Iterable[CompiledSegment], ctx: Ctx,
         if lookahead:
             if scratch is None:
                 scratch = Ctx(st, t, ctx.r, ctx.cands, ctx.groups_before)
+                probes = {}
             at = segment_due(seg, ctx, scratch, members.get(seg.id), lookahead, probes)
         else:  # segment_due without probing ahead, inlined: the path of every event
             entered_at = members.get(seg.id)

@@ -138,7 +138,8 @@ def _type_count(ctx: Ctx, etype: str, nb: int) -> int:
 
 
 def _distinct(ctx: Ctx, nb: int, attr: str) -> int:
-    key = (attr, nb)  # read by the condition, then by its due (`_falling_atom`): once
+    key = (nb, attr)  # read by the condition, then by its due (`_falling_atom`): once
+    # ((nb, attr): never equal to _type_count's (event type, nb))
     hit = ctx.cache.get(key)
     if hit is not None:
         return hit

@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from model.events import Event
+from model.state import CustomerState, engagement_at
 from rules.evaluate import _GENERAL, days_flip, decay_flip
 from rules.model import DAY_MS, HOUR_MS, RuleFile, RuleSettings, SegmentDef
 from rules.parser import parse_expression
@@ -58,7 +59,7 @@ TIMED = [
     ("sessions({w}h) >= 2", False),
     ("open_rate({w}h) >= 0.5", False),
     ("rfm_r() >= 4", False),
-    # RFM terms whose future values are known (Term.ahead): exact next changes
+    # RFM cells and scores under other comparisons (== and not in, swapped)
     ('rfm_segment() == "champions"', False),
     ('rfm_segment() not in ["lost", "hibernating", "about_to_sleep"]', False),
     ("rfm_f() < 3", False),
@@ -273,16 +274,18 @@ def test_days_flip_is_the_first_instant_the_comparison_changes(
 def test_decay_flip_is_the_first_instant_the_sign_changes(
         score: float, y: float, half_life: int, ref: int, ahead: int, span: int,
         exact: bool) -> None:
-    def sign(t: int) -> int:  # of engagement_at(t) - y, computed as model/state.py does
-        d = (score * 2.0 ** (-(t - ref) / half_life) if score else 0.0) - y
+    state = CustomerState("c-1", eng_score=score, eng_ref=ref)
+
+    def sign(t: int) -> int:  # of engagement_score() - y at t, by its definition
+        d = engagement_at(state, t, half_life) - y
         return (d > 0) - (d < 0)
 
     now = ref + ahead  # never before ref: the score's instant is that of an event folded in
     if exact and score > 0 and y > 0:  # start just before the crossing
-        at = decay_flip(score, ref, half_life, y, ref, ref + 10**15)
+        at = decay_flip(state, half_life, y, ref, ref + 10**15)
         now = at - 1 if at not in (None, _GENERAL) else now
     top = now + span
-    at = decay_flip(score, ref, half_life, y, now, top)
+    at = decay_flip(state, half_life, y, now, top)
     if at == _GENERAL:  # left to the general search: only scores or thresholds <= 0
         assert score < 0 or y <= 0
         return
