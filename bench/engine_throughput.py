@@ -36,6 +36,7 @@ from bench.common import (
     rel,
     write_json,
 )
+from model.native import native_status
 from streams.runtime.gc_tuning import DEFAULT_THRESHOLD, tune_gc
 
 
@@ -96,6 +97,7 @@ def run(log: Path, rules_path: Path, *, quiet: bool = False, state_size: bool = 
     wall = wall2 - wall0
     st = sim.stats
     out.update({
+        "engine": native_status(),
         "wall_s": wall,
         "feed_s": wall1 - wall0,
         "finish_s": wall2 - wall1,
@@ -133,6 +135,7 @@ def run(log: Path, rules_path: Path, *, quiet: bool = False, state_size: bool = 
 def print_report(r: dict[str, Any]) -> None:
     print(f"log                  {r['log']} ({r['lines']:,} lines)")
     print(f"rules                {r['rules']} ({r['segments']} segments)")
+    print(f"engine               {r.get('engine', '?')}")
     if "parse_only" in r:
         p = r["parse_only"]
         print(f"parse_event alone    {p['events_per_s']:,.0f} events/s "

@@ -5,3 +5,7 @@ state codec (`codec`). No Kafka, Redis or clock; imports nothing of Segmenter's 
 
     model -> rules -> streams (engine, simulate) -> streams.runtime -> connectors -> segmenter (CLI)
 """
+
+from model.native import activate
+
+activate(__path__, __name__)  # the compiled build, when one matches the sources (model/native.py)

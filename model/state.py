@@ -15,7 +15,7 @@ bucket is the first: pruning and the walks that go oldest first need no sort.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 PURCHASE = "purchase"
 REFUND = "refund"
@@ -28,7 +28,8 @@ class Bucket:
     __slots__ = ("camt", "cats", "enc", "items", "pa", "pc", "ra", "rc", "sessions", "types")
     # the aggregates (what equality, repr and the codec see); `enc` is the codec's cache of this
     # bucket's encoding (model/codec.py), cleared by fold_event whenever the bucket changes
-    FIELDS = ("camt", "cats", "items", "pa", "pc", "ra", "rc", "sessions", "types")
+    FIELDS: ClassVar[tuple[str, ...]] = (
+        "camt", "cats", "items", "pa", "pc", "ra", "rc", "sessions", "types")
 
     def __init__(self) -> None:
         self.enc: Any = None

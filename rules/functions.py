@@ -823,20 +823,59 @@ def _attribute(text: str, settings: RuleSettings, name: str) -> Term:
     return _simple_event(text, lambda ctx: ctx.st.attributes.get(name), ("profile_update",))
 
 
+def _lifetime_amount_of(ctx: Ctx) -> Value:
+    return ctx.st.lifetime_amount
+
+
+def _lifetime_orders_of(ctx: Ctx) -> Value:
+    return ctx.st.lifetime_orders
+
+
+def _unsubscribed_of(ctx: Ctx) -> Value:
+    return ctx.st.unsubscribed
+
+
+def _first_seen_of(ctx: Ctx) -> int | None:
+    return ctx.st.first_seen
+
+
+# (named functions, not nested lambdas: mypyc compiles this module, see model/native.py)
+def _lifetime_amount(text: str, s: RuleSettings) -> Term:
+    return _simple_event(text, _lifetime_amount_of, PURCHASE_TYPES)
+
+
+def _lifetime_orders(text: str, s: RuleSettings) -> Term:
+    return _simple_event(text, _lifetime_orders_of, PURCHASE_TYPES)
+
+
+def _unsubscribed(text: str, s: RuleSettings) -> Term:
+    return _simple_event(text, _unsubscribed_of, ("email_unsubscribe",))
+
+
+def _days_since_last_purchase(text: str, s: RuleSettings) -> Term:
+    return _days_since(text, _days_last("purchase"), ("purchase",))
+
+
+def _days_since_first_purchase(text: str, s: RuleSettings) -> Term:
+    return _days_since(text, _days_first("purchase"), ("purchase",))
+
+
+def _days_since_last_of(text: str, s: RuleSettings, etype: str) -> Term:
+    return _days_since(text, _days_last(etype), (etype,))
+
+
+def _days_since_first_seen(text: str, s: RuleSettings) -> Term:
+    return _days_since(text, _first_seen_of, (FIRST_SEEN,))
+
+
 _SIMPLE: dict[str, Callable[..., Term]] = {
-    "lifetime_amount": lambda text, s: _simple_event(
-        text, lambda ctx: ctx.st.lifetime_amount, PURCHASE_TYPES),
-    "lifetime_orders": lambda text, s: _simple_event(
-        text, lambda ctx: ctx.st.lifetime_orders, PURCHASE_TYPES),
-    "unsubscribed": lambda text, s: _simple_event(
-        text, lambda ctx: ctx.st.unsubscribed, ("email_unsubscribe",)),
-    "days_since_last_purchase": lambda text, s: _days_since(
-        text, _days_last("purchase"), ("purchase",)),
-    "days_since_first_purchase": lambda text, s: _days_since(
-        text, _days_first("purchase"), ("purchase",)),
-    "days_since_last": lambda text, s, etype: _days_since(text, _days_last(etype), (etype,)),
-    "days_since_first_seen": lambda text, s: _days_since(
-        text, lambda ctx: ctx.st.first_seen, (FIRST_SEEN,)),
+    "lifetime_amount": _lifetime_amount,
+    "lifetime_orders": _lifetime_orders,
+    "unsubscribed": _unsubscribed,
+    "days_since_last_purchase": _days_since_last_purchase,
+    "days_since_first_purchase": _days_since_first_purchase,
+    "days_since_last": _days_since_last_of,
+    "days_since_first_seen": _days_since_first_seen,
     "engagement_score": _engagement,
     "rfm_r": _rfm("r"),
     "rfm_f": _rfm("f"),

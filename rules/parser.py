@@ -17,7 +17,7 @@ import functools
 import math
 import re
 from collections.abc import Callable
-from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from lark import Lark, Token, Transformer, Tree
@@ -79,7 +79,9 @@ _ESCAPES = {"n": "\n", "t": "\t", "r": "\r"}
 
 @functools.cache
 def _lark() -> Lark:
-    grammar = resources.files("rules").joinpath("expr.lark").read_text(encoding="utf-8")
+    # beside this file (not `resources.files("rules")`: with the compiled build the package's
+    # first path is the build's directory, model/native.py)
+    grammar = Path(__file__).with_name("expr.lark").read_text(encoding="utf-8")
     return Lark(grammar, parser="lalr", maybe_placeholders=True)
 
 

@@ -36,6 +36,9 @@ ensure_venv() {
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$ROOT[dev,rocksdb,models,outcome]"
     echo "$want" >"$stamp"
   fi
+  # the engine's hot modules compiled with mypyc (model/native.py); a no-op when up to date,
+  # skipped (plain Python) without a C compiler
+  "$VENV/bin/python" "$ROOT/scripts/build_native.py"
 }
 
 # Debian's redis-server, unless an external Redis is configured.

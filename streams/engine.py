@@ -17,6 +17,8 @@ from collections.abc import Iterable, MutableMapping
 from dataclasses import replace
 from typing import NamedTuple
 
+from mypy_extensions import mypyc_attr
+
 from model.changes import (
     CAUSE_ERASURE,
     CAUSE_RULES,
@@ -42,6 +44,8 @@ class Outcome(NamedTuple):
     rejection: Rejection | None = None
 
 
+# compiled by mypyc (model/native.py) and subclassed by plain Python (bench/instrument.py)
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Engine:
     def __init__(self, rules: RuleSet) -> None:
         self.rules = rules

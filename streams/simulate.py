@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from mypy_extensions import mypyc_attr
+
 from model.changes import SegmentChange
 from model.events import Event, Rejection, check_time, parse_event
 from model.state import CustomerState
@@ -42,6 +44,8 @@ def _ignore_reject(raw: bytes, rejection: Rejection) -> None:
     pass
 
 
+# compiled by mypyc (model/native.py) and subclassed by plain Python (streams/outcome.py)
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Simulator:
     def __init__(self, rules: RuleSet, *, until: int | None = None,
                  wall_now: int | None = None,

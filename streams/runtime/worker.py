@@ -30,6 +30,7 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError, ProducerFenced
 from aiokafka.structs import TopicPartition
 
+from model.native import native_status
 from rules.ruleset import RuleSet
 from streams.runtime.app import (
     DEAD_LETTERS,
@@ -146,8 +147,8 @@ class Worker:
         self.consumer.subscribe(list(self.inputs), listener=_Listener(self))
         await self.producer.start()
         await self.consumer.start()
-        log.info("worker %s joined group %s (%s, %s clock, %s store)", s.worker_id,
-                 s.group_id, s.processing_guarantee, s.clock, s.store)
+        log.info("worker %s joined group %s (%s, %s clock, %s store; engine %s)", s.worker_id,
+                 s.group_id, s.processing_guarantee, s.clock, s.store, native_status())
         try:
             await self._loop()
         finally:
