@@ -18,7 +18,6 @@ from aiokafka import AIOKafkaProducer
 
 from model.errors import ConfigError, RuleFileError
 from model.events import (
-    DEFAULT_FUTURE_TOLERANCE_MS,
     TOPIC_FOR_TYPE,
     Event,
     Rejection,
@@ -26,6 +25,7 @@ from model.events import (
     parse_dict,
     parse_event,
 )
+from model.wire import DEFAULT_FUTURE_TOLERANCE_MS
 from streams.runtime.settings import Settings
 
 DEFAULT_RETENTION_MS = 400 * 86_400_000  # rules.model.RuleSettings' default

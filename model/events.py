@@ -16,10 +16,23 @@ from dataclasses import MISSING, dataclass, field, fields, make_dataclass
 from datetime import UTC, date, datetime
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Annotated, Any, cast
+from typing import Any, cast
 
-import msgspec
 import orjson
+from mypy_extensions import mypyc_attr
+
+from model.wire import (
+    MAX_ATTRIBUTE_VALUE_LEN,
+    MAX_ATTRIBUTES,
+    MAX_ID_LEN,
+    MAX_ITEMS,
+    MAX_QUANTITY,
+    MAX_TS_MS,
+    MAX_TS_TEXT_LEN,
+    MAX_URL_LEN,
+    MIN_TS_MS,
+    fast_decode,
+)
 
 # --- types and families -------------------------------------------------------------------------
 
@@ -60,18 +73,7 @@ TOPIC_FOR_TYPE: Mapping[str, str] = MappingProxyType({
     **dict.fromkeys(sorted(PROFILE_TYPES), TOPIC_PROFILES),
 })
 
-# --- limits -------------------------------------------------------------------------------------
-
-MAX_ID_LEN = 128  # event_id, customer_id, order_id, campaign_id, session_id, sku, category
-MAX_URL_LEN = 2048
-MAX_ITEMS = 1000
-MAX_QUANTITY = 1_000_000
-MAX_ATTRIBUTES = 50
-MAX_ATTRIBUTE_VALUE_LEN = 1024
-MIN_TS_MS = 0  # 1970-01-01T00:00:00Z
-MAX_TS_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, the last instant RFC 3339 can write
-MAX_TS_TEXT_LEN = 64
-DEFAULT_FUTURE_TOLERANCE_MS = 5 * 60_000
+# --- limits: model/wire.py (MAX_ID_LEN, ..., shared with the fast path's schema) ----------
 
 
 class RejectReason(StrEnum):
@@ -138,6 +140,7 @@ class Attributes(Mapping[str, AttributeValue]):
         return (Attributes, (self._data,))
 
 
+@mypyc_attr(native_class=False)  # re-classed from a twin (see _mutable_twin), compiled or not
 @dataclass(frozen=True, slots=True)
 class Item:
     sku: str
@@ -146,6 +149,7 @@ class Item:
     price: float
 
 
+@mypyc_attr(native_class=False)  # re-classed from a twin (see _mutable_twin), compiled or not
 @dataclass(frozen=True, slots=True)
 class Event:
     """One validated event. A single class for every type keeps the engine's hot path simple;
@@ -578,45 +582,15 @@ def parse_event_checked(
 # bounded whatever the event's type, no bool for a number, integers as JSON integers. So every
 # message it accepts is one parse_dict accepts too, with the same Event (the property test in
 # tests/model/test_events_fast.py holds the two paths equal); everything else, valid or not,
-# takes the checked path and gets its precise rejection there.
+# takes the checked path and gets its precise rejection there. The schema is in model/wire.py.
 
-_Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LEN)]
-_Url = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_URL_LEN)]
-_Money = Annotated[float, msgspec.Meta(ge=0.0, le=1.7976931348623157e308)]  # finite, >= 0
-
-
-class _WireItem(msgspec.Struct, forbid_unknown_fields=True):
-    sku: _Id
-    category: _Id
-    quantity: Annotated[int, msgspec.Meta(ge=1, le=MAX_QUANTITY)]
-    price: _Money
-
-
-class _WireEvent(msgspec.Struct, forbid_unknown_fields=True):
-    event_id: _Id
-    customer_id: _Id
-    type: str
-    ts: int | Annotated[str, msgspec.Meta(max_length=MAX_TS_TEXT_LEN)]
-    amount: _Money | None = None
-    currency: str | None = None
-    order_id: _Id | None = None
-    items: Annotated[list[_WireItem], msgspec.Meta(max_length=MAX_ITEMS)] | None = None
-    campaign_id: _Id | None = None
-    session_id: _Id | None = None
-    url: _Url | None = None
-    sku: _Id | None = None
-    category: _Id | None = None
-    attributes: dict[str, str | int | float | bool | None] | None = None
-
-
-_fast_decode = msgspec.json.Decoder(_WireEvent).decode
 _I64_MIN, _U64_MAX = -(1 << 63), (1 << 64) - 1
 
 
 def _fast_event(raw: bytes | bytearray | memoryview | str, currency: str) -> Event | None:
     """The Event of a common, valid message, or None for parse_event_checked to decide."""
     try:
-        w = _fast_decode(raw)
+        w = fast_decode(raw)
     except Exception:  # invalid, or not bytes at all: the checked path says what it is
         return None
     wire_ts = w.ts

@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # The modules compiled: the engine's path of every event and timer (paths from ROOT).
 MODULES = (
     "model/state.py",
+    "model/events.py",
     "model/changes.py",
     "model/codec.py",
     "rules/context.py",

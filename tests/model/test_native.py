@@ -11,10 +11,10 @@ from pathlib import Path
 from model import native
 
 ROOT = Path(__file__).resolve().parents[2]
-_WHICH = ("import model.state, rules.functions, streams.engine, model.events\n"
+_WHICH = ("import model.state, rules.functions, streams.engine, model.wire\n"
           "from model.native import native_status\n"
           "print(model.state.__file__, rules.functions.__file__, streams.engine.__file__,"
-          " model.events.__file__, sep='\\n')\n"
+          " model.wire.__file__, sep='\\n')\n"
           "print(native_status())\n")
 
 

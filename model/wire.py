@@ -1,0 +1,56 @@
+"""The wire schema of the event decoder's fast path (msgspec; model/events.py says how the two
+paths relate) and the limits it shares with the checked path.
+
+A module of its own, never compiled by mypyc (model/native.py): msgspec reads the field types
+from the class annotations, which a compiled class body does not keep as written.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+
+# --- limits ----------------------------------------------------------------------------------
+
+MAX_ID_LEN = 128  # event_id, customer_id, order_id, campaign_id, session_id, sku, category
+MAX_URL_LEN = 2048
+MAX_ITEMS = 1000
+MAX_QUANTITY = 1_000_000
+MAX_ATTRIBUTES = 50
+MAX_ATTRIBUTE_VALUE_LEN = 1024
+MIN_TS_MS = 0  # 1970-01-01T00:00:00Z
+MAX_TS_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, the last instant RFC 3339 can write
+MAX_TS_TEXT_LEN = 64
+DEFAULT_FUTURE_TOLERANCE_MS = 5 * 60_000
+
+WireId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LEN)]
+WireUrl = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_URL_LEN)]
+WireMoney = Annotated[float, msgspec.Meta(ge=0.0, le=1.7976931348623157e308)]  # finite, >= 0
+
+
+class WireItem(msgspec.Struct, forbid_unknown_fields=True):
+    sku: WireId
+    category: WireId
+    quantity: Annotated[int, msgspec.Meta(ge=1, le=MAX_QUANTITY)]
+    price: WireMoney
+
+
+class WireEvent(msgspec.Struct, forbid_unknown_fields=True):
+    event_id: WireId
+    customer_id: WireId
+    type: str
+    ts: int | Annotated[str, msgspec.Meta(max_length=MAX_TS_TEXT_LEN)]
+    amount: WireMoney | None = None
+    currency: str | None = None
+    order_id: WireId | None = None
+    items: Annotated[list[WireItem], msgspec.Meta(max_length=MAX_ITEMS)] | None = None
+    campaign_id: WireId | None = None
+    session_id: WireId | None = None
+    url: WireUrl | None = None
+    sku: WireId | None = None
+    category: WireId | None = None
+    attributes: dict[str, str | int | float | bool | None] | None = None
+
+
+fast_decode = msgspec.json.Decoder(WireEvent).decode
