@@ -1,16 +1,17 @@
-"""The compiled build of the pure core: the engine's hot modules compiled to C extensions by
-mypyc (from the same sources, same semantics), used when a build that matches the sources
-exists.
+"""The compiled build of the pure core: the engine's hot modules (and the worker's pure task)
+compiled to C extensions by mypyc (from the same sources, same semantics), used when a build
+that matches the sources exists.
 
 `scripts/build_native.py` (run by the README's set-up commands, `make native` by hand) compiles
 `MODULES` into `.native/<tag>-<fingerprint>/`, where the fingerprint is a hash of every source
-file of the packages the compiled code is built against (model/, rules/, streams/ but its
-runtime). At import, `activate` (called by the `__init__` of model, rules and streams) puts that
+file the compiled code is built against (model/, rules/, streams/; of streams/runtime/ only
+the task and the modules it imports). At import, `activate` (called by the `__init__` of
+model, rules, streams and streams.runtime) puts that
 directory first on the package's `__path__`, so `import rules.functions` loads the compiled
 module, and the directory itself on `sys.path` (the shared library the modules link to). A
 build whose sources have changed since has another fingerprint and is not found: an edited
 module is never shadowed by a stale compiled one; the code then runs as plain Python (the same
-answers, 1.3-1.6x slower; `native_status()` says which, the worker logs it at start-up).
+answers, 1.5-1.6x slower; `native_status()` says which, the worker logs it at start-up).
 
 `SEGMENTER_NATIVE=0` in the environment turns the compiled build off (the tests of the pure
 code run both ways).
@@ -41,10 +42,15 @@ MODULES = (
     "streams/merge.py",
     "rules/compiler.py",
     "rules/ruleset.py",
+    "streams/runtime/task.py",
 )
 # What the compiled code is built against: a change anywhere here means another build.
 _SOURCES = ("model", "rules", "streams")
-_EXCLUDED = ("streams/runtime",)
+_EXCLUDED = ("streams/runtime/",)
+# the runtime's pure modules the compiled task is built against
+_ALSO = frozenset({"streams/runtime/__init__.py", "streams/runtime/task.py",
+                   "streams/runtime/records.py", "streams/runtime/rulebook.py",
+                   "streams/runtime/store.py"})
 ENV = "SEGMENTER_NATIVE"
 
 
@@ -52,7 +58,8 @@ def _sources(root: Path) -> list[Path]:
     out = []
     for top in _SOURCES:
         for p in sorted((root / top).rglob("*.py")):
-            if not p.relative_to(root).as_posix().startswith(_EXCLUDED):
+            rel = p.relative_to(root).as_posix()
+            if not rel.startswith(_EXCLUDED) or rel in _ALSO:
                 out.append(p)
     return out
 
@@ -94,7 +101,7 @@ def activate(package_path: list[str], package: str) -> None:
     except OSError:  # sources unreadable: plain Python
         return
     if on:
-        sub = str(build_dir() / package)
+        sub = str(build_dir().joinpath(*package.split(".")))
         if sub not in package_path:
             package_path.insert(0, sub)
 

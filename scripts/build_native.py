@@ -55,7 +55,7 @@ def build() -> Path:
         stage = Path(tmp, "src")
         for pkg in ("model", "rules", "streams"):
             shutil.copytree(ROOT / pkg, stage / pkg,
-                            ignore=shutil.ignore_patterns("__pycache__", "runtime"))
+                            ignore=shutil.ignore_patterns("__pycache__"))
         _log(f"compiling {len(native.MODULES)} modules with mypyc (about a minute)")
         t0 = time.monotonic()
         out = subprocess.run([sys.executable, "-m", "mypyc", *native.MODULES], cwd=stage,

@@ -13,6 +13,9 @@ tests=(
   "tests/streams/test_worker_faults.py::test_kill_9_and_restart_of_a_single_worker_applies_every_event_once[at_least_once]"
 )
 out=.state/soak; mkdir -p "$out"
+# the workers run what `make test` runs: the compiled engine when it can be built
+.venv/bin/python scripts/build_native.py
+.venv/bin/python -c 'import streams.engine; from model.native import native_status; print("engine:", native_status())'
 declare -A passed
 for t in "${tests[@]}"; do passed[$t]=0; done
 for i in $(seq 1 "$runs"); do

@@ -35,7 +35,7 @@ def test_the_fingerprint_follows_the_sources_the_build_is_made_against(tmp_path:
     root = _tree(tmp_path)
     before = native.fingerprint(root)
     assert native.fingerprint(root) == before
-    (root / "streams" / "runtime" / "task.py").write_text("# the runtime is not compiled\n")
+    (root / "streams" / "runtime" / "worker.py").write_text("# the I/O runtime is not compiled\n")
     native.fingerprint.cache_clear()
     assert native.fingerprint(root) == before
     (root / "rules" / "model.py").write_text((ROOT / "rules" / "model.py").read_text() + "\n#\n")
