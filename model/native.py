@@ -8,7 +8,7 @@ file the compiled code is built against (model/, rules/, streams/; of streams/ru
 the task and the modules it imports). At import, `activate` (called by the `__init__` of
 model, rules, streams and streams.runtime) puts that
 directory first on the package's `__path__`, so `import rules.functions` loads the compiled
-module, and the directory itself on `sys.path` (the shared library the modules link to). A
+module, and its `lib/` on `sys.path` (the shared library the modules link to). A
 build whose sources have changed since has another fingerprint and is not found: an edited
 module is never shadowed by a stale compiled one; the code then runs as plain Python (the same
 answers, 1.5-1.6x slower; `native_status()` says which, the worker logs it at start-up).
@@ -87,9 +87,12 @@ def _enabled() -> bool:
     done = build_dir() / "BUILT"
     if not done.is_file():
         return False
-    d = str(build_dir())
+    # the shared library of the compiled modules (a unique name), in a directory of its own:
+    # the build's package directories must never be on sys.path (`import streams` would find
+    # a namespace package there before an editable install's finder finds the real one)
+    d = str(build_dir() / "lib")
     if d not in sys.path:
-        sys.path.append(d)  # the shared library of the compiled modules (a unique name)
+        sys.path.append(d)
     return True
 
 

@@ -69,8 +69,9 @@ def build() -> Path:
             so = Path(mod).with_suffix(suffix)
             (made / so.parent).mkdir(parents=True, exist_ok=True)
             shutil.move(stage / so, made / so)
+        (made / "lib").mkdir()
         for lib in stage.glob(f"*__mypyc{suffix}"):
-            shutil.move(lib, made / lib.name)
+            shutil.move(lib, made / "lib" / lib.name)
         (made / "BUILT").write_text(native.fingerprint() + "\n")
         try:
             made.rename(target)

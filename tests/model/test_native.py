@@ -15,7 +15,10 @@ _WHICH = ("import model.state, rules.functions, streams.engine, model.wire\n"
           "from model.native import native_status\n"
           "print(model.state.__file__, rules.functions.__file__, streams.engine.__file__,"
           " model.wire.__file__, sep='\\n')\n"
-          "print(native_status())\n")
+          "print(native_status())\n"
+          "import sys, os\n"
+          "print([p for p in sys.path if any(os.path.isdir(os.path.join(p, d))"
+          " for d in ('model', 'rules', 'streams')) and '.native' in p])\n")
 
 
 def _tree(tmp: Path) -> Path:
@@ -60,6 +63,9 @@ def test_a_build_is_used_only_while_it_matches_the_sources(tmp_path: Path) -> No
     assert [Path(f).suffix for f in files[:4]] == [".so", ".so", ".so", ".py"]
     assert all(f.startswith(str(native.build_dir(root))) for f in files[:3])
     assert files[4] == "compiled (mypyc)"
+    # no directory of the build that holds packages is on sys.path: there `import streams`
+    # (after `import model`) would find a namespace package before an editable install's finder
+    assert files[5] == "[]"
     # turned off
     off = _which(root, SEGMENTER_NATIVE="0")
     assert all(f.endswith(".py") for f in off[:4]) and off[4].endswith("(SEGMENTER_NATIVE=0)")
