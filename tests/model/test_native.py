@@ -28,9 +28,9 @@ def _tree(tmp: Path) -> Path:
 
 
 def _which(root: Path, **env: str) -> list[str]:
+    base = {k: v for k, v in os.environ.items() if k != native.ENV}  # (make test sets it)
     out = subprocess.run([sys.executable, "-c", _WHICH], cwd=root, capture_output=True,
-                         text=True, check=True, env={**os.environ, "PYTHONPATH": str(root),
-                                                     **env})
+                         text=True, check=True, env={**base, "PYTHONPATH": str(root), **env})
     return out.stdout.splitlines()
 
 
