@@ -30,7 +30,13 @@ def format_ts(ms: int) -> str:
     sec, milli = divmod(rest, 1000)
     minute, sec = divmod(sec, 60)
     hour, minute = divmod(minute, 60)
-    return f"{_date(day)}{hour:02d}:{minute:02d}:{sec:02d}.{milli:03d}Z"
+    return (_date(day) + _TWO[hour] + ":" + _TWO[minute] + ":" + _TWO[sec] + "."
+            + _THREE[milli] + "Z")
+
+
+# zero-padded digits by table: concatenation is several times cheaper than format specs
+_TWO = [f"{i:02d}" for i in range(60)]
+_THREE = [f"{i:03d}" for i in range(1000)]
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -46,6 +44,7 @@ from streams.runtime.commit import (
     commit_at_least_once,
     commit_exactly_once,
 )
+from streams.runtime.gc_tuning import CollectorHold
 from streams.runtime.members import Members, cancel
 from streams.runtime.metrics import Metrics
 from streams.runtime.rulebook import Rulebook
@@ -101,6 +100,7 @@ class Worker:
         self._last_lag = 0.0
         self._last_metrics = 0.0
         self._sized: set[str] = set()  # segments whose size gauge was set
+        self.collector = CollectorHold()  # the cyclic collector held off: fetches, restores
 
     # ------------------------------------------------------------------ rules
     def use_rules(self, rules: RuleSet, quiet: bool = False) -> None:
@@ -171,20 +171,10 @@ class Worker:
             started = time.perf_counter()
             tasks = self.tasks
             before = sum(t.stats.handled for t in tasks.values())
-            for tp, records in batch.items():
-                task = tasks.get(tp.partition)
-                if task is not None:  # else not ours any more: the owner reads them again
-                    task.add(tp.topic, records, wall)
-            if self.event_clock:
-                mono = time.monotonic() * 1000
-                for task in list(tasks.values()):
-                    if task.buffered():
-                        drained = await self._drained(task)
-                        if self.tasks.get(task.partition) is task:  # not revoked meanwhile
-                            task.drain(drained.get, mono, wall)
-            else:
-                for task in tasks.values():
-                    task.fire_due(wall)
+            fetched = sum(len(records) for records in batch.values())
+            with self.collector.hold():  # no collection while the fetch's records live
+                await self._handle(batch, wall)
+                del batch  # let go of the records before the collector may run again
             for task in tasks.values():
                 task.rollout_step(wall)
             handled = sum(t.stats.handled for t in tasks.values()) - before
@@ -192,11 +182,30 @@ class Worker:
                 metrics.evaluation.observe((time.perf_counter() - started) / handled)
             # a full interval under a backlog (bigger transactions, more throughput); as soon
             # as the fetch came back short, i.e. the worker is keeping up (latency)
-            fetched = sum(len(records) for records in batch.values())
             if time.monotonic() >= next_commit or (fetched < CAUGHT_UP and any(
                     t.pending for t in tasks.values())):
                 await self.commit()
                 next_commit = time.monotonic() + interval
+
+    async def _handle(self, batch: dict[TopicPartition, list[Any]], wall: int) -> None:
+        """One fetch: each task takes its records; with the event clock each then handles
+        those whose turn has come and fires what its clock passed, with the wall clock each
+        fires what is due now."""
+        tasks = self.tasks
+        for tp, records in batch.items():
+            task = tasks.get(tp.partition)
+            if task is not None:  # else not ours any more: the owner reads them again
+                task.add(tp.topic, records, wall)
+        if self.event_clock:
+            mono = time.monotonic() * 1000
+            for task in list(tasks.values()):
+                if task.buffered():
+                    drained = await self._drained(task)
+                    if self.tasks.get(task.partition) is task:  # not revoked meanwhile
+                        task.drain(drained.get, mono, wall)
+        else:
+            for task in tasks.values():
+                task.fire_due(wall)
 
     async def _drained(self, task: Task) -> dict[str, bool | None]:
         """Per input topic of the task: True when everything up to its last stable offset was
@@ -381,7 +390,7 @@ class Worker:
             begin = (await consumer.beginning_offsets([tp]))[tp]
             store = self._new_store(p)
             try:
-                with _no_gc():
+                with self.collector.hold(freeze=True):  # see CollectorHold
                     return await self._read_changelog(p, consumer, tp, store, begin, end)
             except BaseException:
                 store.close()
@@ -537,26 +546,6 @@ class Worker:
         for t in self._background:
             await cancel(t)
         self._background.clear()
-
-
-_restoring = 0
-
-
-@contextlib.contextmanager
-def _no_gc() -> Iterator[None]:
-    """Restoring decodes millions of small objects that live on: Python's cyclic collector
-    would rescan the growing heap again and again (two thirds of the restore's CPU). Off while
-    any task restores; what was restored is frozen out of later collections."""
-    global _restoring
-    _restoring += 1
-    gc.disable()
-    try:
-        yield
-    finally:
-        _restoring -= 1
-        if _restoring == 0:
-            gc.freeze()
-            gc.enable()
 
 
 async def _stop(producer: AIOKafkaProducer | None) -> None:
