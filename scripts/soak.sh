@@ -13,6 +13,16 @@ tests=(
   "tests/streams/test_worker_faults.py::test_kill_9_and_restart_of_a_single_worker_applies_every_event_once[at_least_once]"
 )
 out=.state/soak; mkdir -p "$out"
+# the workers the tests start import `streams` from the venv's install, not from the test's
+# directory: a .venv borrowed from another checkout would soak that checkout's code
+here="$(pwd -P)"
+imported="$(cd / && "$here/.venv/bin/python" -c \
+  'import pathlib, streams; print(pathlib.Path(streams.__file__).resolve().parents[1])')"
+if [ "$imported" != "$here" ]; then
+  echo "soak: .venv/bin/python imports streams from $imported, not from $here;" \
+       "create this checkout's own venv (make up) first" >&2
+  exit 2
+fi
 # the workers run what `make test` runs: the compiled engine when it can be built
 .venv/bin/python scripts/build_native.py
 .venv/bin/python -c 'import streams.engine; from model.native import native_status; print("engine:", native_status())'
