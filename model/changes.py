@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import orjson
+from mypy_extensions import mypyc_attr
+
+from model.twin import mutable_twin
 
 CAUSE_EVENT, CAUSE_TIME, CAUSE_RULES, CAUSE_ERASURE = "event", "time", "rules", "erasure"
 
@@ -44,6 +47,7 @@ _TWO = [f"{i:02d}" for i in range(60)]
 _THREE = [f"{i:03d}" for i in range(1000)]
 
 
+@mypyc_attr(native_class=False)  # re-classed from a twin (model/twin.py), compiled or not
 @dataclass(frozen=True, slots=True)
 class Cause:
     kind: str  # event | time | rules | erasure
@@ -60,6 +64,7 @@ class Cause:
         return out
 
 
+@mypyc_attr(native_class=False)  # re-classed from a twin (model/twin.py), compiled or not
 @dataclass(frozen=True, slots=True)
 class SegmentChange:
     customer_id: str
@@ -103,3 +108,44 @@ class SegmentChange:
 
     def to_json(self) -> bytes:
         return orjson.dumps(self.to_wire())
+
+
+_CauseTwin = mutable_twin(Cause)
+_ChangeTwin = mutable_twin(SegmentChange)
+_new = object.__new__
+
+
+def event_cause(event_id: str, event_type: str, event_ts: int) -> Cause:
+    """Same as Cause(CAUSE_EVENT, event_id, event_type, event_ts), faster (model/twin.py):
+    made for every event-driven change."""
+    cause = _new(_CauseTwin)
+    cause.kind = CAUSE_EVENT
+    cause.event_id = event_id
+    cause.event_type = event_type
+    cause.event_ts = event_ts
+    cause.__class__ = Cause
+    return cast(Cause, cause)
+
+
+def new_change(customer_id: str, seq: int, at: int, cause: Cause, rules_version: str,
+               entered: tuple[str, ...], exited: tuple[str, ...], segments: tuple[str, ...],
+               groups: Mapping[str, Mapping[str, str | None]],
+               details: Mapping[str, Mapping[str, Any]]) -> SegmentChange:
+    """Same as SegmentChange(...) with these fields (the others at their defaults), about five
+    times faster (model/twin.py): the engine makes one per change."""
+    ch = _new(_ChangeTwin)
+    ch.customer_id = customer_id
+    ch.seq = seq
+    ch.at = at
+    ch.cause = cause
+    ch.rules_version = rules_version
+    ch.entered = entered
+    ch.exited = exited
+    ch.segments = segments
+    ch.groups = groups
+    ch.details = details
+    ch.quiet = False
+    ch.pipeline = None
+    ch.control = ()
+    ch.__class__ = SegmentChange
+    return cast(SegmentChange, ch)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import MISSING, dataclass, field, fields, make_dataclass
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from enum import StrEnum
 from types import MappingProxyType
@@ -21,6 +21,7 @@ from typing import Any, cast
 import orjson
 from mypy_extensions import mypyc_attr
 
+from model.twin import mutable_twin
 from model.wire import (
     MAX_ATTRIBUTE_VALUE_LEN,
     MAX_ATTRIBUTES,
@@ -140,7 +141,7 @@ class Attributes(Mapping[str, AttributeValue]):
         return (Attributes, (self._data,))
 
 
-@mypyc_attr(native_class=False)  # re-classed from a twin (see _mutable_twin), compiled or not
+@mypyc_attr(native_class=False)  # re-classed from a twin (see model/twin.py), compiled or not
 @dataclass(frozen=True, slots=True)
 class Item:
     sku: str
@@ -149,7 +150,7 @@ class Item:
     price: float
 
 
-@mypyc_attr(native_class=False)  # re-classed from a twin (see _mutable_twin), compiled or not
+@mypyc_attr(native_class=False)  # re-classed from a twin (see model/twin.py), compiled or not
 @dataclass(frozen=True, slots=True)
 class Event:
     """One validated event. A single class for every type keeps the engine's hot path simple;
@@ -182,24 +183,8 @@ class Rejection:
     customer_id: str | None = None
 
 
-def _mutable_twin(cls: type) -> Any:
-    """A mutable dataclass with the same fields and slots (so the same memory layout) as the
-    frozen slots dataclass `cls`, for the validation hot path.
-
-    A frozen dataclass's __init__ sets each field with object.__setattr__, which costs about four
-    times a plain slot store (~1.5 us per Event on the reference machine). The hot path fills a
-    twin with plain stores and then re-classes it (`obj.__class__ = cls`): the result is an
-    ordinary, frozen `cls`, equal to `cls(...)` with the same arguments."""
-    return make_dataclass(
-        f"_Mutable{cls.__name__}",
-        [(f.name, f.type, field(default=f.default)) if f.default is not MISSING
-         else (f.name, f.type) for f in fields(cls)],
-        slots=True,
-    )
-
-
-_EventTwin = _mutable_twin(Event)
-_ItemTwin = _mutable_twin(Item)
+_EventTwin = mutable_twin(Event)
+_ItemTwin = mutable_twin(Item)
 
 
 def new_event(
@@ -218,7 +203,7 @@ def new_event(
     category: str | None = None,
     attributes: Mapping[str, AttributeValue] | None = None,
 ) -> Event:
-    """Same as Event(...), about three times faster (see _mutable_twin); for trusted hot paths
+    """Same as Event(...), about three times faster (see model/twin.py); for trusted hot paths
     such as the synthetic generator. Validates nothing."""
     event = _EventTwin(event_id, customer_id, type, ts, amount, currency, order_id, items,
                        campaign_id, session_id, url, sku, category, attributes)
@@ -231,7 +216,7 @@ _new = object.__new__  # a twin made with it and filled by plain stores skips th
 
 
 def new_item(sku: str, category: str, quantity: int, price: float) -> Item:
-    """Same as Item(...), faster (see _mutable_twin). Validates nothing."""
+    """Same as Item(...), faster (see model/twin.py). Validates nothing."""
     item = _new(_ItemTwin)
     item.sku = sku
     item.category = category

@@ -18,7 +18,7 @@ import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from model.changes import CAUSE_EVENT, Cause, SegmentChange
+from model.changes import Cause, SegmentChange, event_cause, new_change
 from model.events import Event
 from model.state import CustomerState, engagement_at
 from rules.compiler import Crossing, DueParts
@@ -440,11 +440,9 @@ def evaluate(rs: RuleSet, st: CustomerState, t: int, dirty: Iterable[CompiledSeg
         return None
     st.seq += 1
     if not isinstance(cause, Cause):
-        cause = Cause(CAUSE_EVENT, cause.event_id, cause.type, cause.ts)
-    return SegmentChange(
-        customer_id=st.customer_id, seq=st.seq, at=t, cause=cause, rules_version=rs.version,
-        entered=tuple(sorted(entered)), exited=tuple(sorted(exited)),
-        segments=tuple(sorted(members)), groups=moves, details=details)
+        cause = event_cause(cause.event_id, cause.type, cause.ts)
+    return new_change(st.customer_id, st.seq, t, cause, rs.version, tuple(sorted(entered)),
+                      tuple(sorted(exited)), tuple(sorted(members)), moves, details)
 
 
 def _set_dues(st: CustomerState, segs: Iterable[CompiledSegment], ctx: Ctx,
