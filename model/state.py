@@ -14,7 +14,7 @@ bucket is the first: pruning and the walks that go oldest first need no sort.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 PURCHASE = "purchase"
@@ -60,7 +60,7 @@ class Bucket:
         self.enc = None
 
 
-@dataclass(slots=True, eq=True)
+@dataclass(slots=True, eq=True, init=False)
 class CustomerState:
     """Everything the engine remembers about one customer (mutable; owned by one engine call)."""
 
@@ -91,6 +91,52 @@ class CustomerState:
     first_day_amount: float = 0.0  # amount of the purchases on the first purchase day
     first_amount: float = 0.0  # amount of the first purchase
 
+    # Written out (init=False above): the generated __init__ runs interpreted even compiled
+    # (1.85 us; this one ~5x less), and every new customer and every decoded state calls it.
+    def __init__(self, customer_id: str, buckets: dict[int, Bucket] | None = None,
+                 first_ts: dict[str, int] | None = None, last_ts: dict[str, int] | None = None,
+                 first_seen: int | None = None, lifetime_amount: float = 0.0,
+                 lifetime_orders: int = 0, eng_score: float = 0.0, eng_ref: int = 0,
+                 unsubscribed: bool = False, attributes: dict[str, Any] | None = None,
+                 pending: list[Any] | None = None, dedup: dict[str, int] | None = None,
+                 members: dict[str, int] | None = None, cands: set[str] | None = None,
+                 due: dict[str, int] | None = None, seq: int = 0, rules_version: str = "",
+                 last_eval: int | None = None, pdays: int = 0, pday_ts: int | None = None,
+                 gross: float = 0.0, first_day_amount: float = 0.0,
+                 first_amount: float = 0.0) -> None:
+        self.customer_id = customer_id
+        self.buckets = {} if buckets is None else buckets
+        self.first_ts = {} if first_ts is None else first_ts
+        self.last_ts = {} if last_ts is None else last_ts
+        self.first_seen = first_seen
+        self.lifetime_amount = lifetime_amount
+        self.lifetime_orders = lifetime_orders
+        self.eng_score = eng_score
+        self.eng_ref = eng_ref
+        self.unsubscribed = unsubscribed
+        self.attributes = {} if attributes is None else attributes
+        self.pending = [] if pending is None else pending
+        self.dedup = {} if dedup is None else dedup
+        self.members = {} if members is None else members
+        self.cands = set() if cands is None else cands
+        self.due = {} if due is None else due
+        self.seq = seq
+        self.rules_version = rules_version
+        self.last_eval = last_eval
+        self.pdays = pdays
+        self.pday_ts = pday_ts
+        self.gross = gross
+        self.first_day_amount = first_day_amount
+        self.first_amount = first_amount
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # copy and pickle: compiled, the class cannot be made without its __init__ arguments
+        return (CustomerState, (self.customer_id,), [getattr(self, f) for f in _STATE_FIELDS])
+
+    def __setstate__(self, state: list[Any]) -> None:
+        for name, value in zip(_STATE_FIELDS, state, strict=True):
+            setattr(self, name, value)
+
     @property
     def next_due(self) -> int | None:
         """Earliest instant at which time alone may change this customer's segments."""
@@ -100,6 +146,9 @@ class CustomerState:
             if best is None or ts < best:
                 best = ts
         return best
+
+
+_STATE_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(CustomerState))
 
 
 def fold_event(st: CustomerState, ev: Any, resolution_ms: int, points: dict[str, float],
