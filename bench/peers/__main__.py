@@ -17,6 +17,7 @@ import datetime
 import json
 import logging
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -308,8 +309,8 @@ async def run_segmenter(c: Contender, run: Run, prefix: str) -> dict[str, Any]:
         return {"records": sum(ends.values()), "wall_s": now - t0,
                 "cpu_s": samples[-1][1] - cpu0, "startup_s": t0 - begin,
                 "changes": sum(causes.values()), "changes_by_cause": causes,
-                "version": f"rules {rules.name}; {causes.get('time', 0):,} of its changes by "
-                           "timers"}
+                "version": f"rules {rules.name}; {engine_of(log)}; "
+                           f"{causes.get('time', 0):,} of its changes by timers"}
     finally:
         await reader.stop()
         await admin.close()
@@ -400,6 +401,7 @@ async def bench(args: argparse.Namespace, chosen: Sequence[Contender]) -> list[d
             archive = subprocess.run(["git", "archive", args.worker_rev], cwd=ROOT,
                                      capture_output=True, check=True).stdout
             subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+            build_native(tree)
         for round_ in range(1, args.rounds + 1):
             for c in chosen:
                 base = {"contender": c.name, "round": round_}
@@ -424,6 +426,25 @@ async def bench(args: argparse.Namespace, chosen: Sequence[Contender]) -> list[d
                         f"{result['cpu_ms_per_1k']:.1f} CPU ms per 1k events, "
                         f"{result['changes']:,} change records, {result['wall_s']:.1f} s")
     return runs
+
+
+def engine_of(log: Path) -> str:
+    """Which engine the worker ran, from its start-up line ('engine compiled (mypyc)')."""
+    found = re.search(r"; engine (compiled|plain Python)", log.read_text(errors="replace"))
+    return f"engine {found.group(1)}" if found else "engine not logged"
+
+
+def build_native(tree: Path) -> None:
+    """Compile the archived tree's engine as the working tree's is (scripts/build_native.py,
+    when the revision has it), so that an A/B of two revisions compares like with like."""
+    script = tree / "scripts" / "build_native.py"
+    if not script.exists():
+        say(f"{tree.name}: no scripts/build_native.py at this revision: plain Python")
+        return
+    say(f"{tree.name}: compiling its engine (about a minute)")
+    done = subprocess.run([sys.executable, str(script)], cwd=tree, capture_output=True,
+                          text=True)
+    say(f"{tree.name}: " + (done.stdout + done.stderr).strip().splitlines()[-1])
 
 
 def worker_source(rev: str) -> str:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+from bench.peers.__main__ import engine_of
 from bench.peers.report import markdown, summarize
 from bench.peers.work import DAY_MS, SEGMENTS, apply, rule_file_text
 from rules.loader import load_rules_text
@@ -67,3 +69,15 @@ def test_table_ranges_errors_and_unavailable() -> None:
     assert "`python -m bench.peers` — 2026-12-01" in text and "- x" in text
     assert "| A | 30.0–36.5k | 22.0–25.0 | 10 | a 1.0 |" in text
     assert "| B | unavailable: no wheel \\| here |  |  |  |" in text
+
+
+def test_the_report_says_which_engine_the_worker_ran(tmp_path: Path) -> None:
+    from model.native import native_status
+
+    log = tmp_path / "worker.log"
+    # the worker's start-up line (streams/runtime/worker.py), with this process's engine
+    log.write_text("2026-12-03 08:00:00 INFO streams.runtime.worker: worker w1 joined group "
+                   f"g (exactly_once, event clock, memory:// store; engine {native_status()})\n")
+    assert engine_of(log) == "engine " + native_status().split(" (")[0]
+    log.write_text("nothing about it\n")
+    assert engine_of(log) == "engine not logged"
