@@ -21,7 +21,7 @@ from model.events import Event
 from model.state import CustomerState
 from rules.loader import load_rules
 from rules.ruleset import RuleSet
-from streams.engine import Outcome
+from streams.engine import Engine, Outcome
 from streams.runtime.app import ensure_topics, worker_datadir
 from streams.runtime.gc_tuning import tune_gc
 from streams.runtime.metrics import Metrics
@@ -30,9 +30,8 @@ from streams.runtime.web import serve
 from streams.runtime.worker import Worker
 
 
-class StubEngine:
-    def __init__(self, rules: RuleSet) -> None:
-        self.rules = rules
+class StubEngine(Engine):
+    """An Engine (the compiled task takes nothing else) whose calls do no work."""
 
     def apply(self, st: CustomerState | None, ev: Event, now: int) -> Outcome:
         if st is not None:
@@ -63,7 +62,7 @@ async def main() -> None:
     worker = Worker(settings, Metrics(CollectorRegistry()), None)
     worker.use_rules(rules)
     assert worker.rulebook is not None
-    worker.rulebook.engine = StubEngine(rules)  # type: ignore[assignment]
+    worker.rulebook.engine = StubEngine(rules)
     await serve(worker)
 
 if __name__ == "__main__":
