@@ -1,6 +1,6 @@
-"""The compiled build of the pure core: the engine's hot modules (and the worker's pure task)
-compiled to C extensions by mypyc (from the same sources, same semantics), used when a build
-that matches the sources exists.
+"""The compiled build of the pure core: the engine's hot modules (and the worker's pure task
+with its store, rule book and record helpers) compiled to C extensions by mypyc (from the same
+sources, same semantics), used when a build that matches the sources exists.
 
 `scripts/build_native.py` (run by the README's set-up commands, `make native` by hand) compiles
 `MODULES` into `.native/<tag>-<fingerprint>/`, where the fingerprint is a hash of every source
@@ -43,6 +43,9 @@ MODULES = (
     "rules/compiler.py",
     "rules/ruleset.py",
     "streams/runtime/task.py",
+    "streams/runtime/store.py",
+    "streams/runtime/rulebook.py",
+    "streams/runtime/records.py",
 )
 # What the compiled code is built against: a change anywhere here means another build.
 _SOURCES = ("model", "rules", "streams")
