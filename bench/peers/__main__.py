@@ -444,7 +444,8 @@ def build_native(tree: Path) -> None:
     say(f"{tree.name}: compiling its engine (about a minute)")
     done = subprocess.run([sys.executable, str(script)], cwd=tree, capture_output=True,
                           text=True)
-    say(f"{tree.name}: " + (done.stdout + done.stderr).strip().splitlines()[-1])
+    lines = (done.stdout + done.stderr).strip().splitlines()
+    say(f"{tree.name}: " + (lines[-1] if lines else f"build_native exited {done.returncode}"))
 
 
 def worker_source(rev: str) -> str:
