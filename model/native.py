@@ -40,6 +40,7 @@ MODULES = (
     "streams/annotated.py",
     "streams/simulate.py",
     "streams/merge.py",
+    "rules/program.py",
     "rules/compiler.py",
     "rules/ruleset.py",
     "streams/runtime/task.py",

@@ -18,14 +18,13 @@ with null is false, except `== null` / `!= null`; `and`, `or`, `not` treat null 
 
 from __future__ import annotations
 
-import math
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from model.state import Bucket
-from rules import ast
+from rules import ast, program
 from rules.context import Ctx
 from rules.functions import Term, amount_flip, build_term, counter_flip
 from rules.model import RuleSettings
@@ -35,6 +34,9 @@ Interval = tuple[float, float]
 IFn = Callable[[Ctx, Ctx], Interval | None]
 _INF = float("inf")
 _NUM = (int, float)
+_PYOPS: dict[str, Callable[[Any, Any], Any]] = {
+    "==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
+    ">": operator.gt, ">=": operator.ge}
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +96,10 @@ class _Junction:
     timed: tuple[_Leaf | _Junction, ...]
 
 
+def _no_condition() -> program.Condition:
+    return program.Condition(program.Const(None), "")
+
+
 @dataclass(slots=True)
 class CompiledExpr:
     fn: Fn
@@ -103,8 +109,11 @@ class CompiledExpr:
     coarse: bool = False
     _step_fns: tuple[Callable[[Ctx], int | None], ...] | None = None
     _plan: _Leaf | _Junction | None = None
-    # generated from the plan at compile time (`_generate_parts`)
+    # built from the plan at compile time (`_build_plan`); `parts_fn` is the same, callable
     parts_fn: Callable[[Ctx], DueParts | None] = field(default=lambda ctx: None)
+    due_plan: program.Plan | None = None
+    # `fn` as the condition tree itself (rules/program.py): what the engine calls, natively
+    cond: program.Condition = field(default_factory=_no_condition)
 
     @property
     def reads(self) -> frozenset[str]:
@@ -613,10 +622,10 @@ def compile_expr(expr: ast.Expr, text: str, settings: RuleSettings) -> CompiledE
     c = _Compiler(settings, text)
     c.compile(expr)
     terms = {t.text: t for t in c.out.terms}
-    c.out.fn = _generate(expr, terms)
+    c.out.fn = c.out.cond = _condition(expr, terms, text)
     plan = c.out._plan = c.plan(expr)
     if plan is not None:
-        c.out.parts_fn = _generate_parts(plan, terms)
+        c.out.parts_fn = c.out.due_plan = _build_plan(plan, terms)
     return c.out
 
 
@@ -630,10 +639,10 @@ def compile_value(expr: ast.Expr, text: str, settings: RuleSettings) -> Fn:
 _MAX_LEAVES = 12  # beyond that, the parts of each combination are built when first met
 
 
-def _generate_parts(plan: _Leaf | _Junction, terms: dict[str, Term]) -> Callable[
-        [Ctx], DueParts | None]:
-    """`due_parts` as one generated function: the time-less parts are tested (as generated
-    conditions), the live leaves make a bit mask, the mask picks precomputed DueParts.
+def _build_plan(plan: _Leaf | _Junction, terms: dict[str, Term]) -> program.Plan:
+    """`due_parts` as a tree of compiled nodes (rules/program.py): the time-less parts are
+    tested (as conditions), the live leaves make a bit mask, the mask picks precomputed
+    DueParts.
 
     An atom (a comparison over a window count or amount) whose next change is None cannot
     change before the next event either: inside an `and` it settles the junction when false
@@ -641,140 +650,47 @@ def _generate_parts(plan: _Leaf | _Junction, terms: dict[str, Term]) -> Callable
     a purchase leaving the window is no reason to look again), inside an `or` when true."""
     leaves = _leaves(plan)
     bit = {leaf.index: i for i, leaf in enumerate(leaves)}
-    g = _Gen(terms)
-    lines = ["def _due_parts(ctx):", "    m = 0"]
+    b = _Build(terms)
 
-    def emit(node: _Leaf | _Junction, indent: str) -> None:
-        if isinstance(node, _Leaf):
-            lines.append(f"{indent}m |= {1 << bit[node.index]}")
-            return
-        conds = []
-        for f in node.fixed:
-            code = g.expr(f)
-            conds.append(code if _is_bool(f) else f"({code} is True)")
-        if conds and node.op == "and":
-            lines.append(f"{indent}if {' and '.join(conds)}:")
-            indent += "    "
-        elif conds and node.op == "or":
-            lines.append(f"{indent}if not ({' or '.join(conds)}):")
-            indent += "    "
-        if node.op in ("and", "or") and len(node.timed) > 1:
-            live = []  # per atom child: "it does not settle the junction"
-            for child in node.timed:
+    def node_of(n: _Leaf | _Junction) -> program.PlanNode:
+        if isinstance(n, _Leaf):
+            return program.Leaf(1 << bit[n.index])
+        fixed = [b.expr(f) for f in n.fixed] if n.op in ("and", "or") else []
+        live: list[tuple[program.Node, Callable[[Ctx], Any]]] = []
+        if n.op in ("and", "or") and len(n.timed) > 1:
+            for child in n.timed:
                 if isinstance(child, _Leaf) and child.node is not None:
-                    code = g.expr(child.node)
-                    value = code if _is_bool(child.node) else f"({code} is True)"
-                    atom = g.bind(child.atoms[0])
-                    if node.op == "and":  # the value first: cached window reads
-                        live.append(f"({value} or {atom}(ctx) is not None)")
-                    else:
-                        live.append(f"(not {value} or {atom}(ctx) is not None)")
-            if live:
-                lines.append(f"{indent}if {' and '.join(live)}:")
-                indent += "    "
-        for child in node.timed:
-            emit(child, indent)
+                    live.append((b.expr(child.node), child.atoms[0]))
+        return program.Junction(n.op == "and", n.op == "or", fixed, live,
+                                [node_of(c) for c in n.timed])
 
-    emit(plan, "    ")
+    root = node_of(plan)
     if len(leaves) <= _MAX_LEAVES:
-        g.ns["_P"] = [_parts_of(leaves, m) for m in range(1 << len(leaves))]
-        lines.append("    return _P[m]")
-    else:
-        cache: dict[int, DueParts | None] = {}
+        return program.Plan(root, [_parts_of(leaves, m) for m in range(1 << len(leaves))], None)
 
-        def build(m: int) -> DueParts | None:
-            p = cache[m] = _parts_of(leaves, m)
-            return p
-        g.ns["_P"], g.ns["_build"] = cache, build
-        lines.append("    p = _P.get(m, False)")
-        lines.append("    return _build(m) if p is False else p")
-    src = "\n".join(lines) + "\n"
-    exec(compile(src, "<rule due plan>", "exec"), g.ns)  # source built from the AST, not user text
-    fn: Callable[[Ctx], DueParts | None] = g.ns["_due_parts"]
-    fn.__doc__ = src
-    return fn
+    def build(m: int) -> DueParts | None:
+        return _parts_of(leaves, m)
+    return program.Plan(root, None, build)
 
 
-# ---------------------------------------------------------------- code generation
+# ---------------------------------------------------------------- condition trees
 #
-# The value of an expression is one Python function generated from its syntax tree: the source is
-# built here from the parsed nodes (function calls become calls of the compiled terms, bound by
-# name in the function's namespace; literals are bound by name too), never from the user's text,
-# and compiled once at load. It keeps the closures' exact semantics (null rules, short-circuit
+# The value of an expression is a tree of compiled nodes (rules/program.py) built from its syntax
+# tree: function calls become calls of the compiled terms, literals constants, never anything
+# from the user's text run. It keeps the closures' exact semantics (null rules, short-circuit
 # `and` / `or`, bool is never a number) without a Python call per node.
 
-
-def _cmp_slow(x: Any, y: Any, op: str) -> bool:
-    """`x op y` for a term value x that is not a plain number/string (y: a literal)."""
-    if x is None:
-        return False
-    if type(x) is bool:  # y is not a bool
-        return op == "!="
-    try:
-        return bool(_PYOPS[op](x, y))
-    except TypeError:
-        return op == "!="
-
-
-def _cmp_any(x: Any, y: Any, op: str) -> bool:
-    """`x op y` for two computed values (the closures' `cmp`)."""
-    if x is None or y is None:
-        return False
-    if (type(x) is bool) is not (type(y) is bool):  # true/false are never numbers
-        return op == "!="
-    if type(x) is bool and op not in ("==", "!="):
-        return False  # and are not ordered
-    try:
-        return bool(_PYOPS[op](x, y))
-    except TypeError:
-        return op == "!="
-
-
-def _in_slow(v: Any, items: tuple[Any, ...], negated: bool) -> bool:
-    if v is None:
-        return False
-    is_bool = type(v) is bool
-    found = any(v == i and (type(i) is bool) is is_bool for i in items)
-    return not found if negated else found
-
-
-_PYOPS: dict[str, Callable[[Any, Any], Any]] = {
-    "==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
-    ">": operator.gt, ">=": operator.ge}
-_BOOL_NODES = (ast.Binary, ast.In)
-
-
 def _is_bool(node: ast.Expr) -> bool:
-    """The node's generated code yields exactly True or False."""
+    """The node's value is exactly True or False."""
     if isinstance(node, ast.Binary):
         return node.op not in ast.ARITHMETIC
     return isinstance(node, ast.In) or (isinstance(node, ast.Unary) and node.op == "not")
 
 
-class _Gen:
+class _Build:
     def __init__(self, terms: dict[str, Term]) -> None:
-        self.ns: dict[str, Any] = {"_NUM": _NUM, "_cmp_slow": _cmp_slow, "_cmp_any": _cmp_any,
-                                   "_in_slow": _in_slow}
         self.terms = terms
-        self.names: dict[str, str] = {}
-        self.n = 0
-
-    def tmp(self) -> str:
-        self.n += 1
-        return f"_v{self.n}"
-
-    def bind(self, value: Any) -> str:
-        self.n += 1
-        name = f"_k{self.n}"
-        self.ns[name] = value
-        return name
-
-    def lit(self, v: Any) -> str:
-        if v is None or type(v) is bool:
-            return repr(v)
-        if type(v) is int or (type(v) is float and math.isfinite(v) and float(repr(v)) == v):
-            return f"({v!r})"
-        return self.bind(v)
+        self.calls: dict[str, program.Node] = {}
 
     def num_literal(self, node: ast.Expr) -> tuple[bool, Any]:
         """(True, value) when the node is a number literal (also `-literal`)."""
@@ -803,99 +719,61 @@ class _Gen:
             return self.cost(node.left) + self.cost(node.right)
         return 0  # a literal, a duration
 
-    def expr(self, node: ast.Expr) -> str:
+    def expr(self, node: ast.Expr) -> program.Node:
         if isinstance(node, ast.Literal):
-            return self.lit(node.value)
+            return program.Const(node.value)
         if isinstance(node, ast.Duration):
-            return self.lit(node.ms)
+            return program.Const(node.ms)
         if isinstance(node, ast.Call):
-            name = self.names.get(node.text)
-            if name is None:
-                name = self.names[node.text] = self.bind(self.terms[node.text].fn)
-            return f"{name}(ctx)"
+            call = self.calls.get(node.text)
+            if call is None:
+                call = self.calls[node.text] = program.Call(self.terms[node.text].fn)
+            return call
         if isinstance(node, ast.Unary):
             if node.op == "not":
-                return f"({self.expr(node.operand)} is not True)"
+                return program.Not(self.expr(node.operand))
             ok, v = self.num_literal(node)
             if ok:
-                return self.lit(v)
-            x = self.tmp()
-            return f"(-{x} if type({x} := {self.expr(node.operand)}) in _NUM else None)"
+                return program.Const(v)
+            return program.Neg(self.expr(node.operand))
         if isinstance(node, ast.In):
-            return self.member(node)
+            items = tuple(i.value for i in node.items)
+            return program.Member(self.expr(node.operand),
+                                  frozenset(i for i in items if type(i) is str), items,
+                                  node.negated)
         assert isinstance(node, ast.Binary)
         op = node.op
         if op in ast.LOGICAL:
             # both sides are exactly True or False and pure, so `a and b` is `b and a`: the
             # cheaper side goes first and the other is often never read (`page_views(30d) >= 20
             # and lifetime_orders() == 0` reads no window for a customer who has ordered)
-            sides = (node.left, node.right)
-            if self.cost(node.right) < self.cost(node.left):
-                sides = (node.right, node.left)
-            parts = []
-            for side in sides:
-                code = self.expr(side)
-                parts.append(code if _is_bool(side) else f"({code} is True)")
-            return f"({parts[0]} {op} {parts[1]})"
+            a, b = node.left, node.right
+            if self.cost(b) < self.cost(a):
+                a, b = b, a
+            if op == "and":
+                return program.And(self.expr(a), self.expr(b))
+            return program.Or(self.expr(a), self.expr(b))
+        code = program.CODES[op]
         if op in ast.ARITHMETIC:
-            return self.arith(node)
-        return self.compare(node)
-
-    def arith(self, node: ast.Binary) -> str:
-        op = node.op
-        ok, y = self.num_literal(node.right)
-        if ok:
-            if op == "/" and not y:
-                return "None"
-            x = self.tmp()
-            return (f"(({x} {op} {self.lit(y)}) if type({x} := {self.expr(node.left)}) in _NUM "
-                    "else None)")
-        x, y2 = self.tmp(), self.tmp()
-        cond = (f"type({x} := {self.expr(node.left)}) in _NUM and "
-                f"type({y2} := {self.expr(node.right)}) in _NUM")
-        if op == "/":
-            cond += f" and {y2}"
-        return f"(({x} {op} {y2}) if {cond} else None)"
-
-    def compare(self, node: ast.Binary) -> str:
-        op = node.op
+            ok, y = self.num_literal(node.right)
+            if ok:
+                if op == "/" and not y:
+                    return program.Const(None)
+                return program.ArithLit(self.expr(node.left), code, y)
+            return program.Arith(self.expr(node.left), code, self.expr(node.right))
         left_null = isinstance(node.left, ast.Literal) and node.left.value is None
         right_null = isinstance(node.right, ast.Literal) and node.right.value is None
         if op in ("==", "!=") and (left_null or right_null):
             other = self.expr(node.right if left_null else node.left)
-            return f"({other} is None)" if op == "==" else f"({other} is not None)"
+            return program.IsNull(other, op == "!=")
         right = node.right
-        if isinstance(right, ast.Literal) and type(right.value) in (int, float, str):
-            y = self.lit(right.value)
-            x = self.tmp()
-            fast = "in _NUM" if type(right.value) in _NUM else "is str"
-            return (f"(({x} {op} {y}) if type({x} := {self.expr(node.left)}) {fast} "
-                    f"else _cmp_slow({x}, {y}, {op!r}))")
-        ok, v = self.num_literal(right)
-        if ok:  # `x > -5`: folded to a literal, as the closures did
-            y = self.lit(v)
-            x = self.tmp()
-            return (f"(({x} {op} {y}) if type({x} := {self.expr(node.left)}) in _NUM "
-                    f"else _cmp_slow({x}, {y}, {op!r}))")
-        return f"_cmp_any({self.expr(node.left)}, {self.expr(right)}, {op!r})"
-
-    def member(self, node: ast.In) -> str:
-        items = tuple(i.value for i in node.items)
-        strings = self.bind(frozenset(i for i in items if type(i) is str))
-        rest = self.bind(items)
-        x = self.tmp()
-        test = "not in" if node.negated else "in"
-        return (f"(({x} {test} {strings}) if type({x} := {self.expr(node.operand)}) is str "
-                f"else _in_slow({x}, {rest}, {node.negated!r}))")
+        if isinstance(right, ast.Literal) and type(right.value) is str:
+            return program.CmpStr(self.expr(node.left), code, right.value)
+        ok, v = self.num_literal(right)  # `x > -5`: folded to a literal, as the closures did
+        if ok:
+            return program.CmpNum(self.expr(node.left), code, v)
+        return program.Cmp(self.expr(node.left), code, self.expr(right))
 
 
-def _generate(expr: ast.Expr, terms: dict[str, Term]) -> Fn:
-    g = _Gen(terms)
-    code = g.expr(expr)
-    if not _is_bool(expr):
-        code = f"({code} is True)"
-    src = f"def _condition(ctx):\n    return {code}\n"
-    exec(compile(src, "<rule condition>", "exec"), g.ns)  # source built from the AST
-    fn: Fn = g.ns["_condition"]
-    fn.__doc__ = src
-    return fn
+def _condition(expr: ast.Expr, terms: dict[str, Term], text: str) -> program.Condition:
+    return program.Condition(_Build(terms).expr(expr), text)

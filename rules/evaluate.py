@@ -270,13 +270,14 @@ def segment_due(seg: CompiledSegment, ctx: Ctx, scratch: Ctx, entered_at: int | 
     dwell_at: int | None = None
     if entered_at is not None and seg.dwell and t < entered_at + seg.dwell:
         dwell_at = entered_at + seg.dwell
-    parts = expr.due_parts(ctx)
+    plan = expr.due_plan
+    parts = None if plan is None else plan.parts(ctx)
     if parts is None:
         return dwell_at
     steps = parts.step_fns
     if not lookahead:  # every event: no probing ahead
         return _next_at(parts, ctx, scratch, dwell_at)[0]
-    current = expr.fn(ctx) if steps else None
+    current = expr.cond.root.truth(ctx) if steps else None
     here = ctx
     if probes is None:
         probes = {}
@@ -287,7 +288,7 @@ def segment_due(seg: CompiledSegment, ctx: Ctx, scratch: Ctx, entered_at: int | 
         probe = probes.get(at)
         if probe is None:
             probe = probes[at] = Ctx(ctx.st, at, ctx.r, ctx.cands, ctx.groups_before)
-        if expr.fn(probe) != current:
+        if expr.cond.root.truth(probe) != current:
             return at
         here = probe
     return here.t  # pragma: no cover - the loop always returns
@@ -323,9 +324,9 @@ def _next_at(expr: DueParts, here: Ctx, scratch: Ctx,
 
 def _candidate(seg: CompiledSegment, ctx: Ctx, entered_at: int | None) -> bool:
     if entered_at is not None and seg.exit_when is not None:
-        c = not seg.exit_when.fn(ctx)
+        c = not seg.exit_when.cond.root.truth(ctx)
     else:
-        c = seg.when.fn(ctx)
+        c = seg.when.cond.root.truth(ctx)
     if not c and entered_at is not None and ctx.t - entered_at < seg.dwell:
         return True
     return bool(c)
@@ -369,9 +370,9 @@ def evaluate(rs: RuleSet, st: CustomerState, t: int, dirty: Iterable[CompiledSeg
         sid = seg.id
         entered_at = members.get(sid)
         if entered_at is not None and seg.exit_when is not None:
-            c = not seg.exit_when.fn(ctx)
+            c = not seg.exit_when.cond.root.truth(ctx)
         else:
-            c = seg.when.fn(ctx)
+            c = seg.when.cond.root.truth(ctx)
         if not c and entered_at is not None and t - entered_at < seg.dwell:
             c = True
         if c:
@@ -471,7 +472,8 @@ def _set_dues(st: CustomerState, segs: Iterable[CompiledSegment], ctx: Ctx,
             else:
                 expr = seg.when if seg.exit_when is None else seg.exit_when
                 at = entered_at + seg.dwell if seg.dwell and t < entered_at + seg.dwell else None
-            parts = expr.parts_fn(ctx)
+            plan = expr.due_plan
+            parts = None if plan is None else plan.parts(ctx)
             if parts is not None:
                 for af in parts.atoms:  # exact instants: they cap everything after them
                     a = af(ctx)

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from model.events import RejectReason
+from rules import program
 from rules.ruleset import RuleSet
 from streams.simulate import customer_metrics
 from tests.factories import (
@@ -1092,7 +1093,8 @@ def test_an_email_event_does_not_reevaluate_a_purchase_only_segment() -> None:
             calls[sid] += 1
             return inner(ctx)
 
-        expr.fn = counting
+        # the engine calls the condition's tree (rules/program.py): a call node counts
+        expr.cond = program.Condition(program.Call(counting), expr.text)
     run = EngineRun(rules)
     run.apply(purchase(T0))
     before = dict(calls)
