@@ -290,16 +290,25 @@ def prune(st: CustomerState, now: int, resolution_ms: int, retention_ms: int,
     """Drop buckets no window can reach any more and dedup entries past the horizon."""
     lo = now // resolution_ms - retention_ms // resolution_ms
     buckets = st.buckets
-    while buckets:  # ascending: the ones to drop are first (usually none)
-        b = next(iter(buckets))
-        if b > lo:
+    # ascending: the ones to drop are first (usually none). A `for` over a dict compiles to
+    # an indexed walk (no iterator object, unlike next(iter(d))): read the first, stop.
+    while True:
+        first_b: int | None = None
+        for b in buckets:
+            first_b = b
             break
-        del buckets[b]
+        if first_b is None or first_b > lo:
+            break
+        del buckets[first_b]
     dedup = st.dedup
     if dedup:
         limit = now - dedup_horizon_ms
-        while dedup:
-            key = next(iter(dedup))
-            if dedup[key] >= limit:
+        while True:
+            first_key: str | None = None
+            for key, at in dedup.items():
+                if at < limit:
+                    first_key = key
                 break
-            del dedup[key]
+            if first_key is None:
+                break
+            del dedup[first_key]

@@ -15,7 +15,6 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable, MutableMapping
 from dataclasses import replace
-from typing import NamedTuple
 
 from mypy_extensions import mypyc_attr
 
@@ -35,13 +34,30 @@ ERASED = "customer_erased"
 _TIME = Cause(CAUSE_TIME)  # immutable: one instance serves every timer
 
 
-class Outcome(NamedTuple):
-    """What one engine call did (immutable; a NamedTuple: made once per event and per timer
-    fire, it costs half of what a frozen dataclass does)."""
+class Outcome:
+    """What one engine call did: the customer's state after it (None once erased), the segment
+    changes in order and the rejection of a refused event. Never changed once made.
+
+    A plain native class: made once per event and per timer fire, by compiled code it costs a
+    C call (a NamedTuple's __new__ is generated Python and ran interpreted)."""
 
     state: CustomerState | None
-    changes: tuple[SegmentChange, ...] = ()
-    rejection: Rejection | None = None
+    changes: tuple[SegmentChange, ...]
+    rejection: Rejection | None
+
+    def __init__(self, state: CustomerState | None, changes: tuple[SegmentChange, ...] = (),
+                 rejection: Rejection | None = None) -> None:
+        self.state = state
+        self.changes = changes
+        self.rejection = rejection
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, Outcome) and self.state == other.state
+                and self.changes == other.changes and self.rejection == other.rejection)
+
+    def __repr__(self) -> str:
+        return (f"Outcome(state={self.state!r}, changes={self.changes!r}, "
+                f"rejection={self.rejection!r})")
 
 
 # compiled by mypyc (model/native.py) and subclassed by plain Python (bench/instrument.py)
