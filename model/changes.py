@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, Final, cast
 
 import orjson
 from mypy_extensions import mypyc_attr
@@ -15,10 +15,10 @@ from model.twin import mutable_twin
 CAUSE_EVENT, CAUSE_TIME, CAUSE_RULES, CAUSE_ERASURE = "event", "time", "rules", "erasure"
 
 
-_DAY_MS = 86_400_000
+_DAY_MS: Final = 86_400_000
 
 
-_DATES: dict[int, str] = {}  # day -> 'YYYY-MM-DDT' (a dict: cheaper to call than lru_cache)
+_DATES: Final[dict[int, str]] = {}  # day -> 'YYYY-MM-DDT' (a dict: cheaper to call than lru_cache)
 
 
 def _date(day: int) -> str:
@@ -43,8 +43,8 @@ def format_ts(ms: int) -> str:
 
 
 # zero-padded digits by table: strings joined are several times cheaper than format specs
-_TWO = [f"{i:02d}" for i in range(60)]
-_THREE = [f"{i:03d}" for i in range(1000)]
+_TWO: Final = [f"{i:02d}" for i in range(60)]
+_THREE: Final = [f"{i:03d}" for i in range(1000)]
 
 
 @mypyc_attr(native_class=False)  # re-classed from a twin (model/twin.py), compiled or not
@@ -110,9 +110,9 @@ class SegmentChange:
         return orjson.dumps(self.to_wire())
 
 
-_CauseTwin = mutable_twin(Cause)
-_ChangeTwin = mutable_twin(SegmentChange)
-_new = object.__new__
+_CauseTwin: Final = mutable_twin(Cause)
+_ChangeTwin: Final = mutable_twin(SegmentChange)
+_new: Final = object.__new__
 
 
 def event_cause(event_id: str, event_type: str, event_ts: int) -> Cause:

@@ -8,7 +8,7 @@ only the buckets that changed since the last one.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -38,7 +38,7 @@ def _bucket_out(b: int, bk: Bucket) -> list[Any]:
     return out
 
 
-_new_bucket = Bucket.__new__
+_new_bucket: Final = Bucket.__new__
 
 
 def _bucket_in(raw: list[Any]) -> tuple[int, Bucket]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Any, cast
+from typing import Any, Final, cast
 
 import orjson
 from mypy_extensions import mypyc_attr
@@ -183,8 +183,8 @@ class Rejection:
     customer_id: str | None = None
 
 
-_EventTwin = mutable_twin(Event)
-_ItemTwin = mutable_twin(Item)
+_EventTwin: Final = mutable_twin(Event)
+_ItemTwin: Final = mutable_twin(Item)
 
 
 def new_event(
@@ -211,7 +211,7 @@ def new_event(
     return cast(Event, event)
 
 
-_new = object.__new__  # a twin made with it and filled by plain stores skips the generated
+_new: Final = object.__new__  # a twin made with it and filled by plain stores skips the generated
 # __init__'s call: three times faster for an Item (0.2 us instead of 0.65)
 
 
@@ -234,7 +234,7 @@ _RFC3339 = re.compile(
 )
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _EPOCH_ORDINAL = _EPOCH.toordinal()
-_DAY_MS = 86_400_000
+_DAY_MS: Final = 86_400_000
 
 
 def parse_rfc3339(text: str) -> int | None:
@@ -281,8 +281,12 @@ def _rfc3339_fields_to_ms(m: re.Match[str]) -> int | None:
 
 # --- validation ---------------------------------------------------------------------------------
 
-_FAMILY_PURCHASE, _FAMILY_EMAIL, _FAMILY_WEB, _FAMILY_PROFILE_UPDATE, _FAMILY_ERASED = range(5)
-_FAMILY: dict[str, int] = {
+_FAMILY_PURCHASE: Final = 0
+_FAMILY_EMAIL: Final = 1
+_FAMILY_WEB: Final = 2
+_FAMILY_PROFILE_UPDATE: Final = 3
+_FAMILY_ERASED: Final = 4
+_FAMILY: Final[dict[str, int]] = {
     **dict.fromkeys(PURCHASE_TYPES, _FAMILY_PURCHASE),
     **dict.fromkeys(EMAIL_TYPES, _FAMILY_EMAIL),
     **dict.fromkeys(WEB_TYPES, _FAMILY_WEB),

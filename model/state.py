@@ -15,11 +15,11 @@ bucket is the first: pruning and the walks that go oldest first need no sort.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
-PURCHASE = "purchase"
-REFUND = "refund"
-_DAY_MS = 86_400_000
+PURCHASE: Final = "purchase"
+REFUND: Final = "refund"
+_DAY_MS: Final = 86_400_000
 
 
 class Bucket:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Final
 
 from model.changes import Cause, SegmentChange, event_cause, new_change
 from model.events import Event
@@ -26,7 +26,7 @@ from rules.context import Ctx
 from rules.model import DAY_MS
 from rules.ruleset import CompiledSegment, RuleSet
 
-HORIZON_MS = 100 * 365 * 86_400_000  # how far ahead a threshold crossing is looked for
+HORIZON_MS: Final = 100 * 365 * 86_400_000  # how far ahead a threshold crossing is looked for
 
 
 def _sign(x: float) -> int:
@@ -46,7 +46,7 @@ def _guess(c: Crossing, t0: int, d0: float, top: int, dtop: float) -> float | No
     return None
 
 
-_EPS = 1e-9
+_EPS: Final = 1e-9
 
 
 def days_flip(ts: int, const: float, now: int, op: str = "") -> int | None:
@@ -79,7 +79,7 @@ def days_flip(ts: int, const: float, now: int, op: str = "") -> int | None:
     return None
 
 
-_TRUTH: dict[str, Callable[[int], bool]] = {
+_TRUTH: Final[dict[str, Callable[[int], bool]]] = {
     "<": lambda s: s < 0, "<=": lambda s: s <= 0, ">": lambda s: s > 0,
     ">=": lambda s: s >= 0, "==": lambda s: s == 0, "!=": lambda s: s != 0}
 
@@ -206,7 +206,7 @@ def _pinpoint(flipped: Callable[[int], bool], lo: int, up: int, g: float | None)
     return up
 
 
-_GENERAL = -1  # decay_flip: no closed form here, take the general way
+_GENERAL: Final = -1  # decay_flip: no closed form here, take the general way
 
 
 def decay_flip(st: CustomerState, half_life_ms: int, y: float, now: int,
@@ -252,7 +252,7 @@ class _DecayFlipped:
 
 # Step instants looked at ahead when a timer fires (after an event the next step is taken as it
 # is: most dues computed after events are superseded by the next event before they fire).
-TIMER_LOOKAHEAD = 2
+TIMER_LOOKAHEAD: Final = 2
 
 
 def segment_due(seg: CompiledSegment, ctx: Ctx, scratch: Ctx, entered_at: int | None,

@@ -16,7 +16,7 @@ from bisect import bisect_right
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from itertools import islice
-from typing import Any
+from typing import Any, Final
 
 from model.state import Bucket, engagement_at
 from rules.catalogue import EVENT_TYPES, PREDICTIVE
@@ -89,7 +89,7 @@ def _window(ctx: Ctx, nb: int) -> Iterable[tuple[int, Bucket]]:
     return islice(buckets.items(), bisect_right(keys, lo), None)
 
 
-_KEYS = object()  # ctx.cache key: the state's bucket numbers, ascending
+_KEYS: Final = object()  # ctx.cache key: the state's bucket numbers, ascending
 
 
 def _sums(ctx: Ctx, nb: int) -> tuple[float, int, float, int, int]:
@@ -152,7 +152,7 @@ def _distinct(ctx: Ctx, nb: int, attr: str) -> int:
     return n
 
 
-_MISS = object()
+_MISS: Final = object()
 _EXIT_KEYS: dict[tuple[tuple[int, ...], Callable[[Bucket], Any]], object] = {}
 
 
@@ -441,7 +441,7 @@ def _purchase_amount(text: str, nb: int) -> Term:
                 amount=nb)
 
 
-_WALK = 3  # exits amount_flip looks through before it settles for a look-again instant
+_WALK: Final = 3  # exits amount_flip looks through before it settles for a look-again instant
 
 
 def amount_flip(nb: int, fn: Callable[[Ctx], Value], test: Callable[[Any, Any], Any], y: Any,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable, MutableMapping
 from dataclasses import replace
+from typing import Final
 
 from mypy_extensions import mypyc_attr
 
@@ -30,8 +31,8 @@ from model.state import CustomerState, fold_event, prune
 from rules.evaluate import TIMER_LOOKAHEAD, display, evaluate
 from rules.ruleset import RuleSet
 
-ERASED = "customer_erased"
-_TIME = Cause(CAUSE_TIME)  # immutable: one instance serves every timer
+ERASED: Final = "customer_erased"
+_TIME: Final = Cause(CAUSE_TIME)  # immutable: one instance serves every timer
 
 
 class Outcome:
