@@ -168,27 +168,36 @@ def fold_event(st: CustomerState, ev: Any, resolution_ms: int, points: dict[str,
         bucket.enc = None
     types = bucket.types
     types[etype] = types.get(etype, 0) + 1
+    # each field of `ev` read once: Event is a plain (non-native) class, so every read is a
+    # generic attribute lookup even compiled
     if etype == PURCHASE:
-        add_occasion(st, ts, ev.amount, resolution_ms)
-        bucket.pa += ev.amount
+        amount: float = ev.amount
+        add_occasion(st, ts, amount, resolution_ms)
+        bucket.pa += amount
         bucket.pc += 1
-        st.lifetime_amount += ev.amount
+        st.lifetime_amount += amount
         st.lifetime_orders += 1
-        if ev.items:
+        items = ev.items
+        if items:
             cats = bucket.cats
             if cats is None:
                 cats = bucket.cats = set()
             camt = bucket.camt
             if camt is None:
                 camt = bucket.camt = {}
-            for item in ev.items:
-                bucket.items += item.quantity
-                cats.add(item.category)
-                camt[item.category] = camt.get(item.category, 0.0) + item.quantity * item.price
+            n = bucket.items
+            for item in items:
+                quantity: int = item.quantity
+                category: str = item.category
+                n += quantity
+                cats.add(category)
+                camt[category] = camt.get(category, 0.0) + quantity * item.price
+            bucket.items = n
     elif etype == REFUND:
-        bucket.ra += ev.amount
+        refunded: float = ev.amount
+        bucket.ra += refunded
         bucket.rc += 1
-        st.lifetime_amount -= ev.amount
+        st.lifetime_amount -= refunded
     elif etype == "email_unsubscribe":
         st.unsubscribed = True
     elif etype == "profile_update" and ev.attributes:

@@ -271,7 +271,7 @@ def segment_due(seg: CompiledSegment, ctx: Ctx, scratch: Ctx, entered_at: int | 
     if entered_at is not None and seg.dwell and t < entered_at + seg.dwell:
         dwell_at = entered_at + seg.dwell
     plan = expr.due_plan
-    parts = None if plan is None else plan.parts(ctx)
+    parts: DueParts | None = None if plan is None else plan.parts(ctx)
     if parts is None:
         return dwell_at
     steps = parts.step_fns
@@ -473,7 +473,7 @@ def _set_dues(st: CustomerState, segs: Iterable[CompiledSegment], ctx: Ctx,
                 expr = seg.when if seg.exit_when is None else seg.exit_when
                 at = entered_at + seg.dwell if seg.dwell and t < entered_at + seg.dwell else None
             plan = expr.due_plan
-            parts = None if plan is None else plan.parts(ctx)
+            parts: DueParts | None = None if plan is None else plan.parts(ctx)
             if parts is not None:
                 for af in parts.atoms:  # exact instants: they cap everything after them
                     a = af(ctx)

@@ -76,36 +76,38 @@ class Engine:
 
     # ------------------------------------------------------------------ events
     def apply(self, st: CustomerState | None, ev: Event, now: int) -> Outcome:
-        ts = ev.ts
+        ts = ev.ts  # the event's fields read once (a plain class: each read is a lookup)
         if ts < now - self._retention or ts > now + self._future:
             rej = check_time(ev, now_ms=now, retention_ms=self._retention,
                              future_tolerance_ms=self._future)
             if rej is not None:
                 return Outcome(st, (), rej)
-        if st is not None and st.dedup.get(ev.event_id, -1 << 62) >= now - self._dedup:
+        event_id = ev.event_id
+        if st is not None and st.dedup.get(event_id, -1 << 62) >= now - self._dedup:
             return Outcome(st, (), Rejection(
-                RejectReason.DUPLICATE, f"event_id {ev.event_id!r} was already applied",
-                "event_id", ev.event_id, ev.customer_id))
+                RejectReason.DUPLICATE, f"event_id {event_id!r} was already applied",
+                "event_id", event_id, ev.customer_id))
         changes: list[SegmentChange] = []
         if st is not None and (st.due or st.pending):
             self._fire_into(st, now, changes)
-        if ev.type == ERASED:
+        etype = ev.type
+        if etype == ERASED:
             if st is not None:
                 changes.append(self._erase(st, ev, now))
             return Outcome(None, tuple(changes))
         if st is None:
             st = CustomerState(ev.customer_id, rules_version=self.rules.version)
-        st.dedup[ev.event_id] = now
-        if ev.ts > now:  # from the (tolerated) future: counts from its own instant on
+        st.dedup[event_id] = now
+        if ts > now:  # from the (tolerated) future: counts from its own instant on
             keys = [p.ts for p in st.pending]
-            st.pending.insert(bisect.bisect_right(keys, ev.ts), ev)
+            st.pending.insert(bisect.bisect_right(keys, ts), ev)
             return Outcome(st, tuple(changes))
-        moved_first = st.first_seen is None or ev.ts < st.first_seen
+        moved_first = st.first_seen is None or ts < st.first_seen
         fold_event(st, ev, self._r, self._points, self._half_life)
         prune(st, now, self._r, self._retention, self._dedup)
         # a new customer has no candidates yet: everything is evaluated once
         dirty = (self.rules.segments if st.last_eval is None
-                 else self.rules.dirty_for_type(ev.type, moved_first))
+                 else self.rules.dirty_for_type(etype, moved_first))
         change = evaluate(self.rules, st, now, dirty, ev)  # the Cause is built on a change
         if change is not None:
             changes.append(change)
