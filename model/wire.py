@@ -7,6 +7,7 @@ from the class annotations, which a compiled class body does not keep as written
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
 import msgspec
@@ -29,7 +30,13 @@ WireUrl = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_URL_LEN)]
 WireMoney = Annotated[float, msgspec.Meta(ge=0.0, le=1.7976931348623157e308)]  # finite, >= 0
 
 
-class WireItem(msgspec.Struct, forbid_unknown_fields=True):
+@dataclass(slots=True)
+class WireItem:
+    """An item as decoded: a mutable dataclass with the fields and slots of model.events.Item,
+    in the same order, so the fast path re-classes it into an Item (`__class__`) instead of
+    copying it field by field. Unknown fields of an item are ignored, as the checked path
+    ignores them."""
+
     sku: WireId
     category: WireId
     quantity: Annotated[int, msgspec.Meta(ge=1, le=MAX_QUANTITY)]

@@ -9,16 +9,19 @@ silently decline everything and still pass)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
 import orjson
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from model.events import (
     EVENT_TYPES,
     Event,
+    Item,
     _fast_event,
     encode_event,
     parse_event,
@@ -159,3 +162,20 @@ def test_profile_attributes_at_the_edges_of_the_number_ranges() -> None:
     _same(_dumps({**profile, "attributes": {str(i): i for i in range(51)}}))
     _same(_dumps({**profile, "attributes": {"": 1}}))
     _same(_dumps({**profile, "attributes": {"k" * 129: 1}}))
+
+
+def test_items_are_decoded_as_items_unknown_and_repeated_item_fields_as_the_checked_path() -> None:
+    """The fast path decodes an item with Item's layout and re-classes it (model/wire.py): the
+    items are real, frozen Items, equal to the checked path's; an unknown field of an item is
+    ignored and a repeated one read last-wins, by both paths, and the fast path takes them."""
+    base = encode_event(next(e for e in EVENTS if e.type == "purchase" and e.items)).decode()
+    texts = [base,
+             base.replace('"sku":', '"note":{"a":[1]},"sku":', 1),  # unknown item field
+             base.replace('"quantity":', '"quantity":7,"quantity":', 1)]  # repeated: last wins
+    for text in texts:
+        fast = _fast_event(text.encode(), CURRENCY)
+        assert fast is not None, text
+        assert fast == parse_event_checked(text.encode(), currency=CURRENCY)
+        assert fast.items and all(type(i) is Item for i in fast.items)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            fast.items[0].quantity = 2  # type: ignore[misc]
