@@ -32,6 +32,7 @@ from model.wire import (
     MAX_TS_TEXT_LEN,
     MAX_URL_LEN,
     MIN_TS_MS,
+    Item,
     fast_decode,
 )
 
@@ -140,14 +141,6 @@ class Attributes(Mapping[str, AttributeValue]):
     def __reduce__(self) -> tuple[type[Attributes], tuple[dict[str, AttributeValue]]]:
         return (Attributes, (self._data,))
 
-
-@mypyc_attr(native_class=False)  # re-classed from a twin (see model/twin.py), compiled or not
-@dataclass(frozen=True, slots=True)
-class Item:
-    sku: str
-    category: str
-    quantity: int
-    price: float
 
 
 @mypyc_attr(native_class=False)  # re-classed from a twin (see model/twin.py), compiled or not
@@ -600,12 +593,8 @@ def _fast_event(raw: bytes | bytearray | memoryview | str, currency: str) -> Eve
         event.amount = w.amount
         event.currency = currency
         event.order_id = w.order_id
-        wire_items = w.items
-        if wire_items:
-            # decoded with Item's layout (model/wire.py): re-classed, not copied
-            for i in cast("list[Any]", wire_items):
-                i.__class__ = Item
-            event.items = tuple(wire_items)
+        if w.items:
+            event.items = tuple(w.items)  # msgspec decoded them as Items (model/wire.py)
     elif family == _FAMILY_WEB:
         event.session_id = w.session_id
         event.url = w.url

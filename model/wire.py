@@ -1,5 +1,5 @@
 """The wire schema of the event decoder's fast path (msgspec; model/events.py says how the two
-paths relate) and the limits it shares with the checked path.
+paths relate), the limits it shares with the checked path, and `Item` (decoded straight into).
 
 A module of its own, never compiled by mypyc (model/native.py): msgspec reads the field types
 from the class annotations, which a compiled class body does not keep as written.
@@ -30,12 +30,12 @@ WireUrl = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_URL_LEN)]
 WireMoney = Annotated[float, msgspec.Meta(ge=0.0, le=1.7976931348623157e308)]  # finite, >= 0
 
 
-@dataclass(slots=True)
-class WireItem:
-    """An item as decoded: a mutable dataclass with the fields and slots of model.events.Item,
-    in the same order, so the fast path re-classes it into an Item (`__class__`) instead of
-    copying it field by field. Unknown fields of an item are ignored, as the checked path
-    ignores them."""
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One line of a purchase (model.events.Item, defined here): msgspec decodes a purchase's
+    items straight into Items, with the constraints of the wire format in the field types
+    (checked when decoding only; `Item(...)` validates nothing, as before). Unknown fields of
+    an item are ignored, as the checked path ignores them."""
 
     sku: WireId
     category: WireId
@@ -51,7 +51,7 @@ class WireEvent(msgspec.Struct, forbid_unknown_fields=True):
     amount: WireMoney | None = None
     currency: str | None = None
     order_id: WireId | None = None
-    items: Annotated[list[WireItem], msgspec.Meta(max_length=MAX_ITEMS)] | None = None
+    items: Annotated[list[Item], msgspec.Meta(max_length=MAX_ITEMS)] | None = None
     campaign_id: WireId | None = None
     session_id: WireId | None = None
     url: WireUrl | None = None
