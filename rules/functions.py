@@ -11,6 +11,7 @@ Each function is built once per call site at compile time (`build_term`) into a 
 
 from __future__ import annotations
 
+import math
 import operator
 from bisect import bisect_right
 from collections.abc import Callable, Iterable
@@ -460,15 +461,85 @@ def amount_flip(nb: int, fn: Callable[[Ctx], Value], test: Callable[[Any, Any], 
     their year. Amounts are >= 0 (parse_event refuses others), so without a refund in the
     window the amount only falls as time passes: a threshold false now (`a >= y` below it)
     stays false until the next event, no timer."""
-    ordered = test in (operator.ge, operator.gt, operator.le, operator.lt)
-    at_end = bool(test(y, 0.0) if swapped else test(0.0, y))  # once everything has left
+    return _AmountFlip(nb, fn, test, y, swapped)
 
-    def walk(ctx: Ctx, now: bool, pa: float, ra: float,
+
+_OPS: Final[tuple[Callable[[Any, Any], Any], ...]] = (
+    operator.ge, operator.gt, operator.le, operator.lt, operator.eq, operator.ne)
+
+
+def _holds(code: int, a: float, b: float) -> bool:
+    """`a <op> b` on two floats, natively (`code`: the index of op in _OPS)."""
+    if code == 0:
+        return a >= b
+    if code == 1:
+        return a > b
+    if code == 2:
+        return a <= b
+    if code == 3:
+        return a < b
+    if code == 4:
+        return a == b
+    return a != b
+
+
+class _AmountFlip:
+    """`amount_flip`'s function: a class, not a closure (compiled, its fields are native: the
+    amounts are compared as C doubles, not boxed floats through `operator.ge`)."""
+
+    def __init__(self, nb: int, fn: Callable[[Ctx], Value], test: Callable[[Any, Any], Any],
+                 y: Any, swapped: bool) -> None:
+        self.nb = nb
+        self.fn = fn
+        self.test = test
+        self.code = _OPS.index(test)
+        self.y = y
+        try:
+            self.yf = float(y)
+        except OverflowError:  # an int literal beyond the floats: every amount is below it
+            self.yf = math.inf if y > 0 else -math.inf
+        # a float compares with y as with its float: every float, an int up to 2**53
+        self.exact = type(y) is float or -(1 << 53) <= y <= 1 << 53
+        self.swapped = swapped
+        self.ordered = self.code < 4  # >=, >, <=, <
+        self.at_end = bool(test(y, 0.0) if swapped else test(0.0, y))  # once all has left
+        self.slack_y = abs(self.yf)
+
+    def holds(self, v: float) -> bool:
+        """The comparison with the amount v."""
+        if self.exact:
+            return _holds(self.code, self.yf, v) if self.swapped else _holds(self.code, v, self.yf)
+        return self.holds_any(v)
+
+    def holds_any(self, v: Any) -> bool:
+        return bool(self.test(self.y, v) if self.swapped else self.test(v, self.y))
+
+    def __call__(self, ctx: Ctx) -> int | None:
+        nb = self.nb
+        s = _sums(ctx, nb)  # what fn(ctx) reads (cached for this instant)
+        pa: float = s[0]
+        ra: float = s[2]
+        now = self.holds(pa - ra)
+        if not (s[1] or s[3]) or (self.ordered and now == self.at_end and not ra):
+            # nothing in the window; or no refund: a sum of fewer non-negative terms is never
+            # larger, in floats too, so the amount goes down to 0 monotonically, and a
+            # threshold true (false) at both ends of the way stays so all along
+            return None
+        cache = ctx.cache  # a walk is looked up again by the due plan (rules/program.py)
+        out = cache.get(self, _MISS)
+        if out is _MISS:
+            buckets = ctx.st.buckets
+            out = cache[self] = self.walk(
+                ctx, now, pa, ra, buckets.items() if len(buckets) <= _SCAN else _window(ctx, nb))
+        return out
+
+    def walk(self, ctx: Ctx, now: bool, pa: float, ra: float,
              buckets: Iterable[tuple[int, Bucket]]) -> int | None:
         """The first exit (`buckets` oldest first; those before the window are passed over)
         after which the comparison is not `now`."""
+        nb = self.nb
         lo = ctx.bnow - nb
-        slack = 1e-9 * (pa + ra + abs(y)) + 1e-9  # far above the rounding of these sums
+        slack = 1e-9 * (pa + ra + self.slack_y) + 1e-9  # far above the rounding of these sums
         r = ctx.r
         probe: Ctx | None = None
         steps = 0
@@ -480,35 +551,19 @@ def amount_flip(nb: int, fn: Callable[[Ctx], Value], test: Callable[[Any, Any], 
                 pa -= bk.pa
                 ra -= bk.ra
                 v = pa - ra
-                if -slack <= v - y <= slack:  # too close to call from the running figure
+                if -slack <= v - self.yf <= slack:  # too close to call from the running figure
                     at = (b + nb) * r
                     if probe is None:
                         probe = Ctx(ctx.st, at, r, ctx.cands, ctx.groups_before)
                     else:
                         probe.at(at)
-                    v = fn(probe)
-                if bool(test(y, v) if swapped else test(v, y)) != now:
+                    # the amount as the condition computes it
+                    flipped = self.holds_any(self.fn(probe)) != now
+                else:
+                    flipped = self.holds(v) != now
+                if flipped:
                     return (b + nb) * r
         return None
-
-    def flip(ctx: Ctx) -> int | None:
-        s = _sums(ctx, nb)  # what fn(ctx) reads (cached for this instant)
-        pa, ra = s[0], s[2]
-        v = pa - ra
-        now = bool(test(y, v) if swapped else test(v, y))
-        if not (s[1] or s[3]) or (ordered and now == at_end and not ra):
-            # nothing in the window; or no refund: a sum of fewer non-negative terms is never
-            # larger, in floats too, so the amount goes down to 0 monotonically, and a
-            # threshold true (false) at both ends of the way stays so all along
-            return None
-        cache = ctx.cache  # a walk is looked up again by the due plan (`_generate_parts`)
-        out = cache.get(flip, _MISS)
-        if out is _MISS:
-            buckets = ctx.st.buckets
-            out = cache[flip] = walk(
-                ctx, now, pa, ra, buckets.items() if len(buckets) <= _SCAN else _window(ctx, nb))
-        return out
-    return flip
 
 
 def _purchase_count(text: str, nb: int) -> Term:

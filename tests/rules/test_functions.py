@@ -61,7 +61,7 @@ def _brute(fn: Callable[[Ctx], Any], test: Callable[[Any, Any], Any], y: float,
            ["purchase", "purchase", "refund"]), st.sampled_from(AMOUNTS)), max_size=12),
        w=st.sampled_from([1, 2, 5, 24, 48]),
        parts=st.lists(st.sampled_from(AMOUNTS), min_size=1, max_size=4),
-       shape=st.sampled_from(["sum", "-sum", "round", "zero"]),
+       shape=st.sampled_from(["sum", "-sum", "round", "zero", "int", "huge", "beyond"]),
        op=st.sampled_from(sorted(OPS)), swapped=st.booleans(),
        at=st.integers(0, 14 * HOUR_MS))
 # 0.1 + 0.2 + 0.3 - 0.1 = 0.5000000000000001 but 0.2 + 0.3 = 0.5: the running figure says the
@@ -80,7 +80,9 @@ def test_amount_flip_is_the_first_instant_the_comparison_changes(
     total = 0.0
     for p in parts:
         total += p
-    y = {"sum": total, "-sum": -total, "round": round(total, 2), "zero": 0.0}[shape]
+    # int thresholds too: exact compare up to 2**53, past it (and past the floats) as Python does
+    y = {"sum": total, "-sum": -total, "round": round(total, 2), "zero": 0.0,
+         "int": int(total), "huge": (1 << 60) + 1, "beyond": 10 ** 400}[shape]
     st_ = _state([(T0 + h * HOUR_MS, etype, a) for h, etype, a in events
                   if T0 + h * HOUR_MS <= T0 + at])
     term = build_term("purchase_amount", (w * HOUR_MS,), f"purchase_amount({w}h)",
