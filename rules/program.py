@@ -113,6 +113,16 @@ class Node:
         return self.value(ctx) is True
 
 
+class Test(Node):
+    """A node whose value is exactly True or False: its `truth` is its value."""
+
+    def value(self, ctx: Ctx) -> Any:
+        return self.truth(ctx)
+
+    def truth(self, ctx: Ctx) -> bool:
+        raise NotImplementedError
+
+
 class Const(Node):
     def __init__(self, v: Any) -> None:
         self.v = v
@@ -131,12 +141,9 @@ class Call(Node):
         return self.fn(ctx)
 
 
-class Not(Node):
+class Not(Test):
     def __init__(self, x: Node) -> None:
         self.x = x
-
-    def value(self, ctx: Ctx) -> Any:
-        return self.x.value(ctx) is not True
 
     def truth(self, ctx: Ctx) -> bool:
         return self.x.value(ctx) is not True
@@ -151,45 +158,62 @@ class Neg(Node):
         return -v if _is_num(v) else None
 
 
-class And(Node):
-    """Both sides are pure: the cheaper one is `a` (the compiler orders them)."""
+class Logical(Test):
+    """`and` / `or` of two sides, both pure: the cheaper one is `a` (the compiler orders
+    them)."""
 
     def __init__(self, a: Node, b: Node) -> None:
         self.a = a
         self.b = b
 
-    def value(self, ctx: Ctx) -> Any:
-        return self.a.truth(ctx) and self.b.truth(ctx)
 
+class And(Logical):
     def truth(self, ctx: Ctx) -> bool:
         return self.a.truth(ctx) and self.b.truth(ctx)
 
 
-class Or(Node):
-    def __init__(self, a: Node, b: Node) -> None:
-        self.a = a
-        self.b = b
-
-    def value(self, ctx: Ctx) -> Any:
-        return self.a.truth(ctx) or self.b.truth(ctx)
-
+class Or(Logical):
     def truth(self, ctx: Ctx) -> bool:
         return self.a.truth(ctx) or self.b.truth(ctx)
 
 
-class ArithLit(Node):
-    """`x op literal` (a literal number, not a zero divisor)."""
+class WithLiteral(Node):
+    """`x op literal` (a number or a text)."""
 
     def __init__(self, x: Node, op: int, y: Any) -> None:
         self.x = x
         self.op = op
         self.y = y
 
+
+class ArithLit(WithLiteral):
+    """`x op number` (not a zero divisor)."""
+
     def value(self, ctx: Ctx) -> Any:
         v = self.x.value(ctx)
         if not _is_num(v):
             return None
         return _arith(v, self.y, self.op)
+
+
+class CmpNum(WithLiteral):
+    """`x op number` (a literal, negative ones folded)."""
+
+    def value(self, ctx: Ctx) -> Any:
+        v = self.x.value(ctx)
+        if _is_num(v):
+            return _compare(v, self.y, self.op)
+        return cmp_slow(v, self.y, self.op)
+
+
+class CmpStr(WithLiteral):
+    """`x op "text"`."""
+
+    def value(self, ctx: Ctx) -> Any:
+        v = self.x.value(ctx)
+        if type(v) is str:
+            return _compare(v, self.y, self.op)
+        return cmp_slow(v, self.y, self.op)
 
 
 class Arith(Node):
@@ -208,51 +232,7 @@ class Arith(Node):
         return _arith(a, b, self.op)
 
 
-class IsNull(Node):
-    """`x == null` (`negated`: `x != null`)."""
-
-    def __init__(self, x: Node, negated: bool) -> None:
-        self.x = x
-        self.negated = negated
-
-    def value(self, ctx: Ctx) -> Any:
-        return (self.x.value(ctx) is None) is not self.negated
-
-    def truth(self, ctx: Ctx) -> bool:
-        return (self.x.value(ctx) is None) is not self.negated
-
-
-class CmpNum(Node):
-    """`x op number` (a literal, negative ones folded)."""
-
-    def __init__(self, x: Node, op: int, y: Any) -> None:
-        self.x = x
-        self.op = op
-        self.y = y
-
-    def value(self, ctx: Ctx) -> Any:
-        v = self.x.value(ctx)
-        if _is_num(v):
-            return _compare(v, self.y, self.op)
-        return cmp_slow(v, self.y, self.op)
-
-
-class CmpStr(Node):
-    """`x op "text"`."""
-
-    def __init__(self, x: Node, op: int, y: str) -> None:
-        self.x = x
-        self.op = op
-        self.y = y
-
-    def value(self, ctx: Ctx) -> Any:
-        v = self.x.value(ctx)
-        if type(v) is str:
-            return _compare(v, self.y, self.op)
-        return cmp_slow(v, self.y, self.op)
-
-
-class Cmp(Node):
+class Cmp(Test):
     """`x op y`, both computed."""
 
     def __init__(self, x: Node, op: int, y: Node) -> None:
@@ -260,14 +240,22 @@ class Cmp(Node):
         self.op = op
         self.y = y
 
-    def value(self, ctx: Ctx) -> Any:
-        return cmp_any(self.x.value(ctx), self.y.value(ctx), self.op)
-
     def truth(self, ctx: Ctx) -> bool:
         return cmp_any(self.x.value(ctx), self.y.value(ctx), self.op)
 
 
-class Member(Node):
+class IsNull(Test):
+    """`x == null` (`negated`: `x != null`)."""
+
+    def __init__(self, x: Node, negated: bool) -> None:
+        self.x = x
+        self.negated = negated
+
+    def truth(self, ctx: Ctx) -> bool:
+        return (self.x.value(ctx) is None) is not self.negated
+
+
+class Member(Test):
     """`x in [items]` / `x not in [items]`."""
 
     def __init__(self, x: Node, strings: frozenset[str], items: tuple[Any, ...],
@@ -277,7 +265,7 @@ class Member(Node):
         self.items = items
         self.negated = negated
 
-    def value(self, ctx: Ctx) -> Any:
+    def truth(self, ctx: Ctx) -> bool:
         v = self.x.value(ctx)
         if type(v) is str:
             return (v in self.strings) is not self.negated
