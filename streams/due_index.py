@@ -41,8 +41,11 @@ class DueIndex:
     def pop_due(self, t: int) -> Iterator[tuple[int, str]]:
         """Yield (due, key) for every key due at or before t, earliest first. A key whose due
         is re-set to <= t while iterating is yielded again."""
-        heap, due = self._heap, self._due
-        while heap and heap[0][0] <= t:
+        due = self._due
+        while True:
+            heap = self._heap  # read again each time: a `set` while iterating may compact
+            if not heap or heap[0][0] > t:
+                return
             d, key = heapq.heappop(heap)
             if due.get(key) != d:
                 continue  # stale
@@ -54,6 +57,11 @@ class DueIndex:
         while heap and due.get(heap[0][1]) != heap[0][0]:
             heapq.heappop(heap)
         return heap[0][0] if heap else None
+
+    @property
+    def entries(self) -> int:
+        """Heap entries, stale ones included (what compaction bounds)."""
+        return len(self._heap)
 
     def __len__(self) -> int:
         return len(self._due)

@@ -139,8 +139,7 @@ def test_compaction_bounds_the_heap_and_keeps_the_answers() -> None:
             due = rng.randrange(1_000_000)
             idx.set(key, due)
             expected[key] = due
-    heap_size = len(idx._heap)
-    assert heap_size <= 4 * len(idx) + 1024 + 1  # stale entries were compacted away
+    assert idx.entries <= 4 * len(idx) + 1024 + 1  # stale entries were compacted away
     assert len(idx) == len(expected)
     assert idx.oldest() == min(expected.values())
     out = drain(idx, 10**9)
@@ -172,3 +171,24 @@ def test_matches_a_plain_dict_under_random_operations() -> None:
                 del model[k]
         assert len(idx) == len(model)
         assert idx.oldest() == (min(model.values()) if model else None)
+
+
+def test_a_key_reset_while_iterating_is_yielded_even_when_the_set_compacts() -> None:
+    """A timer that re-sets its own key to an instant already due is fired again in the same
+    pass, also when that pass's `set`s cross the compaction threshold (the iteration reads the
+    new heaps, not the ones it started with)."""
+    idx = DueIndex()
+    idx.set("a", 10)
+    for i in range(1020):  # "b" moves on and on: its stale entries pile up, short of compacting
+        idx.set("b", 1_000 + i)
+    out: list[tuple[int, str]] = []
+    compacted = False
+    for d, key in idx.pop_due(20):
+        out.append((d, key))
+        if (d, key) == (10, "a"):
+            for i in range(40):
+                idx.set("b", 5_000 + i)
+            compacted = idx.entries < 100  # 1,060 sets of "b" in all: a compaction dropped them
+            idx.set("a", 15)  # due again within this pass
+    assert compacted
+    assert out == [(10, "a"), (15, "a")]
