@@ -21,7 +21,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from model.state import Bucket
 from rules import ast, program
@@ -109,8 +109,7 @@ class CompiledExpr:
     coarse: bool = False
     _step_fns: tuple[Callable[[Ctx], int | None], ...] | None = None
     _plan: _Leaf | _Junction | None = None
-    # built from the plan at compile time (`_build_plan`); `parts_fn` is the same, callable
-    parts_fn: Callable[[Ctx], DueParts | None] = field(default=lambda ctx: None)
+    # built from the plan at compile time (`_build_plan`); None: time alone never changes it
     due_plan: program.Plan | None = None
     # `fn` as the condition tree itself (rules/program.py): what the engine calls, natively
     cond: program.Condition = field(default_factory=_no_condition)
@@ -146,7 +145,8 @@ class CompiledExpr:
         attribute(), in_segment(), ...) that is false now stays false until the next event
         whatever its other parts do (an `or` likewise with a true one), so their windows and
         thresholds are no reason to look again."""
-        return self.parts_fn(ctx)
+        plan = self.due_plan
+        return None if plan is None else cast("DueParts | None", plan.parts(ctx))
 
 
 def _leaves(node: _Leaf | _Junction) -> list[_Leaf]:
@@ -625,7 +625,7 @@ def compile_expr(expr: ast.Expr, text: str, settings: RuleSettings) -> CompiledE
     c.out.fn = c.out.cond = _condition(expr, terms, text)
     plan = c.out._plan = c.plan(expr)
     if plan is not None:
-        c.out.parts_fn = c.out.due_plan = _build_plan(plan, terms)
+        c.out.due_plan = _build_plan(plan, terms)
     return c.out
 
 

@@ -350,9 +350,6 @@ class Plan:
         self.build = build
         self.cache: dict[int, Any] = {}
 
-    def __call__(self, ctx: Ctx) -> Any:
-        return self.parts(ctx)
-
     def parts(self, ctx: Ctx) -> Any:
         m = self.root.mask(ctx)
         table = self.table
