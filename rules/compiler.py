@@ -102,7 +102,6 @@ def _no_condition() -> program.Condition:
 
 @dataclass(slots=True)
 class CompiledExpr:
-    fn: Fn
     text: str
     terms: list[Term] = field(default_factory=list)
     crossings: list[Crossing] = field(default_factory=list)
@@ -111,8 +110,13 @@ class CompiledExpr:
     _plan: _Leaf | _Junction | None = None
     # built from the plan at compile time (`_build_plan`); None: time alone never changes it
     due_plan: program.Plan | None = None
-    # `fn` as the condition tree itself (rules/program.py): what the engine calls, natively
+    # the condition as a tree of compiled nodes (rules/program.py): what the engine calls
     cond: program.Condition = field(default_factory=_no_condition)
+
+    @property
+    def fn(self) -> Fn:
+        """The condition as a callable (ctx -> bool): `cond` itself."""
+        return self.cond
 
     @property
     def reads(self) -> frozenset[str]:
@@ -211,7 +215,7 @@ def _neg(m: int | None) -> int | None:
 class _Compiler:
     def __init__(self, settings: RuleSettings, text: str) -> None:
         self.settings = settings
-        self.out = CompiledExpr(fn=lambda ctx: None, text=text)
+        self.out = CompiledExpr(text=text)
         self._terms: dict[str, Term] = {}
         self._nodes: dict[int, tuple[_Node, int, int]] = {}
         self._atoms: dict[int, Callable[[Ctx], int | None]] = {}
@@ -622,7 +626,7 @@ def compile_expr(expr: ast.Expr, text: str, settings: RuleSettings) -> CompiledE
     c = _Compiler(settings, text)
     c.compile(expr)
     terms = {t.text: t for t in c.out.terms}
-    c.out.fn = c.out.cond = _condition(expr, terms, text)
+    c.out.cond = _condition(expr, terms, text)
     plan = c.out._plan = c.plan(expr)
     if plan is not None:
         c.out.due_plan = _build_plan(plan, terms)

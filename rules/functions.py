@@ -20,6 +20,7 @@ from itertools import islice
 from typing import Any, Final
 
 from model.state import Bucket, engagement_at
+from rules import program
 from rules.catalogue import EVENT_TYPES, PREDICTIVE
 from rules.context import Ctx
 from rules.model import DAY_MS, RuleSettings
@@ -464,25 +465,6 @@ def amount_flip(nb: int, fn: Callable[[Ctx], Value], test: Callable[[Any, Any], 
     return _AmountFlip(nb, fn, test, y, swapped)
 
 
-_OPS: Final[tuple[Callable[[Any, Any], Any], ...]] = (
-    operator.ge, operator.gt, operator.le, operator.lt, operator.eq, operator.ne)
-
-
-def _holds(code: int, a: float, b: float) -> bool:
-    """`a <op> b` on two floats, natively (`code`: the index of op in _OPS)."""
-    if code == 0:
-        return a >= b
-    if code == 1:
-        return a > b
-    if code == 2:
-        return a <= b
-    if code == 3:
-        return a < b
-    if code == 4:
-        return a == b
-    return a != b
-
-
 class _AmountFlip:
     """`amount_flip`'s function: a class, not a closure (compiled, its fields are native: the
     amounts are compared as C doubles, not boxed floats through `operator.ge`)."""
@@ -492,7 +474,7 @@ class _AmountFlip:
         self.nb = nb
         self.fn = fn
         self.test = test
-        self.code = _OPS.index(test)
+        self.code = program.PYOPS.index(test)
         self.y = y
         try:
             self.yf = float(y)
@@ -501,14 +483,16 @@ class _AmountFlip:
         # a float compares with y as with its float: every float, an int up to 2**53
         self.exact = type(y) is float or -(1 << 53) <= y <= 1 << 53
         self.swapped = swapped
-        self.ordered = self.code < 4  # >=, >, <=, <
+        self.ordered = self.code not in (program.EQ, program.NE)
         self.at_end = bool(test(y, 0.0) if swapped else test(0.0, y))  # once all has left
         self.slack_y = abs(self.yf)
 
     def holds(self, v: float) -> bool:
         """The comparison with the amount v."""
         if self.exact:
-            return _holds(self.code, self.yf, v) if self.swapped else _holds(self.code, v, self.yf)
+            if self.swapped:
+                return program.compare_floats(self.yf, v, self.code)
+            return program.compare_floats(v, self.yf, self.code)
         return self.holds_any(v)
 
     def holds_any(self, v: Any) -> bool:

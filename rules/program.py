@@ -35,7 +35,7 @@ MUL: Final = 8
 DIV: Final = 9
 CODES: Final[dict[str, int]] = {"==": EQ, "!=": NE, "<": LT, "<=": LE, ">": GT, ">=": GE,
                                 "+": ADD, "-": SUB, "*": MUL, "/": DIV}
-_PYOPS: Final[tuple[Callable[[Any, Any], Any], ...]] = (
+PYOPS: Final[tuple[Callable[[Any, Any], Any], ...]] = (  # the comparisons, by code
     operator.eq, operator.ne, operator.lt, operator.le, operator.gt, operator.ge)
 
 
@@ -45,6 +45,21 @@ def _is_num(v: object) -> bool:
 
 
 def _compare(x: Any, y: Any, op: int) -> Any:
+    if op == GE:
+        return x >= y
+    if op == GT:
+        return x > y
+    if op == LT:
+        return x < y
+    if op == LE:
+        return x <= y
+    if op == EQ:
+        return x == y
+    return x != y
+
+
+def compare_floats(x: float, y: float, op: int) -> bool:
+    """`_compare` on two floats, as C doubles (no boxed floats, no rich comparison)."""
     if op == GE:
         return x >= y
     if op == GT:
@@ -75,7 +90,7 @@ def cmp_slow(x: Any, y: Any, op: int) -> bool:
     if type(x) is bool:  # y is not a bool
         return op == NE
     try:
-        return bool(_PYOPS[op](x, y))
+        return bool(PYOPS[op](x, y))
     except TypeError:
         return op == NE
 
@@ -89,7 +104,7 @@ def cmp_any(x: Any, y: Any, op: int) -> bool:
     if type(x) is bool and op != EQ and op != NE:
         return False  # and are not ordered
     try:
-        return bool(_PYOPS[op](x, y))
+        return bool(PYOPS[op](x, y))
     except TypeError:
         return op == NE
 
