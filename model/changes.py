@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, cast
 
-import orjson
+import msgspec
 from mypy_extensions import mypyc_attr
 
 from model.twin import mutable_twin
@@ -107,9 +107,12 @@ class SegmentChange:
         return out
 
     def to_json(self) -> bytes:
-        return orjson.dumps(self.to_wire())
+        # msgspec, not orjson: the bytes orjson returns keep its ~4 KB working buffer, and a
+        # worker holds every change record until its commit (model/codec.py)
+        return _encode(self.to_wire())
 
 
+_encode: Final = msgspec.json.Encoder().encode
 _CauseTwin: Final = mutable_twin(Cause)
 _ChangeTwin: Final = mutable_twin(SegmentChange)
 _new: Final = object.__new__

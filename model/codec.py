@@ -1,30 +1,35 @@
 """Compact serialisation of CustomerState (a Faust table value and a changelog record).
 
-The state is written as one orjson array of its fields in a fixed order; buckets as arrays
+The state is written as one JSON array of its fields in a fixed order; buckets as arrays
 with empty parts dropped. `decode_state(encode_state(s)) == s`. Each bucket's JSON is cached on
-the bucket (an orjson.Fragment in `Bucket.enc`, cleared by fold_event) so a commit re-encodes
+the bucket (a `msgspec.Raw` in `Bucket.enc`, cleared by fold_event) so a commit re-encodes
 only the buckets that changed since the last one.
+
+Encoded by msgspec (decoded by orjson): its output is exact-size bytes, where orjson's keeps
+its ~4 KB working buffer (measured: 4.1 KB of memory and 2.7 us per small object kept, against
+0.14 KB and 0.36 us), and a commit holds every changelog record it writes until its end.
 """
 
 from __future__ import annotations
 
 from typing import Any, Final
 
+import msgspec
 import orjson
 
 from model.events import Event, Rejection, event_to_wire, parse_dict
 from model.state import Bucket, CustomerState, estimate_occasions
 
 FORMAT = 1
+_encode: Final = msgspec.json.Encoder().encode
 
 
-def _bucket_fragment(b: int, bk: Bucket) -> orjson.Fragment:
+def _bucket_fragment(b: int, bk: Bucket) -> msgspec.Raw:
     """The bucket's JSON, cached on it until fold_event changes it: a customer's older buckets
     are encoded once, not at every commit (a bucket's encoding is most of a state's)."""
     enc = bk.enc
     if enc is None:
-        # as an exact-size str: the bytes orjson returns keep its whole output buffer (~4 KB)
-        enc = bk.enc = orjson.Fragment(orjson.dumps(_bucket_out(b, bk)).decode())
+        enc = bk.enc = msgspec.Raw(_encode(_bucket_out(b, bk)))
     return enc
 
 
@@ -70,7 +75,7 @@ def encode_state(st: CustomerState) -> bytes:
     for b, bk in st.buckets.items():  # most are cached: no call for those
         enc = bk.enc
         frags.append(_bucket_fragment(b, bk) if enc is None else enc)
-    return orjson.dumps([
+    return _encode([
         FORMAT, st.customer_id, frags,
         st.first_ts, st.last_ts, st.first_seen, st.lifetime_amount, st.lifetime_orders,
         st.eng_score, st.eng_ref, st.unsubscribed, st.attributes,

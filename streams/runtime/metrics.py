@@ -6,12 +6,56 @@ codes, segment ids, partitions, endpoint names and outcomes.
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 EVAL_BUCKETS = (1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 5e-2)
+
+
+class BatchHistogram(Collector):
+    """A histogram fed a whole commit's observations at once (`observe_many`): one bisect per
+    value instead of `Histogram.observe`'s lock and two value updates each (measured: the
+    per-record observe was ~4% of the worker's CPU at 100k records/s). Exposed like a
+    prometheus_client Histogram: `<name>_bucket{le=...}` (cumulative, `le` inclusive, `+Inf`),
+    `_count` and `_sum`. Observed and collected on the event loop's thread."""
+
+    def __init__(self, name: str, documentation: str, buckets: Iterable[float],
+                 registry: CollectorRegistry) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.bounds = tuple(float(b) for b in buckets)
+        self.counts = [0] * (len(self.bounds) + 1)  # the last: above every bound
+        self.sum = 0.0
+        registry.register(self)
+
+    def observe_many(self, values: Iterable[float]) -> None:
+        counts, bounds = self.counts, self.bounds
+        total = self.sum
+        for v in values:
+            counts[bisect_left(bounds, v)] += 1
+            total += v
+        self.sum = total
+
+    def observe(self, value: float) -> None:
+        self.observe_many((value,))
+
+    def collect(self) -> Iterator[Metric]:
+        cumulative, buckets = 0, []
+        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            cumulative += count
+            buckets.append((floatToGoString(bound), float(cumulative)))
+        yield HistogramMetricFamily(self.name, self.documentation, buckets=buckets,
+                                    sum_value=self.sum)
+
+    def describe(self) -> Iterator[Metric]:
+        yield HistogramMetricFamily(self.name, self.documentation)
 
 
 class Metrics:
@@ -44,9 +88,9 @@ class Metrics:
         self.segment_size = Gauge(
             "segmenter_segment_size", "Customers in each segment on this worker's partitions "
             "(sum over workers for the total).", ["segment"], registry=r)
-        self.event_to_change = Histogram(
+        self.event_to_change = BatchHistogram(
             "segmenter_event_to_change_seconds", "From an event's arrival in Kafka to its "
-            "segment-change record being sent.", buckets=LATENCY_BUCKETS, registry=r)
+            "segment-change record being sent.", LATENCY_BUCKETS, r)
         self.evaluation = Histogram(
             "segmenter_engine_evaluation_seconds", "Time per record or timer handled (decode "
             "and engine), averaged over each fetch.",

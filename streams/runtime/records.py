@@ -3,12 +3,44 @@
 from __future__ import annotations
 
 import base64
+from typing import Final
 
 import orjson
-from aiokafka.partitioner import murmur2
 
 from model.changes import format_ts
 from model.events import Rejection
+
+_MASK: Final = 0xFFFFFFFF
+
+
+def _times_m(x: int) -> int:
+    """`x * 0x5BD1E995` modulo 2**32, for `0 <= x < 2**32`: in two halves, so that every
+    intermediate stays a small (unboxed) int in the compiled code."""
+    return (x * 0xE995 + (((x * 0x5BD1) & 0xFFFF) << 16)) & _MASK
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 of a key (`org.apache.kafka.common.utils.Utils.murmur2`), the same
+    function as `aiokafka.partitioner.murmur2` (a test checks them against each other), which
+    is pure Python: compiled here, it is ~30x cheaper (one call per new customer's record)."""
+    length = len(data)
+    h = 0x9747B28C ^ length
+    end = length & ~3
+    for i in range(0, end, 4):
+        k = data[i] | (data[i + 1] << 8) | (data[i + 2] << 16) | (data[i + 3] << 24)
+        k = _times_m(k)
+        k ^= k >> 24
+        h = _times_m(h) ^ _times_m(k)
+    extra = length & 3
+    if extra >= 3:
+        h ^= data[end + 2] << 16
+    if extra >= 2:
+        h ^= data[end + 1] << 8
+    if extra >= 1:
+        h = _times_m(h ^ data[end])
+    h ^= h >> 13
+    h = _times_m(h)
+    return h ^ (h >> 15)
 
 
 def partition_for(key: bytes, partitions: int) -> int:

@@ -244,8 +244,8 @@ class Worker:
         now = time.time() * 1000
         for task, pending in work:
             if self.tasks.get(task.partition) is task:
-                for ts in pending.latencies_ms:
-                    self.metrics.event_to_change.observe(max(0.0, now - ts) / 1000)
+                self.metrics.event_to_change.observe_many(
+                    [max(0.0, now - ts) / 1000 for ts in pending.latencies_ms])
         if time.monotonic() - self._last_metrics >= 0.1:
             self._last_metrics = time.monotonic()
             await self._flush_metrics()
