@@ -1,5 +1,8 @@
 """Instructions per event of the engine (`simulate` over a log), counted by valgrind's
-callgrind: the A/B measure for a noisy machine.
+callgrind: the A/B measure for a noisy machine. With `--task`, of the worker's compute instead
+(everything but Kafka's I/O): a runtime task over the log's records (decode, partition check,
+event-time merge, engine, change records) and, every `--commit-every` records, the commit's
+changelog records encoded as the worker does.
 
 Wall-clock and CPU-time figures of the same code scattered by ±15% between back-to-back runs on
 this project's shared VM; the count of executed instructions does not. The replay is the
@@ -10,6 +13,7 @@ With `--rev`, the same for `git archive REV` in parallel (one process per core).
 
     python -m bench.instructions --rules rules/examples/retail.yaml --log LOG.jsonl
     python -m bench.instructions --rules R --log L --rev 8559187    # before vs the working tree
+    python -m bench.instructions --rules R --log L --task --tree /tmp/old   # a prepared tree
 
 Needs valgrind (Debian: `apt-get install valgrind`). callgrind runs the interpreter ~50x
 slower: 20k-100k events are plenty (a 100k-event log takes ~5 minutes).
@@ -43,14 +47,77 @@ with open(sys.argv[2], "rb") as f:
     sim.feed_lines(f)
 sim.finish()
 """
+# the worker's compute, through one task (all records on one partition): records prepared
+# outside the count (a pickle of key, value pairs); a commit every argv[4] records
+_REPLAY_TASK = """
+import pickle
+import sys
+from typing import NamedTuple
+from rules.loader import load_rules
+from rules.ruleset import RuleSet
+from streams.runtime.gc_tuning import tune_gc
+from streams.runtime.rulebook import Rulebook
+from streams.runtime.store import MemoryStore
+from streams.runtime.task import Task
+
+class Rec(NamedTuple):
+    topic: str
+    partition: int
+    offset: int
+    key: bytes
+    value: bytes
+    timestamp: int
+
+with open(sys.argv[2], "rb") as f:
+    wall, pairs = pickle.load(f)
+every = int(sys.argv[3])
+task = Task(0, Rulebook(RuleSet(load_rules(sys.argv[1]))), MemoryStore(), partitions=1,
+            event_clock=True, worker_id="bench", sources=("purchases",))
+drained = {"purchases": True}.get
+tune_gc()
+for i in range(0, len(pairs), every):
+    task.add("purchases", [Rec("purchases", 0, i + j, k, v, 0)
+                           for j, (k, v) in enumerate(pairs[i:i + every])], wall)
+    task.drain(drained, 0.0, wall)
+    pending = task.take()
+    records = task.store.changelog_records(pending.dirty)
+    task.store.committed(records, None)
+    del pending, records
+"""
 _COLLECTED = re.compile(rb"Collected\s*:\s*(\d+)")
 
 
-def count(tree: Path, rules: Path, log: Path) -> int:
+def _replay(log: Path, every: int) -> list[str]:
+    """The replay's arguments after the rules: the log, or the task's prepared records."""
+    if not every:
+        return ["-c", _REPLAY, "RULES", str(log)]
+    return ["-c", _REPLAY_TASK, "RULES", str(log), str(every)]
+
+
+def prepare_task_log(log: Path, out: Path) -> None:
+    """(wall clock, [(key, value)]): each line keyed by its customer id, the wall clock a second
+    past the last event (nothing is refused as being in the future)."""
+    import pickle
+
+    import orjson
+
+    pairs, last = [], 0
+    with log.open("rb") as f:
+        for line in f:
+            if line.strip():
+                obj = orjson.loads(line)
+                pairs.append((str(obj.get("customer_id", "")).encode(), line.rstrip(b"\n")))
+                if isinstance(obj.get("ts"), int):
+                    last = max(last, obj["ts"])
+    out.write_bytes(pickle.dumps((last + 1000, pairs)))
+
+
+def count(tree: Path, rules: Path, log: Path, every: int = 0) -> int:
     """Instructions callgrind counts for the replay of `log` with the code in `tree`."""
+    args = [str(rules) if a == "RULES" else a for a in _replay(log, every)]
     out = subprocess.run(
         ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
-         "-c", _REPLAY, str(rules), str(log)],
+         *args],
         cwd=tree, env={"PYTHONPATH": str(tree), "PATH": "/usr/bin:/bin"},
         capture_output=True, check=False)
     found = _COLLECTED.search(out.stderr)
@@ -60,22 +127,21 @@ def count(tree: Path, rules: Path, log: Path) -> int:
     return int(found.group(1))
 
 
-def warm(tree: Path, rules: Path, log: Path) -> None:
+def warm(tree: Path, rules: Path, log: Path, every: int = 0) -> None:
     """The replay once without valgrind, so that every module it imports (lazily too) has its
     bytecode cached: otherwise the first counted run compiles what changed (a fresh `git
     archive` tree: everything, ~17k instructions per event of a 20k-event log) and the
     difference of the two counts is not the replay's."""
-    subprocess.run([sys.executable, "-c", _REPLAY, str(rules), str(log)], cwd=tree,
+    args = [str(rules) if a == "RULES" else a for a in _replay(log, every)]
+    subprocess.run([sys.executable, *args], cwd=tree,
                    env={"PYTHONPATH": str(tree), "PATH": "/usr/bin:/bin"},
                    capture_output=True, check=True)
 
 
-def per_event(tree: Path, rules: Path, log: Path, empty: Path) -> float:
-    lines = sum(1 for line in log.open("rb") if line.strip())
-    if not lines:
-        raise SystemExit(f"{log}: no events")
-    warm(tree, rules, log)
-    return (count(tree, rules, log) - count(tree, rules, empty)) / lines
+def per_event(tree: Path, rules: Path, log: Path, empty: Path, lines: int,
+              every: int = 0) -> float:
+    warm(tree, rules, log, every)
+    return (count(tree, rules, log, every) - count(tree, rules, empty, every)) / lines
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -84,14 +150,32 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rules", type=Path, required=True)
     p.add_argument("--log", type=Path, required=True, help="JSONL events (as for simulate)")
     p.add_argument("--rev", default="", help="also count `git archive REV`, in parallel")
+    p.add_argument("--tree", type=Path, default=None,
+                   help="also count this tree (e.g. a git worktree with its own compiled "
+                        "build: a `git archive` tree runs as plain Python)")
+    p.add_argument("--task", action="store_true",
+                   help="count the worker's compute (a runtime task and its commits' "
+                        "changelog encoding) instead of simulate's")
+    p.add_argument("--commit-every", type=int, default=2500,
+                   help="with --task: records per commit (default 2500: 100 ms at 25k/s)")
     args = p.parse_args(argv)
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed (Debian: apt-get install valgrind)")
     rules, log = args.rules.resolve(), args.log.resolve()
+    lines = sum(1 for line in log.open("rb") if line.strip())
+    if not lines:
+        raise SystemExit(f"{log}: no events")
+    every = max(1, args.commit_every) if args.task else 0
     with tempfile.TemporaryDirectory() as tmp:
         empty = Path(tmp) / "empty.jsonl"
         empty.write_bytes(b"")
+        if every:
+            prepare_task_log(log, Path(tmp) / "records.pickle")
+            prepare_task_log(empty, Path(tmp) / "empty.pickle")
+            log, empty = Path(tmp) / "records.pickle", Path(tmp) / "empty.pickle"
         trees = {"working tree": ROOT}
+        if args.tree is not None:
+            trees = {str(args.tree): args.tree.resolve(), **trees}
         if args.rev:
             tree = Path(tmp) / "rev"
             tree.mkdir()
@@ -100,10 +184,11 @@ def main(argv: list[str] | None = None) -> None:
             subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
             trees = {f"git archive {args.rev}": tree, **trees}
         with concurrent.futures.ThreadPoolExecutor(len(trees)) as pool:
-            done = {name: pool.submit(per_event, tree, rules, log, empty)
+            done = {name: pool.submit(per_event, tree, rules, log, empty, lines, every)
                     for name, tree in trees.items()}
             results = {name: f.result() for name, f in done.items()}
-    print(f"rules {args.rules}, log {args.log}")
+    what = f"the worker's task, a commit every {every} records" if every else "simulate"
+    print(f"rules {args.rules}, log {args.log}, {what}")
     for name, n in results.items():
         print(f"{name:>30}: {n:,.0f} instructions per event")
     if len(results) == 2:

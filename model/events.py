@@ -586,22 +586,22 @@ def _fast_event(raw: bytes | bytearray | memoryview | str, currency: str) -> Eve
             return None
         ts = parsed
     family = _FAMILY.get(w.type)
-    event = _EventTwin(w.event_id, w.customer_id, w.type, ts)
+    # through the twin's generated __init__: interpreted, but its slot stores are specialised
+    # by the interpreter, cheaper than as many generic setattr calls from compiled code
+    # (measured, a purchase: 18.7k instructions through __init__ with every field, 20.4k for
+    # object.__new__ and 18 stores)
     if family == _FAMILY_PURCHASE:
         if w.amount is None or w.currency != currency:
             return None
-        event.amount = w.amount
-        event.currency = currency
-        event.order_id = w.order_id
-        if w.items:
-            event.items = tuple(w.items)  # msgspec decoded them as Items (model/wire.py)
+        # msgspec decoded the items as Items (model/wire.py)
+        event = _EventTwin(w.event_id, w.customer_id, w.type, ts, w.amount, currency,
+                           w.order_id, tuple(w.items) if w.items else ())
     elif family == _FAMILY_WEB:
-        event.session_id = w.session_id
-        event.url = w.url
-        event.sku = w.sku
-        event.category = w.category
+        event = _EventTwin(w.event_id, w.customer_id, w.type, ts, 0.0, None, None, (), None,
+                           w.session_id, w.url, w.sku, w.category)
     elif family == _FAMILY_EMAIL:
-        event.campaign_id = w.campaign_id
+        event = _EventTwin(w.event_id, w.customer_id, w.type, ts, 0.0, None, None, (),
+                           w.campaign_id)
     elif family == _FAMILY_PROFILE_UPDATE:
         attrs = w.attributes
         if attrs is None or len(attrs) > MAX_ATTRIBUTES:
@@ -617,9 +617,12 @@ def _fast_event(raw: bytes | bytearray | memoryview | str, currency: str) -> Eve
                     return None
             elif type(value) is float and not math.isfinite(value):
                 return None
+        event = _EventTwin(w.event_id, w.customer_id, w.type, ts)
         event.attributes = Attributes(attrs)
     elif family is None:
         return None
+    else:  # a type of no family here (erasure): the identity fields only
+        event = _EventTwin(w.event_id, w.customer_id, w.type, ts)
     event.__class__ = Event
     return cast(Event, event)
 

@@ -1,10 +1,13 @@
-"""model.changes: the wire timestamp format."""
+"""model.changes: the wire timestamp format, the fast constructors, the JSON of a change."""
 
 from __future__ import annotations
 
 from dataclasses import FrozenInstanceError, fields
 from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Any
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -54,3 +57,49 @@ def test_the_fast_constructors_make_the_same_frozen_records() -> None:
         fast.seq = 4  # type: ignore[misc]
     with pytest.raises(FrozenInstanceError):
         cause.kind = "time"  # type: ignore[misc]
+
+
+_ids = st.lists(st.sampled_from(["vip", "growing", "at_risk", "ząb"]), max_size=3, unique=True)
+_detail = st.fixed_dictionaries({"label": st.none() | st.text(max_size=5),
+                                 "why": st.dictionaries(st.text(max_size=8), st.floats(
+                                     allow_nan=False, allow_infinity=False), max_size=2)})
+
+
+def _maybe_proxy(draw: Any, d: dict[str, Any]) -> Any:
+    return MappingProxyType(d) if draw(st.booleans()) else d
+
+
+@st.composite
+def _changes(draw: Any) -> SegmentChange:
+    groups = {g: _maybe_proxy(draw, {"from": draw(st.none() | st.text(max_size=4)),
+                                     "to": draw(st.none() | st.text(max_size=4))})
+              for g in draw(st.lists(st.sampled_from(["tier", "life"]), unique=True))}
+    details = {sid: _maybe_proxy(draw, draw(_detail)) for sid in draw(_ids)}
+    cause = draw(st.sampled_from([Cause("time"), event_cause("ev-1", "purchase", 1_700_000),
+                                  Cause("rules")]))
+    pipeline = draw(st.none() | st.just({"from": "lead", "to": "customer"}))
+    return SegmentChange(
+        draw(st.text(min_size=1, max_size=10)), draw(st.integers(1, 2**40)),
+        draw(st.integers(0, 253_402_300_799_999)), cause, "sha256:abc",
+        tuple(draw(_ids)), tuple(draw(_ids)), tuple(draw(_ids)),
+        _maybe_proxy(draw, groups), _maybe_proxy(draw, details), quiet=draw(st.booleans()),
+        pipeline=None if pipeline is None else _maybe_proxy(draw, pipeline),
+        control=tuple(draw(_ids)))
+
+
+@given(_changes())
+def test_to_json_is_to_wire(change: SegmentChange) -> None:
+    # the record written (no copies, read-only mappings encoded as objects) is the wire dict,
+    # keys in the same order
+    wire = change.to_wire()
+    assert orjson.loads(change.to_json()) == wire
+    assert list(orjson.loads(change.to_json())) == list(wire)
+    assert all(type(wire[k]) is list for k in ("entered", "exited", "segments"))
+    assert all(type(v) is dict for v in wire["details"].values())
+
+
+def test_to_json_refuses_what_json_cannot_carry() -> None:
+    change = new_change("c1", 1, 0, Cause("time"), "v", (), (), (), {},
+                        {"vip": {"why": {object()}}})
+    with pytest.raises(TypeError):
+        change.to_json()
