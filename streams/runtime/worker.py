@@ -471,8 +471,9 @@ class Worker:
         customers = 0
         for task in self.tasks.values():
             st = task.take_stats()
-            for (topic, etype), n in st.consumed.items():
-                m.consumed(topic, etype).inc(n)
+            for topic, by_type in st.consumed.items():
+                for etype, n in by_type.items():
+                    m.consumed(topic, etype).inc(n)
             for reason, n in st.rejected.items():
                 m.events_rejected.labels(reason).inc(n)
             for topic, n in st.dead_letters.items():
