@@ -87,11 +87,11 @@ for i in range(0, len(pairs), every):
 _COLLECTED = re.compile(rb"Collected\s*:\s*(\d+)")
 
 
-def _replay(log: Path, every: int) -> list[str]:
-    """The replay's arguments after the rules: the log, or the task's prepared records."""
+def _replay(rules: Path, log: Path, every: int) -> list[str]:
+    """The interpreter's arguments: simulate over the log, or the task over its records."""
     if not every:
-        return ["-c", _REPLAY, "RULES", str(log)]
-    return ["-c", _REPLAY_TASK, "RULES", str(log), str(every)]
+        return ["-c", _REPLAY, str(rules), str(log)]
+    return ["-c", _REPLAY_TASK, str(rules), str(log), str(every)]
 
 
 def prepare_task_log(log: Path, out: Path) -> None:
@@ -114,10 +114,9 @@ def prepare_task_log(log: Path, out: Path) -> None:
 
 def count(tree: Path, rules: Path, log: Path, every: int = 0) -> int:
     """Instructions callgrind counts for the replay of `log` with the code in `tree`."""
-    args = [str(rules) if a == "RULES" else a for a in _replay(log, every)]
     out = subprocess.run(
         ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
-         *args],
+         *_replay(rules, log, every)],
         cwd=tree, env={"PYTHONPATH": str(tree), "PATH": "/usr/bin:/bin"},
         capture_output=True, check=False)
     found = _COLLECTED.search(out.stderr)
@@ -132,8 +131,7 @@ def warm(tree: Path, rules: Path, log: Path, every: int = 0) -> None:
     bytecode cached: otherwise the first counted run compiles what changed (a fresh `git
     archive` tree: everything, ~17k instructions per event of a 20k-event log) and the
     difference of the two counts is not the replay's."""
-    args = [str(rules) if a == "RULES" else a for a in _replay(log, every)]
-    subprocess.run([sys.executable, *args], cwd=tree,
+    subprocess.run([sys.executable, *_replay(rules, log, every)], cwd=tree,
                    env={"PYTHONPATH": str(tree), "PATH": "/usr/bin:/bin"},
                    capture_output=True, check=True)
 

@@ -43,9 +43,6 @@ class BatchHistogram(Collector):
             total += v
         self.sum = total
 
-    def observe(self, value: float) -> None:
-        self.observe_many((value,))
-
     def collect(self) -> Iterator[Metric]:
         cumulative, buckets = 0, []
         for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):

@@ -33,7 +33,7 @@ def test_metrics_event_to_change_is_scraped() -> None:
     registry = CollectorRegistry()
     m = Metrics(registry)
     m.event_to_change.observe_many([0.003, 0.2, 40.0])
-    m.event_to_change.observe(0.003)
+    m.event_to_change.observe_many([0.003])
     assert registry.get_sample_value("segmenter_event_to_change_seconds_count") == 4
     assert registry.get_sample_value("segmenter_event_to_change_seconds_bucket",
                                      {"le": "0.005"}) == 2
