@@ -11,6 +11,7 @@ import msgspec
 from mypy_extensions import mypyc_attr
 
 from model.twin import mutable_twin
+from model.wire import WireChange, WireEventCause, WireKindCause
 
 CAUSE_EVENT, CAUSE_TIME, CAUSE_RULES, CAUSE_ERASURE = "event", "time", "rules", "erasure"
 
@@ -123,10 +124,7 @@ class SegmentChange:
         return out
 
     def to_json(self) -> bytes:
-        # msgspec, not orjson: the bytes orjson returns keep its ~4 KB working buffer, and a
-        # worker holds every change record until its commit (model/codec.py); no copies of
-        # the tuples and mappings (to_wire's), msgspec writes them as they are
-        return _encode_change(self._fields())
+        return change_json(self)
 
 
 def _plain(obj: object) -> object:
@@ -137,6 +135,31 @@ def _plain(obj: object) -> object:
 
 
 _encode_change: Final = msgspec.json.Encoder(enc_hook=_plain).encode
+
+
+def change_json(ch: SegmentChange) -> bytes:
+    """The change record's JSON (`to_wire`'s object, same keys in the same order), written by
+    msgspec from the wire structs of model/wire.py: no dict built, the tuples and mappings as
+    they are. msgspec, not orjson: the bytes orjson returns keep its ~4 KB working buffer, and
+    a worker holds every change record until its commit (model/codec.py)."""
+    at = ch.at
+    at_text = format_ts(at)
+    c = ch.cause
+    cause: WireEventCause | WireKindCause
+    if c.event_id is not None:
+        ts = c.event_ts
+        # an event's change is at the event's instant: its timestamp written once
+        cause = WireEventCause(c.kind, c.event_id, c.event_type,
+                               None if ts is None else at_text if ts == at else format_ts(ts))
+    else:
+        cause = WireKindCause(c.kind)
+    control = ch.control
+    return _encode_change(WireChange(
+        ch.customer_id, ch.seq, at_text, cause, ch.rules_version, ch.entered, ch.exited,
+        ch.segments, ch.groups, ch.details, bool(ch.quiet), ch.pipeline,
+        control if control else ()))
+
+
 _CauseTwin: Final = mutable_twin(Cause)
 _ChangeTwin: Final = mutable_twin(SegmentChange)
 _new: Final = object.__new__

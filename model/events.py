@@ -593,9 +593,9 @@ def _fast_event(raw: bytes | bytearray | memoryview | str, currency: str) -> Eve
     if family == _FAMILY_PURCHASE:
         if w.amount is None or w.currency != currency:
             return None
-        # msgspec decoded the items as Items (model/wire.py)
+        # msgspec decoded the items as a tuple of Items (model/wire.py)
         event = _EventTwin(w.event_id, w.customer_id, w.type, ts, w.amount, currency,
-                           w.order_id, tuple(w.items) if w.items else ())
+                           w.order_id, w.items or ())
     elif family == _FAMILY_WEB:
         event = _EventTwin(w.event_id, w.customer_id, w.type, ts, 0.0, None, None, (), None,
                            w.session_id, w.url, w.sku, w.category)

@@ -1,5 +1,6 @@
-"""The wire schema of the event decoder's fast path (msgspec; model/events.py says how the two
-paths relate), the limits it shares with the checked path, and `Item` (decoded straight into).
+"""The wire schemas msgspec works with: the event decoder's fast path (model/events.py says how
+the two paths relate), the limits it shares with the checked path, `Item` (decoded straight
+into), and the segment-change record as written (model/changes.py `change_json`).
 
 A module of its own, never compiled by mypyc (model/native.py): msgspec reads the field types
 from the class annotations, which a compiled class body does not keep as written.
@@ -8,7 +9,7 @@ from the class annotations, which a compiled class body does not keep as written
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 
@@ -43,7 +44,10 @@ class Item:
     price: WireMoney
 
 
-class WireEvent(msgspec.Struct, forbid_unknown_fields=True):
+class WireEvent(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """(gc=False: never in a reference cycle, lives for one parse; not tracked by the cyclic
+    collector, cheaper to make and free.)"""
+
     event_id: WireId
     customer_id: WireId
     type: str
@@ -51,7 +55,7 @@ class WireEvent(msgspec.Struct, forbid_unknown_fields=True):
     amount: WireMoney | None = None
     currency: str | None = None
     order_id: WireId | None = None
-    items: Annotated[list[Item], msgspec.Meta(max_length=MAX_ITEMS)] | None = None
+    items: Annotated[tuple[Item, ...], msgspec.Meta(max_length=MAX_ITEMS)] | None = None
     campaign_id: WireId | None = None
     session_id: WireId | None = None
     url: WireUrl | None = None
@@ -61,3 +65,37 @@ class WireEvent(msgspec.Struct, forbid_unknown_fields=True):
 
 
 fast_decode = msgspec.json.Decoder(WireEvent).decode
+
+
+# --- the segment-change record, as written ---------------------------------------------------
+# Structs, not dicts: made with positional arguments, encoded with their field names encoded
+# once (a change record through a dict: ~2x the work). Field order is the record's key order.
+
+
+class WireEventCause(msgspec.Struct, gc=False):
+    kind: str
+    event_id: str
+    event_type: str | None
+    event_ts: str | None
+
+
+class WireKindCause(msgspec.Struct, gc=False):
+    kind: str
+
+
+class WireChange(msgspec.Struct, omit_defaults=True, gc=False):
+    """Written without `quiet`, `pipeline` and `control` when they are at their defaults."""
+
+    customer_id: str
+    seq: int
+    at: str
+    cause: WireEventCause | WireKindCause
+    rules_version: str
+    entered: Any
+    exited: Any
+    segments: Any
+    groups: Any
+    details: Any
+    quiet: bool = False
+    pipeline: Any = None
+    control: Any = ()

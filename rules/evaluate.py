@@ -456,8 +456,8 @@ def _set_dues(st: CustomerState, segs: Iterable[CompiledSegment], ctx: Ctx,
     probes: dict[int, Ctx] | None = None  # timers: contexts at the instants looked at
     for seg in segs:
         if seg.timeless:
-            if due:
-                due.pop(seg.id, None)
+            if seg.id in due:  # `in` and `del`: compiled, dict.pop is a method call (~6x)
+                del due[seg.id]
             continue
         if lookahead:
             if scratch is None:
@@ -489,6 +489,7 @@ def _set_dues(st: CustomerState, segs: Iterable[CompiledSegment], ctx: Ctx,
                         if nxt is not None and nxt > t and (at is None or nxt < at):
                             at = nxt
         if at is None:
-            due.pop(seg.id, None)
+            if seg.id in due:
+                del due[seg.id]
         else:
             due[seg.id] = at

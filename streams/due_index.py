@@ -20,7 +20,8 @@ class DueIndex:
 
     def set(self, key: str, due: int | None) -> None:
         if due is None:
-            self._due.pop(key, None)
+            if key in self._due:  # `in` and `del`: compiled, dict.pop is a method call
+                del self._due[key]
             return
         if self._due.get(key) == due:
             return

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
-from model.changes import SegmentChange
+from model.changes import SegmentChange, change_json
 from model.events import Event, Rejection, check_time, parse_event
 from model.state import CustomerState
 from streams.due_index import DueIndex
@@ -251,7 +251,7 @@ class Task:
 
     def _emit(self, ch: SegmentChange, cause_ts: int | None) -> None:
         pending, stats = self.pending, self.stats
-        pending.changes.append((ch.customer_id.encode(), ch.to_json()))
+        pending.changes.append((ch.customer_id.encode(), change_json(ch)))  # not a method call
         if cause_ts is not None:
             pending.latencies_ms.append(cause_ts)
         _bump(stats.causes, ch.cause.kind)
