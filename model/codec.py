@@ -75,11 +75,13 @@ def encode_state(st: CustomerState) -> bytes:
     for b, bk in st.buckets.items():  # most are cached: no call for those
         enc = bk.enc
         frags.append(_bucket_fragment(b, bk) if enc is None else enc)
+    cands = st.cands  # a sort only for two or more (CPython's sort has a fixed cost)
     return _encode([
         FORMAT, st.customer_id, frags,
         st.first_ts, st.last_ts, st.first_seen, st.lifetime_amount, st.lifetime_orders,
         st.eng_score, st.eng_ref, st.unsubscribed, st.attributes,
-        [event_to_wire(e) for e in st.pending], st.dedup, st.members, sorted(st.cands), st.due,
+        [event_to_wire(e) for e in st.pending] if st.pending else [], st.dedup, st.members,
+        sorted(cands) if len(cands) > 1 else list(cands), st.due,
         st.seq, st.rules_version, st.last_eval,
         # slot 20: the purchase occasions (0 without a purchase); decoders before it read 20
         [st.pdays, st.pday_ts, st.gross, st.first_day_amount, st.first_amount] if st.pdays
