@@ -140,12 +140,19 @@ class CustomerState:
     @property
     def next_due(self) -> int | None:
         """Earliest instant at which time alone may change this customer's segments."""
-        best = min(self.due.values()) if self.due else None
+        # a loop, not min(): compiled, the ints are compared in C (min() is a builtin looked
+        # up by name and compares objects; ~2.4k instructions a call, two calls per event)
+        found = False
+        best = 0
+        for at in self.due.values():
+            if not found or at < best:
+                best = at
+                found = True
         if self.pending:
             ts: int = self.pending[0].ts
-            if best is None or ts < best:
-                best = ts
-        return best
+            if not found or ts < best:
+                return ts
+        return best if found else None
 
 
 _STATE_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(CustomerState))
