@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import FrozenInstanceError, dataclass
 from datetime import UTC, date, datetime
 from enum import StrEnum
 from types import MappingProxyType
@@ -20,7 +20,6 @@ from typing import Any, Final, cast
 
 import msgspec
 import orjson
-from mypy_extensions import mypyc_attr
 
 from model.twin import mutable_twin
 from model.wire import (
@@ -145,8 +144,16 @@ class Attributes(Mapping[str, AttributeValue]):
 
 
 
-@mypyc_attr(native_class=False)  # re-classed from a twin (see model/twin.py), compiled or not
-@dataclass(frozen=True, slots=True)
+# Compiled, Event is a native class: its fields are read as C struct members (not through the
+# generic attribute lookup, ~160 instructions each, a dozen per event) and made by the written
+# __init__ below (a generated one runs interpreted). Frozen by __setattr__, as a frozen
+# dataclass is (`frozen=True` would not let the compiled __init__ store its fields): equal,
+# hashed and printed by its fields, FrozenInstanceError on any assignment.
+_COMPILED: Final = not __file__.endswith(".py")
+_oset: Final = object.__setattr__
+
+
+@dataclass(slots=True, init=False, unsafe_hash=True)
 class Event:
     """One validated event. A single class for every type keeps the engine's hot path simple;
     fields that do not belong to the event's family keep their defaults."""
@@ -166,6 +173,56 @@ class Event:
     category: str | None = None
     attributes: Mapping[str, AttributeValue] | None = None  # profile_update only (Attributes)
 
+    def __init__(self, event_id: str, customer_id: str, type: str, ts: int,
+                 amount: float = 0.0, currency: str | None = None,
+                 order_id: str | None = None, items: tuple[Item, ...] = (),
+                 campaign_id: str | None = None, session_id: str | None = None,
+                 url: str | None = None, sku: str | None = None,
+                 category: str | None = None,
+                 attributes: Mapping[str, AttributeValue] | None = None) -> None:
+        if _COMPILED:  # native stores (they do not go through __setattr__)
+            self.event_id = event_id
+            self.customer_id = customer_id
+            self.type = type
+            self.ts = ts
+            self.amount = amount
+            self.currency = currency
+            self.order_id = order_id
+            self.items = items
+            self.campaign_id = campaign_id
+            self.session_id = session_id
+            self.url = url
+            self.sku = sku
+            self.category = category
+            self.attributes = attributes
+        else:  # as a frozen dataclass's __init__ does
+            _oset(self, "event_id", event_id)
+            _oset(self, "customer_id", customer_id)
+            _oset(self, "type", type)
+            _oset(self, "ts", ts)
+            _oset(self, "amount", amount)
+            _oset(self, "currency", currency)
+            _oset(self, "order_id", order_id)
+            _oset(self, "items", items)
+            _oset(self, "campaign_id", campaign_id)
+            _oset(self, "session_id", session_id)
+            _oset(self, "url", url)
+            _oset(self, "sku", sku)
+            _oset(self, "category", category)
+            _oset(self, "attributes", attributes)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # copy and pickle: compiled, the class cannot be made without its __init__ arguments
+        return (Event, (self.event_id, self.customer_id, self.type, self.ts, self.amount,
+                        self.currency, self.order_id, self.items, self.campaign_id,
+                        self.session_id, self.url, self.sku, self.category, self.attributes))
+
 
 @dataclass(frozen=True, slots=True)
 class Rejection:
@@ -178,7 +235,6 @@ class Rejection:
     customer_id: str | None = None
 
 
-_EventTwin: Final = mutable_twin(Event)
 _ItemTwin: Final = mutable_twin(Item)
 
 
@@ -198,12 +254,10 @@ def new_event(
     category: str | None = None,
     attributes: Mapping[str, AttributeValue] | None = None,
 ) -> Event:
-    """Same as Event(...), about three times faster (see model/twin.py); for trusted hot paths
-    such as the synthetic generator. Validates nothing."""
-    event = _EventTwin(event_id, customer_id, type, ts, amount, currency, order_id, items,
-                       campaign_id, session_id, url, sku, category, attributes)
-    event.__class__ = Event
-    return cast(Event, event)
+    """Same as Event(...) (kept for its callers: it was the fast way to make one before Event
+    became a native class). Validates nothing."""
+    return Event(event_id, customer_id, type, ts, amount, currency, order_id, items,
+                 campaign_id, session_id, url, sku, category, attributes)
 
 
 _new: Final = object.__new__  # a twin made with it and filled by plain stores skips the generated
@@ -519,10 +573,8 @@ def parse_dict(obj: Mapping[str, Any], *, currency: str) -> Event | Rejection:
             items = _items(obj.get("items"))
         elif family == _FAMILY_PROFILE_UPDATE:
             attributes = _attributes(obj.get("attributes"))
-        event = _EventTwin(event_id, customer_id, etype, ts, amount, cur, order_id, items,
-                           campaign_id, session_id, url, sku, category, attributes)
-        event.__class__ = Event
-        return cast(Event, event)
+        return Event(event_id, customer_id, etype, ts, amount, cur, order_id, items,
+                     campaign_id, session_id, url, sku, category, attributes)
     except _Reject as rej:
         return Rejection(rej.reason, rej.message, rej.field, event_id, customer_id)
     except Exception as exc:  # a validator bug: keep the never-raises contract, say so loudly
@@ -613,24 +665,20 @@ def _fast_event(raw: bytes | bytearray | memoryview | str, currency: str) -> Eve
         ts = parsed
     etype: str = w[_W_TYPE]
     family = _FAMILY.get(etype)
-    # through the twin's generated __init__: interpreted, but its slot stores are specialised
-    # by the interpreter, cheaper than as many generic setattr calls from compiled code
-    # (measured, a purchase: 18.7k instructions through __init__ with every field, 20.4k for
-    # object.__new__ and 18 stores)
     if family == _FAMILY_PURCHASE:
         amount = w[_W_AMOUNT]
         if amount is None or w[_W_CURRENCY] != currency:
             return None
         # msgspec decoded the items as a tuple of Items (model/wire.py)
-        event = _EventTwin(w[_W_ID], w[_W_CUSTOMER], etype, ts, amount, currency,
-                           w[_W_ORDER], w[_W_ITEMS] or ())
-    elif family == _FAMILY_WEB:
-        event = _EventTwin(w[_W_ID], w[_W_CUSTOMER], etype, ts, 0.0, None, None, (), None,
-                           w[_W_SESSION], w[_W_URL], w[_W_SKU], w[_W_CATEGORY])
-    elif family == _FAMILY_EMAIL:
-        event = _EventTwin(w[_W_ID], w[_W_CUSTOMER], etype, ts, 0.0, None, None, (),
-                           w[_W_CAMPAIGN])
-    elif family == _FAMILY_PROFILE_UPDATE:
+        return Event(w[_W_ID], w[_W_CUSTOMER], etype, ts, amount, currency, w[_W_ORDER],
+                     w[_W_ITEMS] or ())
+    if family == _FAMILY_WEB:
+        return Event(w[_W_ID], w[_W_CUSTOMER], etype, ts, 0.0, None, None, (), None,
+                     w[_W_SESSION], w[_W_URL], w[_W_SKU], w[_W_CATEGORY])
+    if family == _FAMILY_EMAIL:
+        return Event(w[_W_ID], w[_W_CUSTOMER], etype, ts, 0.0, None, None, (),
+                     w[_W_CAMPAIGN])
+    if family == _FAMILY_PROFILE_UPDATE:
         attrs: dict[str, Any] | None = w[_W_ATTRIBUTES]
         if attrs is None or len(attrs) > MAX_ATTRIBUTES:
             return None
@@ -645,14 +693,11 @@ def _fast_event(raw: bytes | bytearray | memoryview | str, currency: str) -> Eve
                     return None
             elif type(value) is float and not math.isfinite(value):
                 return None
-        event = _EventTwin(w[_W_ID], w[_W_CUSTOMER], etype, ts)
-        event.attributes = Attributes(attrs)
-    elif family is None:
+        return Event(w[_W_ID], w[_W_CUSTOMER], etype, ts, attributes=Attributes(attrs))
+    if family is None:
         return None
-    else:  # a type of no family here (erasure): the identity fields only
-        event = _EventTwin(w[_W_ID], w[_W_CUSTOMER], etype, ts)
-    event.__class__ = Event
-    return cast(Event, event)
+    # a type of no family here (erasure): the identity fields only
+    return Event(w[_W_ID], w[_W_CUSTOMER], etype, ts)
 
 
 def _decode_rejection(raw: object, exc: Exception) -> Rejection:
