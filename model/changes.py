@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import FrozenInstanceError, dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final, cast
+from typing import Any, Final
 
 import msgspec
-from mypy_extensions import mypyc_attr
 
-from model.twin import mutable_twin
 from model.wire import WireChange, WireEventCause, WireKindCause
 
 CAUSE_EVENT, CAUSE_TIME, CAUSE_RULES, CAUSE_ERASURE = "event", "time", "rules", "erasure"
@@ -49,13 +47,40 @@ _TWO: Final = [f"{i:02d}" for i in range(60)]
 _THREE: Final = [f"{i:03d}" for i in range(1000)]
 
 
-@mypyc_attr(native_class=False)  # re-classed from a twin (model/twin.py), compiled or not
-@dataclass(frozen=True, slots=True)
+# Compiled, Cause and SegmentChange are native classes, as model/events.py's Event (its
+# comment says why and how): dataclasses with a written __init__, frozen by __setattr__.
+_COMPILED: Final = not __file__.endswith(".py")
+_oset: Final = object.__setattr__
+
+
+@dataclass(slots=True, init=False, unsafe_hash=True)
 class Cause:
     kind: str  # event | time | rules | erasure
     event_id: str | None = None
     event_type: str | None = None
     event_ts: int | None = None
+
+    def __init__(self, kind: str, event_id: str | None = None, event_type: str | None = None,
+                 event_ts: int | None = None) -> None:
+        if _COMPILED:  # native stores (they do not go through __setattr__)
+            self.kind = kind
+            self.event_id = event_id
+            self.event_type = event_type
+            self.event_ts = event_ts
+        else:  # as a frozen dataclass's __init__ does
+            _oset(self, "kind", kind)
+            _oset(self, "event_id", event_id)
+            _oset(self, "event_type", event_type)
+            _oset(self, "event_ts", event_ts)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Cause, (self.kind, self.event_id, self.event_type, self.event_ts))
 
     def to_wire(self) -> dict[str, Any]:
         out: dict[str, Any] = {"kind": self.kind}
@@ -66,8 +91,7 @@ class Cause:
         return out
 
 
-@mypyc_attr(native_class=False)  # re-classed from a twin (model/twin.py), compiled or not
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False, unsafe_hash=True)
 class SegmentChange:
     customer_id: str
     seq: int
@@ -86,6 +110,57 @@ class SegmentChange:
     # entered/exited segments for which this customer is in the control group (held out)
     pipeline: Mapping[str, Any] | None = None
     control: tuple[str, ...] = ()
+
+    def __init__(self, customer_id: str, seq: int, at: int, cause: Cause, rules_version: str,
+                 entered: tuple[str, ...], exited: tuple[str, ...], segments: tuple[str, ...],
+                 groups: Mapping[str, Mapping[str, str | None]] | None = None,
+                 details: Mapping[str, Mapping[str, Any]] | None = None, quiet: bool = False,
+                 pipeline: Mapping[str, Any] | None = None,
+                 control: tuple[str, ...] = ()) -> None:
+        if groups is None:
+            groups = {}
+        if details is None:
+            details = {}
+        if _COMPILED:  # native stores (they do not go through __setattr__)
+            self.customer_id = customer_id
+            self.seq = seq
+            self.at = at
+            self.cause = cause
+            self.rules_version = rules_version
+            self.entered = entered
+            self.exited = exited
+            self.segments = segments
+            self.groups = groups
+            self.details = details
+            self.quiet = quiet
+            self.pipeline = pipeline
+            self.control = control
+        else:  # as a frozen dataclass's __init__ does
+            _oset(self, "customer_id", customer_id)
+            _oset(self, "seq", seq)
+            _oset(self, "at", at)
+            _oset(self, "cause", cause)
+            _oset(self, "rules_version", rules_version)
+            _oset(self, "entered", entered)
+            _oset(self, "exited", exited)
+            _oset(self, "segments", segments)
+            _oset(self, "groups", groups)
+            _oset(self, "details", details)
+            _oset(self, "quiet", quiet)
+            _oset(self, "pipeline", pipeline)
+            _oset(self, "control", control)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (SegmentChange, (self.customer_id, self.seq, self.at, self.cause,
+                                self.rules_version, self.entered, self.exited, self.segments,
+                                self.groups, self.details, self.quiet, self.pipeline,
+                                self.control))
 
     def _fields(self) -> dict[str, Any]:
         """The record's JSON object, in order, without copies: tuples and the change's own
@@ -160,42 +235,17 @@ def change_json(ch: SegmentChange) -> bytes:
         control if control else ()))
 
 
-_CauseTwin: Final = mutable_twin(Cause)
-_ChangeTwin: Final = mutable_twin(SegmentChange)
-_new: Final = object.__new__
-
-
 def event_cause(event_id: str, event_type: str, event_ts: int) -> Cause:
-    """Same as Cause(CAUSE_EVENT, event_id, event_type, event_ts), faster (model/twin.py):
-    made for every event-driven change."""
-    cause = _new(_CauseTwin)
-    cause.kind = CAUSE_EVENT
-    cause.event_id = event_id
-    cause.event_type = event_type
-    cause.event_ts = event_ts
-    cause.__class__ = Cause
-    return cast(Cause, cause)
+    """Cause(CAUSE_EVENT, event_id, event_type, event_ts): made for every event-driven change
+    (kept for its callers: it was the fast way to make one before Cause became native)."""
+    return Cause(CAUSE_EVENT, event_id, event_type, event_ts)
 
 
 def new_change(customer_id: str, seq: int, at: int, cause: Cause, rules_version: str,
                entered: tuple[str, ...], exited: tuple[str, ...], segments: tuple[str, ...],
                groups: Mapping[str, Mapping[str, str | None]],
                details: Mapping[str, Mapping[str, Any]]) -> SegmentChange:
-    """Same as SegmentChange(...) with these fields (the others at their defaults), about five
-    times faster (model/twin.py): the engine makes one per change."""
-    ch = _new(_ChangeTwin)
-    ch.customer_id = customer_id
-    ch.seq = seq
-    ch.at = at
-    ch.cause = cause
-    ch.rules_version = rules_version
-    ch.entered = entered
-    ch.exited = exited
-    ch.segments = segments
-    ch.groups = groups
-    ch.details = details
-    ch.quiet = False
-    ch.pipeline = None
-    ch.control = ()
-    ch.__class__ = SegmentChange
-    return cast(SegmentChange, ch)
+    """SegmentChange(...) with these fields, the others at their defaults (kept for its
+    callers, as event_cause)."""
+    return SegmentChange(customer_id, seq, at, cause, rules_version, entered, exited, segments,
+                         groups, details)

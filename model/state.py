@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Final
 
+from model.events import Event
+
 PURCHASE: Final = "purchase"
 REFUND: Final = "refund"
 _DAY_MS: Final = 86_400_000
@@ -75,7 +77,7 @@ class CustomerState:
     eng_ref: int = 0
     unsubscribed: bool = False
     attributes: dict[str, Any] = field(default_factory=dict)
-    pending: list[Any] = field(default_factory=list)  # events with ts > now, sorted by ts
+    pending: list[Event] = field(default_factory=list)  # events with ts > now, sorted by ts
     dedup: dict[str, int] = field(default_factory=dict)  # event_id -> instant applied (ordered)
     members: dict[str, int] = field(default_factory=dict)  # segment id -> entered_at
     cands: set[str] = field(default_factory=set)  # segments whose candidate is true
@@ -98,7 +100,7 @@ class CustomerState:
                  first_seen: int | None = None, lifetime_amount: float = 0.0,
                  lifetime_orders: int = 0, eng_score: float = 0.0, eng_ref: int = 0,
                  unsubscribed: bool = False, attributes: dict[str, Any] | None = None,
-                 pending: list[Any] | None = None, dedup: dict[str, int] | None = None,
+                 pending: list[Event] | None = None, dedup: dict[str, int] | None = None,
                  members: dict[str, int] | None = None, cands: set[str] | None = None,
                  due: dict[str, int] | None = None, seq: int = 0, rules_version: str = "",
                  last_eval: int | None = None, pdays: int = 0, pday_ts: int | None = None,
@@ -158,9 +160,10 @@ class CustomerState:
 _STATE_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(CustomerState))
 
 
-def fold_event(st: CustomerState, ev: Any, resolution_ms: int, points: dict[str, float],
+def fold_event(st: CustomerState, ev: Event, resolution_ms: int, points: dict[str, float],
                half_life_ms: int) -> None:
-    """Add one event (with ts <= now) to the aggregates. `ev` is a model.events.Event."""
+    """Add one event (with ts <= now) to the aggregates (compiled, typed: its fields are read as
+    the native Event's members)."""
     ts: int = ev.ts
     etype: str = ev.type
     b = ts // resolution_ms
@@ -175,8 +178,8 @@ def fold_event(st: CustomerState, ev: Any, resolution_ms: int, points: dict[str,
         bucket.enc = None
     types = bucket.types
     types[etype] = types.get(etype, 0) + 1
-    # each field of `ev` read once: Event is a plain (non-native) class, so every read is a
-    # generic attribute lookup even compiled
+    # the fields of the (native) Event are struct reads; an Item's are generic lookups (a
+    # plain dataclass, msgspec decodes into it): each read once, typed (C arithmetic)
     if etype == PURCHASE:
         amount: float = ev.amount
         add_occasion(st, ts, amount, resolution_ms)
@@ -196,9 +199,10 @@ def fold_event(st: CustomerState, ev: Any, resolution_ms: int, points: dict[str,
             for item in items:
                 quantity: int = item.quantity
                 category: str = item.category
+                price: float = item.price
                 n += quantity
                 cats.add(category)
-                camt[category] = camt.get(category, 0.0) + quantity * item.price
+                camt[category] = camt.get(category, 0.0) + quantity * price
             bucket.items = n
     elif etype == REFUND:
         refunded: float = ev.amount

@@ -54,9 +54,9 @@ def test_the_fast_constructors_make_the_same_frozen_records() -> None:
     assert {f.name: getattr(fast, f.name) for f in fields(SegmentChange)} == \
         {f.name: getattr(slow, f.name) for f in fields(SegmentChange)}
     with pytest.raises(FrozenInstanceError):
-        fast.seq = 4  # type: ignore[misc]
+        fast.seq = 4
     with pytest.raises(FrozenInstanceError):
-        cause.kind = "time"  # type: ignore[misc]
+        cause.kind = "time"
 
 
 _ids = st.lists(st.sampled_from(["vip", "growing", "at_risk", "ząb"]), max_size=3, unique=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from model.events import Item
+from model.events import Event, Item
 from model.state import CustomerState, fold_event
 from rules.compiler import compile_expr
 from rules.context import Ctx
@@ -47,7 +47,7 @@ def _values(text: str, st: CustomerState, t: int) -> dict[str, object]:
     return {term.text: term.fn(ctx) for term in expr.terms}
 
 
-def _customer(*events: object) -> CustomerState:
+def _customer(*events: Event) -> CustomerState:
     st = CustomerState("c-1")
     for ev in events:
         fold_event(st, ev, SETTINGS.resolution_ms, {}, SETTINGS.engagement.half_life_ms)
