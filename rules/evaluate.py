@@ -354,7 +354,7 @@ def _detail(seg: CompiledSegment, ctx: Ctx, was_member: bool) -> dict[str, Any]:
     return display(seg, why(seg, ctx, was_member))
 
 
-def evaluate(rs: RuleSet, st: CustomerState, t: int, dirty: Iterable[CompiledSegment],
+def evaluate(rs: RuleSet, st: CustomerState, t: int, dirty: tuple[CompiledSegment, ...],
              cause: Cause | Event, emit: bool = True, lookahead: int = 0
              ) -> SegmentChange | None:
     """Re-evaluate `dirty` (in evaluation order) at instant t; update st; return the change.
@@ -387,8 +387,8 @@ def evaluate(rs: RuleSet, st: CustomerState, t: int, dirty: Iterable[CompiledSeg
             groups_touched = [g]
         elif g not in groups_touched:
             groups_touched.append(g)
-    moves: dict[str, dict[str, str | None]] = {}  # group -> {"from", "to"} where it changed
-    if groups_touched:
+    moves: dict[str, dict[str, str | None]] | None = None  # group -> {"from", "to"}: made
+    if groups_touched:  # where a group changed (most evaluations change nothing)
         for g in groups_touched:
             ids = rs.groups[g]
             first = None  # the member now: the first candidate in file order
@@ -402,6 +402,8 @@ def evaluate(rs: RuleSet, st: CustomerState, t: int, dirty: Iterable[CompiledSeg
                     before = sid
                     break
             if before != first:
+                if moves is None:
+                    moves = {}
                 moves[g] = {"from": before, "to": first}
             for sid in ids:
                 if (sid == first) != (sid in members):
@@ -442,8 +444,15 @@ def evaluate(rs: RuleSet, st: CustomerState, t: int, dirty: Iterable[CompiledSeg
     st.seq += 1
     if not isinstance(cause, Cause):
         cause = event_cause(cause.event_id, cause.type, cause.ts)
-    return new_change(st.customer_id, st.seq, t, cause, rs.version, tuple(sorted(entered)),
-                      tuple(sorted(exited)), tuple(sorted(members)), moves, details)
+    return new_change(st.customer_id, st.seq, t, cause, rs.version, _sorted(entered),
+                      _sorted(exited), _sorted(members), {} if moves is None else moves,
+                      details)
+
+
+def _sorted(ids: Iterable[str]) -> tuple[str, ...]:
+    """The ids in order, as a tuple; a sort only for two or more (CPython's has a fixed cost)."""
+    out = tuple(ids)
+    return out if len(out) < 2 else tuple(sorted(out))
 
 
 def _set_dues(st: CustomerState, segs: Iterable[CompiledSegment], ctx: Ctx,
