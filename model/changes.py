@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import FrozenInstanceError, dataclass, field
+from dataclasses import FrozenInstanceError, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -68,10 +68,9 @@ class Cause:
             self.event_type = event_type
             self.event_ts = event_ts
         else:  # as a frozen dataclass's __init__ does
-            _oset(self, "kind", kind)
-            _oset(self, "event_id", event_id)
-            _oset(self, "event_type", event_type)
-            _oset(self, "event_ts", event_ts)
+            for name, value in zip(_CAUSE_FIELDS, (
+                    kind, event_id, event_type, event_ts), strict=True):
+                _oset(self, name, value)
 
     def __setattr__(self, name: str, value: object) -> None:
         raise FrozenInstanceError(f"cannot assign to field {name!r}")
@@ -89,6 +88,9 @@ class Cause:
             out["event_type"] = self.event_type
             out["event_ts"] = format_ts(self.event_ts) if self.event_ts is not None else None
         return out
+
+
+_CAUSE_FIELDS: Final = tuple(f.name for f in fields(Cause))  # plain Python's __init__
 
 
 @dataclass(slots=True, init=False, unsafe_hash=True)
@@ -136,19 +138,10 @@ class SegmentChange:
             self.pipeline = pipeline
             self.control = control
         else:  # as a frozen dataclass's __init__ does
-            _oset(self, "customer_id", customer_id)
-            _oset(self, "seq", seq)
-            _oset(self, "at", at)
-            _oset(self, "cause", cause)
-            _oset(self, "rules_version", rules_version)
-            _oset(self, "entered", entered)
-            _oset(self, "exited", exited)
-            _oset(self, "segments", segments)
-            _oset(self, "groups", groups)
-            _oset(self, "details", details)
-            _oset(self, "quiet", quiet)
-            _oset(self, "pipeline", pipeline)
-            _oset(self, "control", control)
+            for name, value in zip(_CHANGE_FIELDS, (
+                    customer_id, seq, at, cause, rules_version, entered, exited, segments, groups,
+                    details, quiet, pipeline, control), strict=True):
+                _oset(self, name, value)
 
     def __setattr__(self, name: str, value: object) -> None:
         raise FrozenInstanceError(f"cannot assign to field {name!r}")
@@ -200,6 +193,9 @@ class SegmentChange:
 
     def to_json(self) -> bytes:
         return change_json(self)
+
+
+_CHANGE_FIELDS: Final = tuple(f.name for f in fields(SegmentChange))  # plain Python's __init__
 
 
 def _plain(obj: object) -> object:

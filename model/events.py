@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import FrozenInstanceError, dataclass
+from dataclasses import FrozenInstanceError, dataclass, fields
 from datetime import UTC, date, datetime
 from enum import StrEnum
 from types import MappingProxyType
@@ -196,20 +196,10 @@ class Event:
             self.category = category
             self.attributes = attributes
         else:  # as a frozen dataclass's __init__ does
-            _oset(self, "event_id", event_id)
-            _oset(self, "customer_id", customer_id)
-            _oset(self, "type", type)
-            _oset(self, "ts", ts)
-            _oset(self, "amount", amount)
-            _oset(self, "currency", currency)
-            _oset(self, "order_id", order_id)
-            _oset(self, "items", items)
-            _oset(self, "campaign_id", campaign_id)
-            _oset(self, "session_id", session_id)
-            _oset(self, "url", url)
-            _oset(self, "sku", sku)
-            _oset(self, "category", category)
-            _oset(self, "attributes", attributes)
+            for name, value in zip(_EVENT_FIELDS, (
+                    event_id, customer_id, type, ts, amount, currency, order_id, items, campaign_id,
+                    session_id, url, sku, category, attributes), strict=True):
+                _oset(self, name, value)
 
     def __setattr__(self, name: str, value: object) -> None:
         raise FrozenInstanceError(f"cannot assign to field {name!r}")
@@ -222,6 +212,9 @@ class Event:
         return (Event, (self.event_id, self.customer_id, self.type, self.ts, self.amount,
                         self.currency, self.order_id, self.items, self.campaign_id,
                         self.session_id, self.url, self.sku, self.category, self.attributes))
+
+
+_EVENT_FIELDS: Final = tuple(f.name for f in fields(Event))  # plain Python's __init__
 
 
 @dataclass(frozen=True, slots=True)
