@@ -387,8 +387,10 @@ def evaluate(rs: RuleSet, st: CustomerState, t: int, dirty: tuple[CompiledSegmen
             groups_touched = [g]
         elif g not in groups_touched:
             groups_touched.append(g)
-    moves: dict[str, dict[str, str | None]] | None = None  # group -> {"from", "to"}: made
-    if groups_touched:  # where a group changed (most evaluations change nothing)
+    # group -> {"from", "to"} where a group changed; made only then (most evaluations change
+    # nothing)
+    moves: dict[str, dict[str, str | None]] | None = None
+    if groups_touched:
         for g in groups_touched:
             ids = rs.groups[g]
             first = None  # the member now: the first candidate in file order
