@@ -79,7 +79,8 @@ class Cause:
         raise FrozenInstanceError(f"cannot delete field {name!r}")
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (Cause, (self.kind, self.event_id, self.event_type, self.event_ts))
+        # copy and pickle: compiled, the class cannot be made without its __init__ arguments
+        return (Cause, tuple(getattr(self, name) for name in _CAUSE_FIELDS))
 
     def to_wire(self) -> dict[str, Any]:
         out: dict[str, Any] = {"kind": self.kind}
@@ -90,7 +91,7 @@ class Cause:
         return out
 
 
-_CAUSE_FIELDS: Final = tuple(f.name for f in fields(Cause))  # plain Python's __init__
+_CAUSE_FIELDS: Final = tuple(f.name for f in fields(Cause))  # plain __init__, __reduce__
 
 
 @dataclass(slots=True, init=False, unsafe_hash=True)
@@ -150,41 +151,25 @@ class SegmentChange:
         raise FrozenInstanceError(f"cannot delete field {name!r}")
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (SegmentChange, (self.customer_id, self.seq, self.at, self.cause,
-                                self.rules_version, self.entered, self.exited, self.segments,
-                                self.groups, self.details, self.quiet, self.pipeline,
-                                self.control))
+        return (SegmentChange, tuple(getattr(self, name) for name in _CHANGE_FIELDS))
 
-    def _fields(self) -> dict[str, Any]:
-        """The record's JSON object, in order, without copies: tuples and the change's own
-        mappings as they are (to_json encodes them so; to_wire makes them plain)."""
+    def to_wire(self) -> dict[str, Any]:
+        """The record as plain JSON values (lists, dicts): what to_json writes (written from
+        model/wire.py's structs; a property test holds the two equal, keys in order)."""
         out: dict[str, Any] = {
             "customer_id": self.customer_id,
             "seq": self.seq,
             "at": format_ts(self.at),
             "cause": self.cause.to_wire(),
             "rules_version": self.rules_version,
-            "entered": self.entered,
-            "exited": self.exited,
-            "segments": self.segments,
-            "groups": self.groups,
-            "details": self.details,
+            "entered": list(self.entered),
+            "exited": list(self.exited),
+            "segments": list(self.segments),
+            "groups": {g: dict(v) for g, v in self.groups.items()},
+            "details": {s: dict(v) for s, v in self.details.items()},
         }
         if self.quiet:
             out["quiet"] = True
-        if self.pipeline is not None:
-            out["pipeline"] = self.pipeline
-        if self.control:
-            out["control"] = self.control
-        return out
-
-    def to_wire(self) -> dict[str, Any]:
-        """The record as plain JSON values (lists, dicts): what to_json writes."""
-        out = self._fields()
-        out["entered"], out["exited"] = list(self.entered), list(self.exited)
-        out["segments"] = list(self.segments)
-        out["groups"] = {g: dict(v) for g, v in self.groups.items()}
-        out["details"] = {s: dict(v) for s, v in self.details.items()}
         if self.pipeline is not None:
             out["pipeline"] = dict(self.pipeline)
         if self.control:
@@ -195,7 +180,7 @@ class SegmentChange:
         return change_json(self)
 
 
-_CHANGE_FIELDS: Final = tuple(f.name for f in fields(SegmentChange))  # plain Python's __init__
+_CHANGE_FIELDS: Final = tuple(f.name for f in fields(SegmentChange))  # as _CAUSE_FIELDS
 
 
 def _plain(obj: object) -> object:

@@ -209,12 +209,10 @@ class Event:
 
     def __reduce__(self) -> tuple[Any, ...]:
         # copy and pickle: compiled, the class cannot be made without its __init__ arguments
-        return (Event, (self.event_id, self.customer_id, self.type, self.ts, self.amount,
-                        self.currency, self.order_id, self.items, self.campaign_id,
-                        self.session_id, self.url, self.sku, self.category, self.attributes))
+        return (Event, tuple(getattr(self, name) for name in _EVENT_FIELDS))
 
 
-_EVENT_FIELDS: Final = tuple(f.name for f in fields(Event))  # plain Python's __init__
+_EVENT_FIELDS: Final = tuple(f.name for f in fields(Event))  # plain __init__, __reduce__
 
 
 @dataclass(frozen=True, slots=True)

@@ -74,21 +74,25 @@ class Term:
 _SCAN = 16  # up to this many buckets a window read looks at each (cheaper than skipping)
 
 
-def _window(ctx: Ctx, nb: int) -> Iterable[tuple[int, Bucket]]:
-    """The (bucket, Bucket) pairs of a window of nb buckets at ctx (b > bucket(t) - nb), oldest
-    first. The state's buckets are ascending (model/state.py), so the ones before the window are
-    skipped in C (bisect on the keys), not looked at one by one: a 2-day window of a customer
-    with a year of hourly buckets reads its last two days only. The readers call it for a state
-    of more than _SCAN buckets; with fewer they go through all, checking `b > lo` themselves
-    (a call costs more than the few checks)."""
+def _window(ctx: Ctx, nb: int) -> dict[int, Bucket]:
+    """The buckets to read for a window of nb buckets at ctx, oldest first, as a dict: every
+    window bucket (b > bucket(t) - nb), and maybe older ones, which the reader passes over by
+    that test. A state of at most _SCAN buckets is read whole (its own dict: the tests cost less
+    than skipping). Of a longer one, the buckets before the window are skipped in C (bisect on
+    the keys; they are ascending, model/state.py), not looked at one by one: a 2-day window of a
+    customer with a year of hourly buckets reads its last two days only. A dict, so that the
+    readers' `for b, bk in _window(..).items()` walks it natively when compiled (any other
+    iterable makes an iterator and a tuple per bucket)."""
     buckets = ctx.st.buckets
+    if len(buckets) <= _SCAN:
+        return buckets
     lo = ctx.bnow - nb
-    if not buckets or next(iter(buckets)) > lo:  # all inside (a young customer, a long window)
-        return buckets.items()
+    if next(iter(buckets)) > lo:  # all inside (a long window)
+        return buckets
     keys = ctx.cache.get(_KEYS)  # listed once per instant for every window read there
     if keys is None:
         keys = ctx.cache[_KEYS] = list(buckets)
-    return islice(buckets.items(), bisect_right(keys, lo), None)
+    return dict(islice(buckets.items(), bisect_right(keys, lo), None))
 
 
 _KEYS: Final = object()  # ctx.cache key: the state's bucket numbers, ascending
@@ -102,26 +106,13 @@ def _sums(ctx: Ctx, nb: int) -> tuple[float, int, float, int, int]:
     pa = ra = 0.0
     pc = rc = it = 0
     lo = ctx.bnow - nb
-    buckets = ctx.st.buckets
-    # The loop written twice: compiled, `for .. in d.items()` walks the dict in C; any other
-    # iterable (as was the conditional of both) makes an iterator and a tuple per bucket
-    # (measured on the worker's task: retail rules 3.6% fewer instructions per event)
-    if len(buckets) <= _SCAN:
-        for b, bk in buckets.items():
-            if b > lo and (bk.pc or bk.rc):
-                pa += bk.pa
-                pc += bk.pc
-                ra += bk.ra
-                rc += bk.rc
-                it += bk.items
-    else:
-        for b, bk in _window(ctx, nb):
-            if b > lo and (bk.pc or bk.rc):
-                pa += bk.pa
-                pc += bk.pc
-                ra += bk.ra
-                rc += bk.rc
-                it += bk.items
+    for b, bk in _window(ctx, nb).items():
+        if b > lo and (bk.pc or bk.rc):
+            pa += bk.pa
+            pc += bk.pc
+            ra += bk.ra
+            rc += bk.rc
+            it += bk.items
     out = (pa, pc, ra, rc, it)
     ctx.cache[nb] = out
     return out
@@ -143,15 +134,9 @@ def _type_count(ctx: Ctx, etype: str, nb: int) -> int:
         return hit
     n = 0
     lo = ctx.bnow - nb
-    buckets = ctx.st.buckets
-    if len(buckets) <= _SCAN:  # twice, as in _sums
-        for b, bk in buckets.items():
-            if b > lo:
-                n += bk.types.get(etype, 0)
-    else:
-        for b, bk in _window(ctx, nb):
-            if b > lo:
-                n += bk.types.get(etype, 0)
+    for b, bk in _window(ctx, nb).items():
+        if b > lo:
+            n += bk.types.get(etype, 0)
     ctx.cache[key] = n
     return n
 
@@ -164,16 +149,9 @@ def _distinct(ctx: Ctx, nb: int, attr: str) -> int:
         return hit
     seen: set[str] = set()
     cats = attr == "cats"  # else "sessions" (read directly, not by getattr)
-    buckets = ctx.st.buckets
-    if len(buckets) <= _SCAN:  # twice, as in _sums
-        lo = ctx.bnow - nb
-        for b, bk in buckets.items():
-            if b > lo:
-                s = bk.cats if cats else bk.sessions
-                if s:
-                    seen |= s
-    else:
-        for _, bk in _window(ctx, nb):
+    lo = ctx.bnow - nb
+    for b, bk in _window(ctx, nb).items():
+        if b > lo:
             s = bk.cats if cats else bk.sessions
             if s:
                 seen |= s
@@ -202,17 +180,10 @@ def _window_exit(edges: tuple[int, ...],
                 return hit
             best = None
             lo = ctx.bnow - edge
-            buckets = ctx.st.buckets
-            if len(buckets) <= _SCAN:  # twice, as in _sums
-                for b, bk in buckets.items():
-                    if b > lo and has(bk):  # oldest first: the first that matters
-                        best = (b + edge) * ctx.r
-                        break
-            else:
-                for b, bk in _window(ctx, edge):
-                    if b > lo and has(bk):
-                        best = (b + edge) * ctx.r
-                        break
+            for b, bk in _window(ctx, edge).items():
+                if b > lo and has(bk):  # oldest first: the first that matters
+                    best = (b + edge) * ctx.r
+                    break
             cache[key] = best
             return best
 
@@ -226,8 +197,7 @@ def _window_exit(edges: tuple[int, ...],
         bnow = ctx.bnow
         best: int | None = None
         lo = bnow - far
-        buckets = ctx.st.buckets
-        for b, bk in buckets.items() if len(buckets) <= _SCAN else _window(ctx, far):
+        for b, bk in _window(ctx, far).items():
             if b > lo and has(bk):
                 for e in edges:
                     if b > bnow - e:
@@ -408,8 +378,8 @@ def counter_flip(nb: int, parts: tuple[Callable[[Bucket], int], ...],
         # once, so the answer is the oldest bucket after which that is no longer `now`.
         newest = ordered and 2 * abs(y) < total
         rest = 0
-        for b, bk in (reversed(buckets.items()) if newest else buckets.items()
-                      if len(buckets) <= _SCAN else _window(ctx, nb)):
+        for b, bk in (reversed(buckets.items()) if newest
+                      else _window(ctx, nb).items()):
             if b <= lo:
                 if newest:
                     break
@@ -458,17 +428,10 @@ def _count_now(nb: int, parts: tuple[Callable[[Bucket], int], ...], etype: str |
             return hit
         n = 0
         lo = ctx.bnow - nb
-        buckets = ctx.st.buckets
-        if len(buckets) <= _SCAN:  # twice, as in _sums
-            for b, bk in buckets.items():
-                if b > lo:
-                    for part in parts:
-                        n += part(bk)
-        else:
-            for b, bk in _window(ctx, nb):
-                if b > lo:
-                    for part in parts:
-                        n += part(bk)
+        for b, bk in _window(ctx, nb).items():
+            if b > lo:
+                for part in parts:
+                    n += part(bk)
         ctx.cache[key] = n
         return n
     return total
@@ -551,9 +514,7 @@ class _AmountFlip:
         cache = ctx.cache  # a walk is looked up again by the due plan (rules/program.py)
         out = cache.get(self, _MISS)
         if out is _MISS:
-            buckets = ctx.st.buckets
-            out = cache[self] = self.walk(
-                ctx, now, pa, ra, buckets.items() if len(buckets) <= _SCAN else _window(ctx, nb))
+            out = cache[self] = self.walk(ctx, now, pa, ra, _window(ctx, nb).items())
         return out
 
     def walk(self, ctx: Ctx, now: bool, pa: float, ra: float,
@@ -657,8 +618,10 @@ def _total_count(ctx: Ctx, nb: int) -> int:
     if hit is not None:
         return hit
     n = 0
-    for _, bk in _window(ctx, nb):
-        n += sum(bk.types.values())
+    lo = ctx.bnow - nb
+    for b, bk in _window(ctx, nb).items():
+        if b > lo:
+            n += sum(bk.types.values())
     ctx.cache[key] = n
     return n
 
@@ -690,10 +653,12 @@ def _category_amount(text: str, nb: int, category: str) -> Term:
     the window (refunds carry no items: they are not subtracted)."""
     def fn(ctx: Ctx) -> Value:
         total = 0.0
-        for _, bk in _window(ctx, nb):
-            spent = bk.camt
-            if spent:
-                total += spent.get(category, 0.0)
+        lo = ctx.bnow - nb
+        for b, bk in _window(ctx, nb).items():
+            if b > lo:
+                spent = bk.camt
+                if spent:
+                    total += spent.get(category, 0.0)
         return total
     return _w(text, fn, ("purchase",), (nb,), _has_category(category))
 

@@ -75,12 +75,14 @@ def _changes(draw: Any) -> SegmentChange:
                                      "to": draw(st.none() | st.text(max_size=4))})
               for g in draw(st.lists(st.sampled_from(["tier", "life"]), unique=True))}
     details = {sid: _maybe_proxy(draw, draw(_detail)) for sid in draw(_ids)}
+    at = draw(st.integers(0, 253_402_300_799_999))
+    # an event's cause at another instant, or at the change's own (its timestamp written once)
     cause = draw(st.sampled_from([Cause("time"), event_cause("ev-1", "purchase", 1_700_000),
-                                  Cause("rules")]))
+                                  event_cause("ev-2", "purchase", at), Cause("rules")]))
     pipeline = draw(st.none() | st.just({"from": "lead", "to": "customer"}))
     return SegmentChange(
-        draw(st.text(min_size=1, max_size=10)), draw(st.integers(1, 2**40)),
-        draw(st.integers(0, 253_402_300_799_999)), cause, "sha256:abc",
+        draw(st.text(min_size=1, max_size=10)), draw(st.integers(1, 2**40)), at, cause,
+        "sha256:abc",
         tuple(draw(_ids)), tuple(draw(_ids)), tuple(draw(_ids)),
         _maybe_proxy(draw, groups), _maybe_proxy(draw, details), quiet=draw(st.booleans()),
         pipeline=None if pipeline is None else _maybe_proxy(draw, pipeline),
