@@ -112,6 +112,11 @@ class CompiledExpr:
     due_plan: program.Plan | None = None
     # the condition as a tree of compiled nodes (rules/program.py): what the engine calls
     cond: program.Condition = field(default_factory=_no_condition)
+    # how time alone can move the value between events (`trend`): -1 only from true to false,
+    # +1 only from false to true, 0 not at all, None either way; `decays`: that holds only
+    # while the engagement score is not negative (it decays toward 0)
+    trend: int | None = None
+    decays: bool = False
 
     @property
     def fn(self) -> Fn:
@@ -630,7 +635,53 @@ def compile_expr(expr: ast.Expr, text: str, settings: RuleSettings) -> CompiledE
     plan = c.out._plan = c.plan(expr)
     if plan is not None:
         c.out.due_plan = _build_plan(plan, terms)
+    c.out.trend = trend(expr, terms)
+    c.out.decays = any(t.decays for t in c.out.terms)
     return c.out
+
+
+def trend(node: ast.Expr, terms: dict[str, Term]) -> int | None:
+    """How time alone moves the node's value between events: 0 not at all, -1 only down (a
+    condition: only from true to false), +1 only up, None either way or unknown.
+
+    Counts over windows only fall (buckets leave them), days_since_*() only rises, a model's
+    `cont` term moves its way (Term.mono); the engagement score counts as falling, which holds
+    while it is not negative (CompiledExpr.decays). A comparison moves with the difference of
+    its sides; `and`, `or` and `not` keep their children's direction (a condition false now
+    whose every part can only fall stays false until the next event: no due to compute)."""
+    if isinstance(node, (ast.Literal, ast.Duration)):
+        return 0
+    if isinstance(node, ast.Call):
+        term = terms[node.text]
+        if term.kind == "event":
+            return 0
+        if term.kind == "cont":
+            return -1 if term.decays else (term.mono or None)
+        return -1 if term.counter is not None or term.falls else None
+    if isinstance(node, ast.Unary):  # `not` and `-` both reverse the direction
+        return _neg(trend(node.operand, terms))
+    if isinstance(node, ast.In):
+        return 0 if trend(node.operand, terms) == 0 else None
+    if not isinstance(node, ast.Binary):
+        return None
+    op = node.op
+    left, right = trend(node.left, terms), trend(node.right, terms)
+    if op in ast.LOGICAL or op == "+":
+        return _combine(left, right)
+    if op in ("*", "/"):  # monotone only when scaled by a number literal
+        if isinstance(node.right, ast.Literal) and type(node.right.value) in _NUM:
+            k = node.right.value
+            return 0 if not k else (left if k > 0 else _neg(left))  # type: ignore[operator]
+        if op == "*" and isinstance(node.left, ast.Literal) and type(node.left.value) in _NUM:
+            k = node.left.value
+            return 0 if not k else (right if k > 0 else _neg(right))  # type: ignore[operator]
+        return 0 if left == 0 and right == 0 else None
+    diff = _combine(left, _neg(right))  # `-` and the comparisons: left - right
+    if op in ("-", ">", ">="):
+        return diff
+    if op in ("<", "<="):
+        return _neg(diff)
+    return 0 if diff == 0 else None  # == and !=
 
 
 def compile_value(expr: ast.Expr, text: str, settings: RuleSettings) -> Fn:

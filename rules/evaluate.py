@@ -462,21 +462,27 @@ def _set_dues(st: CustomerState, segs: Iterable[CompiledSegment], ctx: Ctx,
     """Store the due instant of each of segs (none for a segment time alone cannot change)."""
     due = st.due
     members = st.members
+    cands = st.cands
     t = ctx.t
     scratch: Ctx | None = None  # a second context for probing other instants, made on demand
     probes: dict[int, Ctx] | None = None  # timers: contexts at the instants looked at
     for seg in segs:
-        if seg.timeless:
-            if seg.id in due:  # `in` and `del`: compiled, dict.pop is a method call (~6x)
-                del due[seg.id]
+        sid = seg.id
+        if seg.timeless or (
+                # a non-member's `when` (its candidate, computed just now) that time alone
+                # cannot turn: false and only falling, or true and only rising
+                (seg.stays_true if sid in cands else seg.stays_false)
+                and sid not in members and (not seg.trend_eng or st.eng_score >= 0.0)):
+            if sid in due:  # `in` and `del`: compiled, dict.pop is a method call (~6x)
+                del due[sid]
             continue
         if lookahead:
             if scratch is None:
                 scratch = Ctx(st, t, ctx.r, ctx.cands, ctx.groups_before)
                 probes = {}
-            at = segment_due(seg, ctx, scratch, members.get(seg.id), lookahead, probes)
+            at = segment_due(seg, ctx, scratch, members.get(sid), lookahead, probes)
         else:  # segment_due without probing ahead, inlined: the path of every event
-            entered_at = members.get(seg.id)
+            entered_at = members.get(sid)
             if entered_at is None:
                 expr = seg.when
                 at = None
@@ -500,7 +506,7 @@ def _set_dues(st: CustomerState, segs: Iterable[CompiledSegment], ctx: Ctx,
                         if nxt is not None and nxt > t and (at is None or nxt < at):
                             at = nxt
         if at is None:
-            if seg.id in due:
-                del due[seg.id]
+            if sid in due:
+                del due[sid]
         else:
-            due[seg.id] = at
+            due[sid] = at

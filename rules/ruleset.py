@@ -29,6 +29,11 @@ class CompiledSegment:
     deps: frozenset[str]  # segments whose membership this one reads (in_segment + their peers)
     timeless: bool = False  # no window, threshold or dwell: time alone never changes it
     group: str | None = None  # = defn.group
+    # `when` false now (true now) stays so until the next event (CompiledExpr.trend), while the
+    # engagement score is not negative if `trend_eng`: a non-member then has no due instant
+    stays_false: bool = False
+    stays_true: bool = False
+    trend_eng: bool = False
 
 
 class RuleSet:
@@ -69,6 +74,8 @@ class RuleSet:
             id=s.id, index=index, defn=s, when=when, exit_when=exit_when, group_before=before,
             group_peers=tuple(p for p in peers if p != s.id), dwell=s.min_dwell_ms, reads=reads,
             deps=frozenset(refs), group=s.group,
+            stays_false=when.trend in (0, -1), stays_true=when.trend in (0, 1),
+            trend_eng=when.decays,
             timeless=not s.min_dwell_ms and all(
                 not e.timed for e in (when, exit_when) if e is not None))
 

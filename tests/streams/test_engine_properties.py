@@ -87,9 +87,12 @@ def rule_files(draw: st.DrawFn) -> RuleFile:
     settings_ = RuleSettings(
         currency="PLN", resolution_ms=HOUR_MS, retention_ms=30 * 24 * HOUR_MS,
         dedup_horizon_ms=draw(st.sampled_from([1, 48])) * HOUR_MS,
-        engagement=EngagementSettings(half_life_ms=draw(st.sampled_from([2, 12])) * HOUR_MS,
-                                      points={"email_open": 1, "email_click": 3, "page_view": 0.5,
-                                              "purchase": 10}),
+        engagement=EngagementSettings(
+            half_life_ms=draw(st.sampled_from([2, 12])) * HOUR_MS,
+            # negative points make a score that rises toward 0: no "only falls" shortcut then
+            points=draw(st.sampled_from([
+                {"email_open": 1, "email_click": 3, "page_view": 0.5, "purchase": 10},
+                {"email_open": 1, "page_view": -2, "refund": -10, "purchase": 10}]))),
         rfm=RfmSettings(window_ms=48 * HOUR_MS, recency_days=(0.1, 0.5, 1, 2),
                         frequency=(1, 2, 3, 4), monetary=(100, 500, 1000, 2000)))
     return RuleFile(1, "prop", settings_, tuple(segs), "sha256:prop")
