@@ -94,6 +94,9 @@ class _Junction:
     op: str
     fixed: tuple[ast.Expr, ...]
     timed: tuple[_Leaf | _Junction, ...]
+    # timed children that time alone can only turn false (`and`; true for `or`, see `trend`):
+    # one false now (true now) settles the junction as a fixed one does
+    settlers: tuple[ast.Expr, ...] = ()
 
 
 def _no_condition() -> program.Condition:
@@ -252,15 +255,20 @@ class _Compiler:
                         children.append(n)
             fixed: list[ast.Expr] = []
             timed: list[_Leaf | _Junction] = []
+            settlers: list[ast.Expr] = []
+            settles = -1 if op == "and" else 1
             for child in children:
                 p = self.plan(child)
                 if p is None:
                     fixed.append(child)
                 else:
                     timed.append(p)
+                    if op != "not" and trend(child, self._terms) == settles:
+                        settlers.append(child)
             if not timed:
                 return None
-            return _Junction(op, tuple(fixed) if op != "not" else (), tuple(timed))
+            return _Junction(op, tuple(fixed) if op != "not" else (), tuple(timed),
+                             tuple(settlers))
         atom = self._atoms.get(id(node))
         if atom is not None:  # a comparison over window counts: its exact next change
             self._leaf_count += 1
@@ -710,11 +718,14 @@ def _build_plan(plan: _Leaf | _Junction, terms: dict[str, Term]) -> program.Plan
     def node_of(n: _Leaf | _Junction) -> program.PlanNode:
         if isinstance(n, _Leaf):
             return program.Leaf(1 << bit[n.index])
-        fixed = [b.expr(f) for f in n.fixed] if n.op in ("and", "or") else []
+        # a settler is tested as a fixed child is: a false one (`or`: true) settles the
+        # junction; its own parts are live only while it does not
+        fixed = [b.expr(f) for f in (*n.fixed, *n.settlers)] if n.op in ("and", "or") else []
         live: list[tuple[program.Node, Callable[[Ctx], Any]]] = []
         if n.op in ("and", "or") and len(n.timed) > 1:
             for child in n.timed:
-                if isinstance(child, _Leaf) and child.node is not None:
+                if isinstance(child, _Leaf) and child.node is not None \
+                        and not any(child.node is s for s in n.settlers):
                     live.append((b.expr(child.node), child.atoms[0]))
         return program.Junction(n.op == "and", n.op == "or", fixed, live,
                                 [node_of(c) for c in n.timed])

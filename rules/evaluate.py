@@ -440,7 +440,7 @@ def evaluate(rs: RuleSet, st: CustomerState, t: int, dirty: tuple[CompiledSegmen
                     cands.discard(sid)
                 st.due[sid] = t + 1
                 del to_due[sid]
-    _set_dues(st, to_due.values(), ctx, lookahead)
+    _set_dues(st, tuple(to_due.values()), ctx, lookahead)
     if not emit:
         return None
     st.seq += 1
@@ -457,9 +457,10 @@ def _sorted(ids: Iterable[str]) -> tuple[str, ...]:
     return out if len(out) < 2 else tuple(sorted(out))
 
 
-def _set_dues(st: CustomerState, segs: Iterable[CompiledSegment], ctx: Ctx,
+def _set_dues(st: CustomerState, segs: tuple[CompiledSegment, ...], ctx: Ctx,
               lookahead: int) -> None:
-    """Store the due instant of each of segs (none for a segment time alone cannot change)."""
+    """Store the due instant of each of segs (none for a segment time alone cannot change).
+    A tuple: compiled, a walk by index (an iterable takes an iterator and a call per item)."""
     due = st.due
     members = st.members
     cands = st.cands

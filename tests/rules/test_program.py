@@ -11,14 +11,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from model.events import Event
-from model.state import CustomerState
+from model.state import CustomerState, fold_event
 from rules import program
 from rules.compiler import _MAX_LEAVES, compile_expr
 from rules.context import Ctx
-from rules.model import HOUR_MS, RuleFile, RuleSettings, SegmentDef
+from rules.model import HOUR_MS, EngagementSettings, RuleFile, RuleSettings, SegmentDef
 from rules.parser import parse_expression
 from rules.ruleset import RuleSet
 from streams.simulate import Simulator
+from tests.factories import T0, event
 from tests.reference import Reference
 from tests.streams.test_engine_properties import WINDOWS, streams
 
@@ -80,3 +81,26 @@ def test_a_condition_is_callable_and_says_what_it_is() -> None:
     ctx = Ctx(CustomerState("c"), 0, HOUR_MS)
     assert cond(ctx) is True and repr(cond) == "Condition('3 >= 2')"
     assert program.Condition(program.Const(None), "null")(ctx) is False
+
+
+def test_a_part_that_time_can_only_turn_false_settles_an_and_while_false() -> None:
+    """`engagement_score() >= 5` false now stays false (the score decays): the `and` cannot
+    turn true before the next event, so the days_since threshold is no reason to look again;
+    true now, the threshold and the score's own crossing are live."""
+    s = RuleSettings(currency="PLN", resolution_ms=HOUR_MS, retention_ms=60 * HOUR_MS,
+                     engagement=EngagementSettings(half_life_ms=HOUR_MS, points={"purchase": 10}))
+    text = "engagement_score() >= 5 and days_since_last_purchase() > 1"
+    expr = compile_expr(parse_expression(text, file="t", line=1, column=1), text, s)
+    plan = expr.due_plan
+    assert plan is not None
+    st_ = CustomerState("c")
+    fold_event(st_, event("purchase", T0), s.resolution_ms, {"purchase": 10.0}, HOUR_MS)
+    assert plan.parts(Ctx(st_, T0 + 2 * HOUR_MS, HOUR_MS)) is None  # 2.5 points: settled
+    live = plan.parts(Ctx(st_, T0 + HOUR_MS // 2, HOUR_MS))  # ~7.1 points
+    assert live is not None and len(live.crossings) == 2
+    # `or`: a part time can only turn true (days_since rises) that is true settles it
+    text = "days_since_last_purchase() > 1 or engagement_score() >= 5"
+    expr = compile_expr(parse_expression(text, file="t", line=1, column=1), text, s)
+    assert expr.due_plan is not None
+    assert expr.due_plan.parts(Ctx(st_, T0 + 2 * 24 * HOUR_MS, HOUR_MS)) is None
+    assert expr.due_plan.parts(Ctx(st_, T0 + HOUR_MS, HOUR_MS)) is not None
