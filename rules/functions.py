@@ -127,8 +127,18 @@ def _net_between(ctx: Ctx, lo: int, hi: int) -> float:
     return total
 
 
-def _type_count(ctx: Ctx, etype: str, nb: int) -> int:
-    key = (etype, nb)
+_CACHE_KEYS: dict[tuple[Any, ...], object] = {}
+
+
+def _cache_key(*what: Any) -> object:
+    """The ctx.cache key of a window read (one plain object per distinct read, made when the
+    term is built): found by identity, where a tuple made per read hashes and compares its
+    items at every lookup."""
+    return _CACHE_KEYS.setdefault(what, object())
+
+
+def _type_count(ctx: Ctx, etype: str, nb: int, key: object) -> int:
+    """Events of type etype over nb buckets; `key`: _cache_key("type", etype, nb)."""
     hit = ctx.cache.get(key)
     if hit is not None:
         return hit
@@ -141,9 +151,9 @@ def _type_count(ctx: Ctx, etype: str, nb: int) -> int:
     return n
 
 
-def _distinct(ctx: Ctx, nb: int, attr: str) -> int:
-    key = (nb, attr)  # read by the condition, then by its due (`_falling_atom`): once
-    # ((nb, attr): never equal to _type_count's (event type, nb))
+def _distinct(ctx: Ctx, nb: int, attr: str, key: object) -> int:
+    """Distinct `attr` values over nb buckets; `key`: _cache_key("distinct", nb, attr) (read
+    by the condition, then by its due, `_falling_atom`: counted once)."""
     hit = ctx.cache.get(key)
     if hit is not None:
         return hit
@@ -415,7 +425,8 @@ def _count_now(nb: int, parts: tuple[Callable[[Bucket], int], ...], etype: str |
     there is one (a type's count, purchase or refund count), else summed once per instant for
     every atom over the same count."""
     if etype is not None:
-        return lambda ctx: _type_count(ctx, etype, nb)
+        tkey = _cache_key("type", etype, nb)
+        return lambda ctx: _type_count(ctx, etype, nb, tkey)
     if attr == "pc":
         return lambda ctx: _sums(ctx, nb)[1]
     if attr == "rc":
@@ -577,12 +588,14 @@ def _refund_count(text: str, nb: int) -> Term:
 
 
 def _distinct_categories(text: str, nb: int) -> Term:
-    return _falls(_w(text, lambda ctx: _distinct(ctx, nb, "cats"), PURCHASE_TYPES, (nb,),
+    key = _cache_key("distinct", nb, "cats")
+    return _falls(_w(text, lambda ctx: _distinct(ctx, nb, "cats", key), PURCHASE_TYPES, (nb,),
                      _has_cats))
 
 
 def _sessions(text: str, nb: int) -> Term:
-    return _falls(_w(text, lambda ctx: _distinct(ctx, nb, "sessions"), WEB_TYPES, (nb,),
+    key = _cache_key("distinct", nb, "sessions")
+    return _falls(_w(text, lambda ctx: _distinct(ctx, nb, "sessions", key), WEB_TYPES, (nb,),
                      _has_sessions))
 
 
@@ -603,7 +616,8 @@ def _growth_ratio(text: str, nb: int) -> Term:
 
 def _count_of(etype: str) -> Callable[[str, int], Term]:
     def build(text: str, nb: int) -> Term:
-        return _w(text, lambda ctx: _type_count(ctx, etype, nb), (etype,), (nb,),
+        key = _cache_key("type", etype, nb)
+        return _w(text, lambda ctx: _type_count(ctx, etype, nb, key), (etype,), (nb,),
                   _has_types((etype,)), _type_of(etype))
     return build
 
@@ -612,8 +626,8 @@ def _count(text: str, nb: int, etype: str) -> Term:
     return _count_of(etype)(text, nb)
 
 
-def _total_count(ctx: Ctx, nb: int) -> int:
-    key = ("*", nb)
+def _total_count(ctx: Ctx, nb: int, key: object) -> int:
+    """Events of any type over nb buckets; `key`: _cache_key("total", nb)."""
     hit = ctx.cache.get(key)
     if hit is not None:
         return hit
@@ -632,18 +646,20 @@ def _has_events(bk: Bucket) -> Any:
 
 def _count_all(text: str, nb: int) -> Term:
     """count(w): events of every type in the window."""
-    return _w(text, lambda ctx: _total_count(ctx, nb), ALL_TYPES, (nb,), _has_events,
+    key = _cache_key("total", nb)
+    return _w(text, lambda ctx: _total_count(ctx, nb, key), ALL_TYPES, (nb,), _has_events,
               _total_of)
 
 
 def _count_types(text: str, nb: int, etypes: tuple[str, ...]) -> Term:
     """count(["a", "b"], w): events of any of the listed types."""
     types = tuple(dict.fromkeys(etypes))
+    keys = tuple((t, _cache_key("type", t, nb)) for t in types)
 
     def fn(ctx: Ctx) -> Value:
         n = 0
-        for t in types:
-            n += _type_count(ctx, t, nb)
+        for t, key in keys:
+            n += _type_count(ctx, t, nb, key)
         return n
     return _w(text, fn, types, (nb,), _has_types(types), _types_of(types))
 
@@ -679,9 +695,14 @@ def _has_category(category: str) -> Callable[[Bucket], Any]:
 
 def _rate(num_type: str) -> Callable[[str, int], Term]:
     def build(text: str, nb: int) -> Term:
+        num_key = _cache_key("type", num_type, nb)
+        delivered_key = _cache_key("type", EMAIL_DELIVERED, nb)
+        sent_key = _cache_key("type", EMAIL_SENT, nb)
+
         def fn(ctx: Ctx) -> Value:
-            num = _type_count(ctx, num_type, nb)
-            den = _type_count(ctx, EMAIL_DELIVERED, nb) or _type_count(ctx, EMAIL_SENT, nb)
+            num = _type_count(ctx, num_type, nb, num_key)
+            den = (_type_count(ctx, EMAIL_DELIVERED, nb, delivered_key)
+                   or _type_count(ctx, EMAIL_SENT, nb, sent_key))
             return _ratio(num, den)
         types = (num_type, EMAIL_DELIVERED, EMAIL_SENT)
         return _w(text, fn, types, (nb,), _has_types(types))

@@ -11,6 +11,7 @@ import pytest
 from model.state import CustomerState, fold_event
 from rules.compiler import CompiledExpr, compile_expr
 from rules.context import Ctx
+from rules.functions import _cache_key
 from rules.model import EngagementSettings, RuleSettings
 from rules.parser import parse_expression
 from tests.factories import DAY, HOUR, T0, event, profile, purchase
@@ -414,4 +415,5 @@ def test_and_or_read_the_cheaper_side_first(text: str, reads_window: bool) -> No
     expected = (holds(a, BUYER, ctx.t) and holds(b, BUYER, ctx.t) if op == " and "
                 else holds(a, BUYER, ctx.t) or holds(b, BUYER, ctx.t))
     assert result is expected
-    assert (("page_view", 30 * DAY // SETTINGS.resolution_ms) in ctx.cache) is reads_window
+    key = _cache_key("type", "page_view", 30 * DAY // SETTINGS.resolution_ms)
+    assert (key in ctx.cache) is reads_window
