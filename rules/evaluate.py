@@ -345,9 +345,8 @@ def display(seg: CompiledSegment | None, why_: dict[str, Any]) -> dict[str, Any]
     """A segment's entry in a change record's `details`: display metadata and `why`."""
     if seg is None:
         return {"label": None, "color": None, "icon": None, "actions": {}, "why": why_}
-    d = seg.defn
-    return {"label": d.label, "color": d.color, "icon": d.icon, "actions": dict(d.actions),
-            "why": why_}
+    label, color, icon, actions = seg.shown
+    return {"label": label, "color": color, "icon": icon, "actions": dict(actions), "why": why_}
 
 
 def _detail(seg: CompiledSegment, ctx: Ctx, was_member: bool) -> dict[str, Any]:
@@ -362,7 +361,7 @@ def evaluate(rs: RuleSet, st: CustomerState, t: int, dirty: tuple[CompiledSegmen
     there is a change: most events change nothing)."""
     members = st.members
     cands = st.cands
-    ctx = Ctx(st, t, rs.settings.resolution_ms, cands, rs.groups_before)
+    ctx = Ctx(st, t, rs.resolution_ms, cands, rs.groups_before)
     entered: list[str] = []
     exited: list[str] = []
     groups_touched: list[str] | None = None

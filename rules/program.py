@@ -211,13 +211,46 @@ class ArithLit(WithLiteral):
         return _arith(v, self.y, self.op)
 
 
+def compare_ints(x: int, y: int, op: int) -> bool:
+    """`_compare` on two ints, as mypyc's tagged ints (exact, no rich comparison)."""
+    if op == GE:
+        return x >= y
+    if op == GT:
+        return x > y
+    if op == LT:
+        return x < y
+    if op == LE:
+        return x <= y
+    if op == EQ:
+        return x == y
+    return x != y
+
+
 class CmpNum(WithLiteral):
-    """`x op number` (a literal, negative ones folded)."""
+    """`x op number` (a literal, negative ones folded). Its value is always a bool: `truth`
+    computes it, natively for an int against an int literal (window counts) and for a float
+    against a number a double holds exactly (amounts, days, scores)."""
+
+    def __init__(self, x: Node, op: int, y: Any) -> None:
+        super().__init__(x, op, y)
+        self.int_y = type(y) is int
+        self.yi: int = y if type(y) is int else 0
+        # a float compares with y as with its double: every float, an int up to 2**53
+        self.float_y = type(y) is float or (type(y) is int and -(1 << 53) <= y <= 1 << 53)
+        self.yf: float = float(y) if self.float_y else 0.0
 
     def value(self, ctx: Ctx) -> Any:
+        return self.truth(ctx)
+
+    def truth(self, ctx: Ctx) -> bool:
         v = self.x.value(ctx)
-        if _is_num(v):
-            return _compare(v, self.y, self.op)
+        t = type(v)
+        if t is int and self.int_y:
+            return compare_ints(v, self.yi, self.op)
+        if t is float and self.float_y:
+            return compare_floats(v, self.yf, self.op)
+        if t is int or t is float:
+            return bool(_compare(v, self.y, self.op))
         return cmp_slow(v, self.y, self.op)
 
 

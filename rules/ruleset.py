@@ -8,6 +8,7 @@ group peer whose membership those can change), transitively, in evaluation order
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from rules.catalogue import EVENT_TYPES
 from rules.compiler import CompiledExpr, compile_expr
@@ -31,6 +32,8 @@ class CompiledSegment:
     group: str | None = None  # = defn.group
     # `when` false now (true now) stays so until the next event (CompiledExpr.trend), while the
     # engagement score is not negative if `trend_eng`: a non-member then has no due instant
+    # (label, color, icon, actions) of defn, read natively for every change's details
+    shown: tuple[Any, ...] = (None, None, None, {})
     stays_false: bool = False
     stays_true: bool = False
     trend_eng: bool = False
@@ -40,6 +43,7 @@ class RuleSet:
     def __init__(self, rule_file: RuleFile) -> None:
         self.file = rule_file
         self.settings: RuleSettings = rule_file.settings
+        self.resolution_ms: int = rule_file.settings.resolution_ms  # read by every evaluation
         self.version = rule_file.content_hash
         groups: dict[str, list[str]] = {}
         for s in rule_file.segments:
@@ -73,7 +77,7 @@ class RuleSet:
         return CompiledSegment(
             id=s.id, index=index, defn=s, when=when, exit_when=exit_when, group_before=before,
             group_peers=tuple(p for p in peers if p != s.id), dwell=s.min_dwell_ms, reads=reads,
-            deps=frozenset(refs), group=s.group,
+            deps=frozenset(refs), group=s.group, shown=(s.label, s.color, s.icon, s.actions),
             stays_false=when.trend in (0, -1), stays_true=when.trend in (0, 1),
             trend_eng=when.decays,
             timeless=not s.min_dwell_ms and all(

@@ -7,7 +7,7 @@ built on first use), against the brute-force reference, and the condition as a c
 
 from __future__ import annotations
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from model.events import Event
@@ -104,3 +104,31 @@ def test_a_part_that_time_can_only_turn_false_settles_an_and_while_false() -> No
     assert expr.due_plan is not None
     assert expr.due_plan.parts(Ctx(st_, T0 + 2 * 24 * HOUR_MS, HOUR_MS)) is None
     assert expr.due_plan.parts(Ctx(st_, T0 + HOUR_MS, HOUR_MS)) is not None
+
+
+@settings(max_examples=400, deadline=None)
+@example(v=float(1 << 60), y=(1 << 60) + 1, op=program.LT)  # a double rounds y to v
+@example(v=(1 << 60) + 1, y=1 << 60, op=program.GT)
+@example(v=True, y=1, op=program.EQ)
+@example(v=float("nan"), y=0, op=program.NE)
+@given(v=st.one_of(st.integers(), st.integers(-(1 << 70), 1 << 70), st.floats(), st.booleans(),
+                   st.none(), st.text(max_size=3)),
+       y=st.one_of(st.integers(-5, 5), st.integers(-(1 << 70), 1 << 70),
+                   st.floats(allow_nan=False)),
+       op=st.sampled_from([program.EQ, program.NE, program.LT, program.LE, program.GT,
+                           program.GE]))
+def test_a_comparison_with_a_number_is_python_s_with_the_null_rules(v: object, y: float,
+                                                                     op: int) -> None:
+    """CmpNum's native paths (int against an int literal, float against a number a double
+    holds) answer as Python's comparison does, big ints and NaN included; null is false, true
+    and false are never numbers, text against a number is only `!=`."""
+    if v is None:
+        want = False
+    elif type(v) is bool or type(v) is str:
+        want = op == program.NE
+    else:
+        want = bool(program.PYOPS[op](v, y))
+    node = program.CmpNum(program.Const(v), op, y)
+    ctx = Ctx(CustomerState("c"), 0, HOUR_MS)
+    assert node.truth(ctx) is want
+    assert node.value(ctx) is want
