@@ -191,6 +191,10 @@ def _plain(obj: object) -> object:
 
 
 _encode_change: Final = msgspec.json.Encoder(enc_hook=_plain).encode
+# Final here: statics of this module when compiled (an imported name is a dict lookup per read)
+_WireChange: Final = WireChange
+_WireEventCause: Final = WireEventCause
+_WireKindCause: Final = WireKindCause
 
 
 def change_json(ch: SegmentChange) -> bytes:
@@ -205,12 +209,12 @@ def change_json(ch: SegmentChange) -> bytes:
     if c.event_id is not None:
         ts = c.event_ts
         # an event's change is at the event's instant: its timestamp written once
-        cause = WireEventCause(c.kind, c.event_id, c.event_type,
+        cause = _WireEventCause(c.kind, c.event_id, c.event_type,
                                None if ts is None else at_text if ts == at else format_ts(ts))
     else:
-        cause = WireKindCause(c.kind)
+        cause = _WireKindCause(c.kind)
     control = ch.control
-    return _encode_change(WireChange(
+    return _encode_change(_WireChange(
         ch.customer_id, ch.seq, at_text, cause, ch.rules_version, ch.entered, ch.exited,
         ch.segments, ch.groups, ch.details, bool(ch.quiet), ch.pipeline,
         control if control else ()))

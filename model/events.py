@@ -622,6 +622,10 @@ _W_FIELDS: Final = ("event_id", "customer_id", "type", "ts", "amount", "currency
 if WireEvent.__struct_fields__ != _W_FIELDS:
     raise RuntimeError("model/events.py: _W_FIELDS out of step with model/wire.py WireEvent")
 _astuple: Final = msgspec.structs.astuple
+# Final here: statics of this module when compiled (an imported name is a dict lookup per read)
+_fast_decode: Final = fast_decode
+_MIN_TS: Final[int] = MIN_TS_MS
+_MAX_TS: Final[int] = MAX_TS_MS
 _W_ID: Final = 0
 _W_CUSTOMER: Final = 1
 _W_TYPE: Final = 2
@@ -641,12 +645,12 @@ _W_ATTRIBUTES: Final = 13
 def _fast_event(raw: bytes | bytearray | memoryview | str, currency: str) -> Event | None:
     """The Event of a common, valid message, or None for parse_event_checked to decide."""
     try:
-        w: tuple[Any, ...] = _astuple(fast_decode(raw))  # in _W_FIELDS' order
+        w: tuple[Any, ...] = _astuple(_fast_decode(raw))  # in _W_FIELDS' order
     except Exception:  # invalid, or not bytes at all: the checked path says what it is
         return None
     wire_ts = w[_W_TS]
     if type(wire_ts) is int:
-        if not MIN_TS_MS <= wire_ts <= MAX_TS_MS:
+        if not _MIN_TS <= wire_ts <= _MAX_TS:
             return None
         ts: int = wire_ts
     else:

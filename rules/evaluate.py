@@ -23,10 +23,13 @@ from model.events import Event
 from model.state import CustomerState, engagement_at
 from rules.compiler import Crossing, DueParts
 from rules.context import Ctx
-from rules.model import DAY_MS
+from rules.model import DAY_MS as _DAY_MS
 from rules.ruleset import CompiledSegment, RuleSet
 
 HORIZON_MS: Final = 100 * 365 * 86_400_000  # how far ahead a threshold crossing is looked for
+
+# Final here: a static of this module when compiled (an imported name is a dict lookup per read)
+DAY_MS: Final = _DAY_MS
 
 
 def _sign(x: float) -> int:

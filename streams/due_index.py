@@ -9,6 +9,11 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterator
+from typing import Final
+
+# statics when compiled: no module attribute lookup per call
+_heappush: Final = heapq.heappush
+_heappop: Final = heapq.heappop
 
 
 class DueIndex:
@@ -26,7 +31,7 @@ class DueIndex:
         if self._due.get(key) == due:
             return
         self._due[key] = due
-        heapq.heappush(self._heap, (due, key))
+        _heappush(self._heap, (due, key))
         if len(self._heap) > 4 * len(self._due) + 1024:
             self._compact()
 
@@ -47,7 +52,7 @@ class DueIndex:
             heap = self._heap  # read again each time: a `set` while iterating may compact
             if not heap or heap[0][0] > t:
                 return
-            d, key = heapq.heappop(heap)
+            d, key = _heappop(heap)
             if due.get(key) != d:
                 continue  # stale
             del due[key]
@@ -56,7 +61,7 @@ class DueIndex:
     def oldest(self) -> int | None:
         heap, due = self._heap, self._due
         while heap and due.get(heap[0][1]) != heap[0][0]:
-            heapq.heappop(heap)
+            _heappop(heap)
         return heap[0][0] if heap else None
 
     @property
