@@ -35,6 +35,7 @@ if __name__ == "__main__" and not __package__:  # also runnable as `python bench
 
 ROOT = Path(__file__).resolve().parents[1]
 _REPLAY = """
+import os
 import sys
 from rules.loader import load_rules
 from rules.ruleset import RuleSet
@@ -46,10 +47,12 @@ tune_gc()
 with open(sys.argv[2], "rb") as f:
     sim.feed_lines(f)
 sim.finish()
+os._exit(0)  # not the interpreter's teardown (freeing every state): no worker does it per event
 """
 # the worker's compute, through one task (all records on one partition): records prepared
 # outside the count (a pickle of key, value pairs); a commit every argv[4] records
 _REPLAY_TASK = """
+import os
 import pickle
 import sys
 from typing import NamedTuple
@@ -83,6 +86,7 @@ for i in range(0, len(pairs), every):
     records = task.store.changelog_records(pending.dirty)
     task.store.committed(records, None)
     del pending, records
+os._exit(0)  # not the interpreter's teardown (freeing every state): no worker does it per event
 """
 _COLLECTED = re.compile(rb"Collected\s*:\s*(\d+)")
 
