@@ -13,7 +13,6 @@ the wall clock they are handled in arrival order.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
@@ -104,7 +103,8 @@ class Task:
         self.merger = TimestampMerger(idle_ms=idle_ms)
         self.pending = Pending()
         self.stats = Stats()
-        self.sizes: Counter[str] = Counter()  # members per segment on this partition
+        # members per segment on this partition (a plain dict: see Stats)
+        self.sizes: dict[str, int] = {}
         self.customers = 0  # customers with state on this partition
         self._generation = rulebook.generation
         self._rollout: list[str] = []
@@ -122,7 +122,8 @@ class Task:
     def loading(self, step: int = 2000) -> Iterator[int]:
         """`load` in slices: yields the count of customers seen every `step` of them, so that
         the caller can let other work run (a big store takes seconds)."""
-        due, sizes, clock, customers = DueIndex(), Counter[str](), 0, 0
+        due, clock, customers = DueIndex(), 0, 0
+        sizes: dict[str, int] = {}
         version = self.rulebook.rules.version
         stale: list[str] = []
         for cid, st in self.store.items():
@@ -130,7 +131,8 @@ class Task:
             if customers % step == 0:
                 yield customers
             due.set(cid, st.next_due)
-            sizes.update(st.members.keys())
+            for sid in st.members:
+                _bump(sizes, sid)
             if st.last_eval is not None and st.last_eval > clock:
                 clock = st.last_eval
             if st.rules_version != version:
@@ -250,16 +252,16 @@ class Task:
             self.pending.changes.append((cid.encode(), None))
 
     def _emit(self, ch: SegmentChange, cause_ts: int | None) -> None:
-        pending, stats = self.pending, self.stats
+        pending, stats, sizes = self.pending, self.stats, self.sizes
         pending.changes.append((ch.customer_id.encode(), change_json(ch)))  # not a method call
         if cause_ts is not None:
             pending.latencies_ms.append(cause_ts)
         _bump(stats.causes, ch.cause.kind)
         for sid in ch.entered:
-            self.sizes[sid] += 1
+            sizes[sid] = sizes.get(sid, 0) + 1
             _bump(stats.moves, (sid, "entered"))
         for sid in ch.exited:
-            self.sizes[sid] -= 1
+            sizes[sid] = sizes.get(sid, 0) - 1
             _bump(stats.moves, (sid, "exited"))
 
     # ------------------------------------------------------------------ time
