@@ -793,7 +793,10 @@ class _Build:
         if isinstance(node, ast.Call):
             call = self.calls.get(node.text)
             if call is None:
-                call = self.calls[node.text] = program.Call(self.terms[node.text].fn)
+                fn = self.terms[node.text].fn
+                call = self.calls[node.text] = (program.NativeCall(fn)
+                                                if isinstance(fn, program.TermValue)
+                                                else program.Call(fn))
             return call
         if isinstance(node, ast.Unary):
             if node.op == "not":

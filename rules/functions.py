@@ -176,6 +176,81 @@ _MISS: Final = object()
 _EXIT_KEYS: dict[tuple[tuple[int, ...], Callable[[Bucket], Any]], object] = {}
 
 
+# ---------------------------------------------------------------- terms as compiled classes
+# The values of the terms a condition reads most (rules/program.py `TermValue`): read through
+# a method table, not a Python call per read.
+
+class _SumsPart(program.TermValue):
+    """One of `_sums`' figures over nb buckets (1: purchase count, 2: refund amount, 3: refund
+    count, 4: items)."""
+
+    def __init__(self, nb: int, index: int) -> None:
+        self.nb = nb
+        self.index = index
+
+    def value(self, ctx: Ctx) -> Value:
+        return _sums(ctx, self.nb)[self.index]
+
+
+class _NetAmount(program.TermValue):
+    """purchase_amount(w): purchases minus refunds over nb buckets."""
+
+    def __init__(self, nb: int) -> None:
+        self.nb = nb
+
+    def value(self, ctx: Ctx) -> Value:
+        s = _sums(ctx, self.nb)
+        return s[0] - s[2]
+
+
+class _TypeCount(program.TermValue):
+    """Events of one type over nb buckets."""
+
+    def __init__(self, etype: str, nb: int) -> None:
+        self.etype = etype
+        self.nb = nb
+        self.key = _cache_key("type", etype, nb)
+
+    def value(self, ctx: Ctx) -> Value:
+        return _type_count(ctx, self.etype, self.nb, self.key)
+
+
+class _Distinct(program.TermValue):
+    """Distinct categories ("cats") or sessions over nb buckets."""
+
+    def __init__(self, nb: int, attr: str) -> None:
+        self.nb = nb
+        self.attr = attr
+        self.key = _cache_key("distinct", nb, attr)
+
+    def value(self, ctx: Ctx) -> Value:
+        return _distinct(ctx, self.nb, self.attr, self.key)
+
+
+class _LifetimeOrders(program.TermValue):
+    def value(self, ctx: Ctx) -> Value:
+        return ctx.st.lifetime_orders
+
+
+class _LifetimeAmount(program.TermValue):
+    def value(self, ctx: Ctx) -> Value:
+        return ctx.st.lifetime_amount
+
+
+class _Unsubscribed(program.TermValue):
+    def value(self, ctx: Ctx) -> Value:
+        return ctx.st.unsubscribed
+
+
+class _Engagement(program.TermValue):
+    def __init__(self, half_life_ms: int) -> None:
+        self.half_life_ms = half_life_ms
+
+    def value(self, ctx: Ctx) -> Value:
+        return engagement_at(ctx.st, ctx.t, self.half_life_ms)
+
+
+
 def _window_exit(edges: tuple[int, ...],
                  has: Callable[[Bucket], Any]) -> Callable[[Ctx], int | None]:
     """Next instant at which a bucket that matters (`has`) slides past one of the window edges."""
@@ -452,11 +527,8 @@ def _count_now(nb: int, parts: tuple[Callable[[Bucket], int], ...], etype: str |
 
 
 def _purchase_amount(text: str, nb: int) -> Term:
-    def fn(ctx: Ctx) -> Value:
-        s = _sums(ctx, nb)
-        return s[0] - s[2]
-    return Term(text, fn, PURCHASE_TYPES, "step", _window_exit((nb,), _has_purchase_or_refund),
-                amount=nb)
+    return Term(text, _NetAmount(nb), PURCHASE_TYPES, "step",
+                _window_exit((nb,), _has_purchase_or_refund), amount=nb)
 
 
 _WALK: Final = 3  # exits amount_flip looks through before it settles for a look-again instant
@@ -565,7 +637,7 @@ class _AmountFlip:
 
 
 def _purchase_count(text: str, nb: int) -> Term:
-    return _w(text, lambda ctx: _sums(ctx, nb)[1], PURCHASE_TYPES, (nb,), _has_purchase,
+    return _w(text, _SumsPart(nb, 1), PURCHASE_TYPES, (nb,), _has_purchase,
               _pc_of)
 
 
@@ -577,28 +649,26 @@ def _avg_order_value(text: str, nb: int) -> Term:
 
 
 def _items_count(text: str, nb: int) -> Term:
-    return _w(text, lambda ctx: _sums(ctx, nb)[4], PURCHASE_TYPES, (nb,), _has_items,
+    return _w(text, _SumsPart(nb, 4), PURCHASE_TYPES, (nb,), _has_items,
               _items_of)
 
 
 def _refund_amount(text: str, nb: int) -> Term:
-    return _w(text, lambda ctx: _sums(ctx, nb)[2], PURCHASE_TYPES, (nb,), _has_refund)
+    return _w(text, _SumsPart(nb, 2), PURCHASE_TYPES, (nb,), _has_refund)
 
 
 def _refund_count(text: str, nb: int) -> Term:
-    return _w(text, lambda ctx: _sums(ctx, nb)[3], PURCHASE_TYPES, (nb,), _has_refund,
+    return _w(text, _SumsPart(nb, 3), PURCHASE_TYPES, (nb,), _has_refund,
               _rc_of)
 
 
 def _distinct_categories(text: str, nb: int) -> Term:
-    key = _cache_key("distinct", nb, "cats")
-    return _falls(_w(text, lambda ctx: _distinct(ctx, nb, "cats", key), PURCHASE_TYPES, (nb,),
+    return _falls(_w(text, _Distinct(nb, "cats"), PURCHASE_TYPES, (nb,),
                      _has_cats))
 
 
 def _sessions(text: str, nb: int) -> Term:
-    key = _cache_key("distinct", nb, "sessions")
-    return _falls(_w(text, lambda ctx: _distinct(ctx, nb, "sessions", key), WEB_TYPES, (nb,),
+    return _falls(_w(text, _Distinct(nb, "sessions"), WEB_TYPES, (nb,),
                      _has_sessions))
 
 
@@ -619,8 +689,7 @@ def _growth_ratio(text: str, nb: int) -> Term:
 
 def _count_of(etype: str) -> Callable[[str, int], Term]:
     def build(text: str, nb: int) -> Term:
-        key = _cache_key("type", etype, nb)
-        return _w(text, lambda ctx: _type_count(ctx, etype, nb, key), (etype,), (nb,),
+        return _w(text, _TypeCount(etype, nb), (etype,), (nb,),
                   _has_types((etype,)), _type_of(etype))
     return build
 
@@ -754,7 +823,7 @@ def _simple_event(text: str, fn: Callable[[Ctx], Value], reads: Iterable[str]) -
 def _engagement(text: str, settings: RuleSettings) -> Term:
     hl = settings.engagement.half_life_ms
     reads = [t for t, p in settings.engagement.points.items() if p]
-    return Term(text, lambda ctx: engagement_at(ctx.st, ctx.t, hl), frozenset(reads), "cont",
+    return Term(text, _Engagement(hl), frozenset(reads), "cont",
                 mono=-1, decays=True)
 
 
@@ -890,16 +959,9 @@ def _attribute(text: str, settings: RuleSettings, name: str) -> Term:
     return _simple_event(text, lambda ctx: ctx.st.attributes.get(name), ("profile_update",))
 
 
-def _lifetime_amount_of(ctx: Ctx) -> Value:
-    return ctx.st.lifetime_amount
-
-
-def _lifetime_orders_of(ctx: Ctx) -> Value:
-    return ctx.st.lifetime_orders
-
-
-def _unsubscribed_of(ctx: Ctx) -> Value:
-    return ctx.st.unsubscribed
+_lifetime_amount_of: Final = _LifetimeAmount()
+_lifetime_orders_of: Final = _LifetimeOrders()
+_unsubscribed_of: Final = _Unsubscribed()
 
 
 def _first_seen_of(ctx: Ctx) -> int | None:

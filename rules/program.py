@@ -156,6 +156,28 @@ class Call(Node):
         return self.fn(ctx)
 
 
+class TermValue:
+    """A term's value as a method of a compiled class (rules/functions.py): a `NativeCall`
+    calls it through the class's method table, where a plain function is a Python call (its
+    arguments packed and parsed: ~300 instructions). Callable as the function it stands for."""
+
+    def value(self, ctx: Ctx) -> Any:
+        raise NotImplementedError
+
+    def __call__(self, ctx: Ctx) -> Any:
+        return self.value(ctx)
+
+
+class NativeCall(Node):
+    """A call of a term whose value is a `TermValue`."""
+
+    def __init__(self, fn: TermValue) -> None:
+        self.fn = fn
+
+    def value(self, ctx: Ctx) -> Any:
+        return self.fn.value(ctx)
+
+
 class Not(Test):
     def __init__(self, x: Node) -> None:
         self.x = x
