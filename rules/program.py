@@ -159,7 +159,7 @@ class Call(Node):
 class TermValue:
     """A term's value as a method of a compiled class (rules/functions.py): a `NativeCall`
     calls it through the class's method table, where a plain function is a Python call (its
-    arguments packed and parsed: ~300 instructions). Callable as the function it stands for."""
+    arguments packed and parsed). Callable as the function it stands for."""
 
     def value(self, ctx: Ctx) -> Any:
         raise NotImplementedError

@@ -30,10 +30,10 @@ class CompiledSegment:
     deps: frozenset[str]  # segments whose membership this one reads (in_segment + their peers)
     timeless: bool = False  # no window, threshold or dwell: time alone never changes it
     group: str | None = None  # = defn.group
-    # `when` false now (true now) stays so until the next event (CompiledExpr.trend), while the
-    # engagement score is not negative if `trend_eng`: a non-member then has no due instant
     # (label, color, icon, actions) of defn, read natively for every change's details
     shown: tuple[Any, ...] = (None, None, None, {})
+    # `when` false now (true now) stays so until the next event (CompiledExpr.trend), while the
+    # engagement score is not negative if `trend_eng`: a non-member then has no due instant
     stays_false: bool = False
     stays_true: bool = False
     trend_eng: bool = False
