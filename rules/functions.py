@@ -860,27 +860,43 @@ def _make_rfm_parts(settings: RuleSettings) -> _RfmParts:
     nb = rfm.window_ms // settings.resolution_ms
     rec, freq, mon = rfm.recency_days, rfm.frequency, rfm.monetary
 
+    # (plain loops: compiled, `zip(..., strict=True)` and `sum(<generator>)` are Python calls
+    # of builtins with an iterator or a generator object each, ~5k instructions a score)
+    if len(rec) != 4:
+        raise ValueError(f"rfm.recency_days needs 4 thresholds, got {len(rec)}")
+
     def r_score(ctx: Ctx) -> Value:
         last = ctx.st.last_ts.get("purchase")
         if last is None:
             return None
         days = (ctx.t - last) / DAY_MS
-        for score, th in zip((5, 4, 3, 2), rec, strict=True):
+        score = 5
+        for th in rec:  # ascending: the first threshold the recency is within
             if days <= th:
                 return score
+            score -= 1
         return 1
 
     def f_score(ctx: Ctx) -> Value:
         if "purchase" not in ctx.st.last_ts:
             return None
         n = _sums(ctx, nb)[1]
-        return 1 + sum(1 for th in freq if n >= th)
+        score = 1
+        for th in freq:
+            if n >= th:
+                score += 1
+        return score
 
     def m_score(ctx: Ctx) -> Value:
         if "purchase" not in ctx.st.last_ts:
             return None
         s = _sums(ctx, nb)
-        return 1 + sum(1 for th in mon if s[0] - s[2] >= th)
+        amount = s[0] - s[2]
+        score = 1
+        for th in mon:
+            if amount >= th:
+                score += 1
+        return score
 
     window_exit = _window_exit((nb,), _has_purchase_or_refund)
 
