@@ -182,7 +182,11 @@ def _pinpoint(flipped: Callable[[int], bool], lo: int, up: int, g: float | None)
     and does at up and changes once in between: from the estimate g (a closed-form root),
     gallop to a bracket, then bisect to the millisecond."""
     if g is not None and math.isfinite(g):
-        gi = min(max(int(g), lo + 1), up)
+        gi = int(g)  # clamped to (lo, up] by comparisons: compiled, min() and max() are
+        if gi <= lo:  # builtins called with boxed ints (~2k instructions each)
+            gi = lo + 1
+        if gi > up:
+            gi = up
         step = 1
         if flipped(gi):
             up = gi
