@@ -503,12 +503,11 @@ def _count_now(nb: int, parts: tuple[Callable[[Bucket], int], ...], etype: str |
     there is one (a type's count, purchase or refund count), else summed once per instant for
     every atom over the same count."""
     if etype is not None:
-        tkey = _cache_key("type", etype, nb)
-        return lambda ctx: _type_count(ctx, etype, nb, tkey)
+        return _TypeCount(etype, nb)
     if attr == "pc":
-        return lambda ctx: _sums(ctx, nb)[1]
+        return _SumsPart(nb, 1)
     if attr == "rc":
-        return lambda ctx: _sums(ctx, nb)[3]
+        return _SumsPart(nb, 3)
     key = _COUNTER_KEYS.setdefault((nb, parts), object())
 
     def total(ctx: Ctx) -> int:
@@ -726,12 +725,12 @@ def _count_all(text: str, nb: int) -> Term:
 def _count_types(text: str, nb: int, etypes: tuple[str, ...]) -> Term:
     """count(["a", "b"], w): events of any of the listed types."""
     types = tuple(dict.fromkeys(etypes))
-    keys = tuple((t, _cache_key("type", t, nb)) for t in types)
+    counts = tuple(_TypeCount(t, nb) for t in types)
 
     def fn(ctx: Ctx) -> Value:
         n = 0
-        for t, key in keys:
-            n += _type_count(ctx, t, nb, key)
+        for c in counts:
+            n += c.value(ctx)
         return n
     return _w(text, fn, types, (nb,), _has_types(types), _types_of(types))
 
@@ -767,15 +766,12 @@ def _has_category(category: str) -> Callable[[Bucket], Any]:
 
 def _rate(num_type: str) -> Callable[[str, int], Term]:
     def build(text: str, nb: int) -> Term:
-        num_key = _cache_key("type", num_type, nb)
-        delivered_key = _cache_key("type", EMAIL_DELIVERED, nb)
-        sent_key = _cache_key("type", EMAIL_SENT, nb)
+        num = _TypeCount(num_type, nb)
+        delivered = _TypeCount(EMAIL_DELIVERED, nb)
+        sent = _TypeCount(EMAIL_SENT, nb)
 
         def fn(ctx: Ctx) -> Value:
-            num = _type_count(ctx, num_type, nb, num_key)
-            den = (_type_count(ctx, EMAIL_DELIVERED, nb, delivered_key)
-                   or _type_count(ctx, EMAIL_SENT, nb, sent_key))
-            return _ratio(num, den)
+            return _ratio(num.value(ctx), delivered.value(ctx) or sent.value(ctx))
         types = (num_type, EMAIL_DELIVERED, EMAIL_SENT)
         return _w(text, fn, types, (nb,), _has_types(types))
     return build
