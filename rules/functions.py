@@ -446,7 +446,7 @@ def counter_flip(nb: int, parts: tuple[Callable[[Bucket], int], ...],
     total_now = _count_now(nb, parts, etype, attr)
 
     def flip(ctx: Ctx) -> int | None:
-        total = total_now(ctx)
+        total = total_now.value(ctx)
         if not total:  # nothing in the window: nothing leaves it
             return None
         now = bool(test(y, total) if swapped else test(total, y))
@@ -498,7 +498,7 @@ def counter_flip(nb: int, parts: tuple[Callable[[Bucket], int], ...],
 
 
 def _count_now(nb: int, parts: tuple[Callable[[Bucket], int], ...], etype: str | None,
-               attr: str | None) -> Callable[[Ctx], int]:
+               attr: str | None) -> program.TermValue:
     """The count `counter_flip` starts from, read through the cache the condition filled when
     there is one (a type's count, purchase or refund count), else summed once per instant for
     every atom over the same count."""
@@ -508,21 +508,31 @@ def _count_now(nb: int, parts: tuple[Callable[[Bucket], int], ...], etype: str |
         return _SumsPart(nb, 1)
     if attr == "rc":
         return _SumsPart(nb, 3)
-    key = _COUNTER_KEYS.setdefault((nb, parts), object())
+    return _PartsCount(nb, parts)
 
-    def total(ctx: Ctx) -> int:
-        hit = ctx.cache.get(key)
+
+class _PartsCount(program.TermValue):
+    """A sum of per-bucket counts over nb buckets, summed once per instant for every atom over
+    the same count."""
+
+    def __init__(self, nb: int, parts: tuple[Callable[[Bucket], int], ...]) -> None:
+        self.nb = nb
+        self.parts = parts
+        self.key = _COUNTER_KEYS.setdefault((nb, parts), object())
+
+    def value(self, ctx: Ctx) -> Value:
+        cache = ctx.cache
+        hit = cache.get(self.key)
         if hit is not None:
             return hit
         n = 0
-        lo = ctx.bnow - nb
-        for b, bk in _window(ctx, nb).items():
+        lo = ctx.bnow - self.nb
+        for b, bk in _window(ctx, self.nb).items():
             if b > lo:
-                for part in parts:
+                for part in self.parts:
                     n += part(bk)
-        ctx.cache[key] = n
+        cache[self.key] = n
         return n
-    return total
 
 
 def _purchase_amount(text: str, nb: int) -> Term:
